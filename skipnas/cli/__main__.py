@@ -1,0 +1,5 @@
+import sys
+
+from skipnas.cli import main
+
+sys.exit(main())

@@ -1,0 +1,31 @@
+"""Helpers shared by the sub-commands: consoles and JSON output."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+
+
+def console() -> Console:
+    """Human output goes to stdout; with ``--json`` nothing but the JSON object is printed there."""
+    return Console(highlight=False)
+
+
+def status_console() -> Console:
+    """Progress bars and notes go to stderr so they never mix with data on stdout."""
+    return Console(stderr=True, highlight=False)
+
+
+def print_json(obj: Any) -> None:
+    json.dump(obj, sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
+
+
+def add_group(subparsers: Any, name: str, help_text: str) -> Any:
+    """A command group (``skipnas data ...``) whose bare form prints its own help."""
+    group = subparsers.add_parser(name, help=help_text, description=help_text)
+    group.set_defaults(func=None, group_parser=group)
+    return group.add_subparsers(title=f"{name} commands", metavar="COMMAND", dest=f"{name}_command")

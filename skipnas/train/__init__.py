@@ -1,0 +1,1 @@
+"""Training: the step, losses, the two-phase trainer. Knows nothing of Optuna."""

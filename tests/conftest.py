@@ -1,0 +1,30 @@
+"""Shared fixtures. Tests mirror the package: tests/models/ for skipnas/models/, and so on."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
+SHARED_SEM_FIBRES = Path(
+    os.environ.get("SKIPNAS_SEM_FIBRES", REPO_ROOT.parent / "shared" / "data" / "sem-fibres-shi2022" / "extracted")
+)
+
+
+@pytest.fixture
+def sem_fibres_dir() -> Path:
+    """The real SEM fibre set (Shi et al. 2022); tests using it skip in a clone without ../shared."""
+    if not SHARED_SEM_FIBRES.is_dir():
+        pytest.skip(f"real SEM fibre data not found at {SHARED_SEM_FIBRES} (set SKIPNAS_SEM_FIBRES)")
+    return SHARED_SEM_FIBRES
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Caches (demo dataset, dataset statistics) go to one temp folder per test session."""
+    monkeypatch.setenv("SKIPNAS_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "skipnas-cache"))

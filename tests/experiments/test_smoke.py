@@ -1,0 +1,22 @@
+"""Every experiment script runs in its --smoke mode, so none can rot."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPTS = sorted((REPO / "experiments").glob("*.py"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_script_runs_in_smoke_mode(script: Path, tmp_path: Path) -> None:
+    out = tmp_path / "result.csv"
+    result = subprocess.run(
+        [sys.executable, str(script), "--smoke", "--out", str(out)], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert out.exists() and out.read_text().count("\n") >= 3

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import pytest
+
+from skipnas.cost import CostConfig, count_params, estimate_cost
+from skipnas.genome import Genome
+from skipnas.models import build_model
+
+SMALL = CostConfig(tile=32, batch=2)
+
+
+@pytest.fixture(scope="module")
+def costs() -> dict[str, object]:
+    return {name: estimate_cost(Genome.named(name, base_width=4), SMALL) for name in ("none", "standard", "semi-dense", "dense")}
+
+
+def test_param_ordering_at_the_same_width(costs) -> None:
+    params = [costs[n].params for n in ("none", "standard", "semi-dense", "dense")]
+    assert params == sorted(params) and len(set(params)) == 4
+
+
+def test_params_match_the_built_model(costs) -> None:
+    assert costs["standard"].params == count_params(build_model(Genome.named("standard", base_width=4)))
+
+
+def test_training_flops_are_about_three_forwards(costs) -> None:
+    for cost in costs.values():
+        assert 2.0 <= cost.train_step_flops / cost.forward_flops <= 3.5
+
+
+def test_flops_grow_with_links_and_tile(costs) -> None:
+    assert costs["none"].forward_flops < costs["standard"].forward_flops < costs["dense"].forward_flops
+    bigger = estimate_cost(Genome.named("standard", base_width=4), CostConfig(tile=64, batch=2))
+    assert bigger.forward_flops == pytest.approx(4 * costs["standard"].forward_flops, rel=0.01)
+
+
+def test_peak_memory_holds_weights_grads_adam_state_and_activations(costs) -> None:
+    cost = costs["standard"]
+    weights = cost.params * 4
+    assert cost.memory_breakdown["parameter"] == weights
+    assert cost.memory_breakdown["optstate"] >= 2 * weights  # Adam's two moments
+    assert cost.predicted_peak_bytes > 3 * weights
+    assert cost.predicted_peak_bytes == sum(cost.memory_breakdown.values())
+
+
+def test_peak_memory_grows_with_batch_and_shrinks_with_bf16() -> None:
+    genome = Genome.named("standard", base_width=4)
+    one = estimate_cost(genome, CostConfig(tile=32, batch=1))
+    four = estimate_cost(genome, CostConfig(tile=32, batch=4))
+    eight = estimate_cost(genome, CostConfig(tile=32, batch=8))
+    bf16 = estimate_cost(genome, CostConfig(tile=32, batch=4, dtype="bfloat16"))
+    assert one.predicted_peak_bytes < four.predicted_peak_bytes < eight.predicted_peak_bytes
+    # once activations dominate the peak they scale with the batch
+    assert 1.8 <= eight.memory_breakdown["activation"] / four.memory_breakdown["activation"] <= 2.2
+    assert bf16.memory_breakdown["activation"] < 0.75 * four.memory_breakdown["activation"]
+
+
+def test_sgd_needs_less_state_than_adam() -> None:
+    genome = Genome.named("standard", base_width=4)
+    adam = estimate_cost(genome, CostConfig(tile=32, batch=1))
+    sgd = estimate_cost(genome, CostConfig(tile=32, batch=1, optimizer="sgd"))
+    assert sgd.memory_breakdown["optstate"] == pytest.approx(adam.memory_breakdown["optstate"] / 2, rel=0.01)
+
+
+def test_channels_last_estimate_runs() -> None:
+    cost = estimate_cost(Genome.named("reverse", base_width=4), CostConfig(tile=32, batch=2, channels_last=True))
+    assert cost.predicted_peak_bytes > 0
+
+
+def test_invalid_config_is_rejected() -> None:
+    with pytest.raises(ValueError, match="dtype"):
+        CostConfig(dtype="int8")
+    with pytest.raises(ValueError, match="optimizer"):
+        CostConfig(optimizer="lion")
