@@ -1,0 +1,177 @@
+"""``skipnas data check`` and ``skipnas data demo``."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from skipnas.cli._common import add_group, console, print_json, status_console
+
+EXIT_PROBLEMS = 2
+
+
+def register(subparsers: Any) -> None:
+    group = add_group(subparsers, "data", "Check a dataset folder, or write the demo dataset.")
+
+    check = group.add_parser(
+        "check",
+        help="validate a dataset folder and print its statistics",
+        description=(
+            "Validate a dataset folder (images/ and masks/ with matching names, directly or in train/, "
+            "val/, test/) and print counts, image sizes, mask kinds and normalisation statistics per split. "
+            "Every problem is listed, one per line; the exit code is 2 when there is any."
+        ),
+    )
+    check.add_argument("dir", metavar="DIR", help="dataset folder, or 'demo' for the embedded demo dataset")
+    check.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of tables")
+    split = check.add_argument_group("splitting a folder without train/, val/, test/")
+    for name in ("val", "test"):
+        split.add_argument(
+            f"--{name}-fraction", type=float, default=0.2, metavar="F", help=f"share of images for {name} (default 0.2)"
+        )
+    split.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the split (default 0)")
+    split.add_argument(
+        "--group-pattern",
+        default=None,
+        metavar="REGEX",
+        help="regex whose first group on the file stem names the source image; one group never spans "
+        "two splits (default: the part before the first '-')",
+    )
+    check.set_defaults(func=_check)
+
+    demo = group.add_parser(
+        "demo",
+        help="write the embedded demo dataset to a folder",
+        description="Write the embedded demo dataset (train/, val/, test/ with images/ and masks/) to a folder.",
+    )
+    demo.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder to write")
+    demo.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the generated images (default 0)")
+    demo.set_defaults(func=_demo)
+
+
+@contextlib.contextmanager
+def _progress(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A transient progress bar on stderr, driven by ``(done, total)`` calls; silent when stderr is no terminal
+    (a bar there would leave blank lines among the error lines)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    stderr = status_console()
+    if not stderr.is_terminal:
+        yield lambda done, total: None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=stderr, transient=True) as progress:
+        task = progress.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _split_options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "val_fraction": args.val_fraction,
+        "test_fraction": args.test_fraction,
+        "seed": args.seed,
+    }
+    if args.group_pattern is not None:
+        options["group_pattern"] = args.group_pattern
+    return options
+
+
+def _numbers(values: list[float]) -> str:
+    return ", ".join(f"{value:.3f}" for value in values) or "-"
+
+
+def _sizes(split: dict[str, Any]) -> str:
+    sizes = [f"{h}x{w}" for h, w in split["sizes"]]
+    if len(sizes) <= 3:
+        return ", ".join(sizes) or "-"
+    low, high = split["size_range"]["min"], split["size_range"]["max"]
+    return f"{low[0]}x{low[1]} .. {high[0]}x{high[1]}"
+
+
+def _print_summary(summary: dict[str, Any], warnings: list[str]) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    out = console()
+    layout = "split folders" if summary["presplit"] else "split by seed, grouped by source image"
+    table = Table(title=f"{summary['root']} ({layout})", title_justify="left")
+    for name in ("split", "images", "masks", "particles", "size HxW", "masks are", "ch", "mean", "std"):
+        table.add_column(name, justify="right" if name in ("images", "masks", "particles", "ch") else "left")
+    for name, split in summary["splits"].items():
+        kinds = split["mask_kinds"]
+        kind_text = next(iter(kinds)) if len(kinds) == 1 else ", ".join(f"{k} {n}" for k, n in kinds.items()) or "-"
+        table.add_row(
+            name,
+            str(split["images"]),
+            str(split["masks"]),
+            str(split["particles"]),
+            _sizes(split),
+            kind_text,
+            str(split["channels"]),
+            _numbers(split["mean"]),
+            _numbers(split["std"]),
+        )
+    out.print(table)
+    for line in warnings:
+        out.print(Text(f"warning: {line}", style="yellow"), soft_wrap=True)
+
+
+def _check(args: argparse.Namespace) -> int:
+    from skipnas.data.dataset import (
+        dataset_summary,
+        normalisation_stats,
+        resolve_dataset,
+        scan_dataset,
+        validate_dataset,
+    )
+
+    root = resolve_dataset(args.dir)
+    options = _split_options(args)
+    with _progress("checking files") as update:
+        report = validate_dataset(root, progress=update, **options)
+    if report.errors:
+        count = len(report.errors)
+        # plain print: one line per problem, never wrapped to the terminal width
+        print(f"skipnas: error: dataset {root} has {count} problem{'s' if count > 1 else ''}:", file=sys.stderr)
+        for line in report.errors:
+            print(f"  {line}", file=sys.stderr)
+        for line in report.warnings:
+            print(f"  warning: {line}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    index = scan_dataset(root, **options)
+    with _progress("computing statistics") as update:
+        summary = dataset_summary(index, progress=update)
+    if args.json:
+        mean, std = normalisation_stats(index)
+        print_json(
+            {
+                "root": str(root),
+                "presplit": summary["presplit"],
+                "splits": summary["splits"],
+                "normalisation": {"mean": mean, "std": std},
+                "warnings": report.warnings,
+            }
+        )
+    else:
+        _print_summary(summary, report.warnings)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from skipnas.data.dataset import dataset_summary, scan_dataset
+    from skipnas.data.demo import write_demo_dataset
+
+    with status_console().status("writing the demo dataset"):
+        path = Path(write_demo_dataset(args.out, seed=args.seed))
+    console().print(f"wrote the demo dataset to {path}", soft_wrap=True, markup=False)
+    summary = dataset_summary(scan_dataset(path))
+    _print_summary(summary, [])
+    return 0

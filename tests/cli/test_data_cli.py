@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from skipnas.cli import main
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "sem_fibres"
+
+
+def _pair(folder: Path, stem: str, particles: int = 2, size: tuple[int, int] = (32, 32)) -> None:
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "masks").mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(folder / "images" / f"{stem}.png"), np.full(size, 80, np.uint8))
+    ids = np.zeros(size, np.uint16)
+    for i in range(particles):
+        ids[2 + 4 * i : 4 + 4 * i, 2:10] = i + 1
+    assert cv2.imwrite(str(folder / "masks" / f"{stem}.png"), ids)
+
+
+def _good(root: Path) -> Path:
+    _pair(root / "train", "a-1", particles=2)
+    _pair(root / "train", "a-2", particles=1)
+    _pair(root / "val", "b-1", particles=3)
+    _pair(root / "test", "c-1", particles=1)
+    (root / "test" / "images" / "unlabelled.png").write_bytes((root / "test" / "images" / "c-1.png").read_bytes())
+    return root
+
+
+def _broken(root: Path) -> tuple[Path, list[str]]:
+    _good(root)
+    (root / "train" / "images" / "lonely.png").write_bytes((root / "train" / "images" / "a-1.png").read_bytes())
+    (root / "val" / "masks" / "orphan.png").write_bytes((root / "val" / "masks" / "b-1.png").read_bytes())
+    (root / "val" / "images" / "notes.txt").write_text("not an image")
+    (root / "train" / "masks" / "a-2.png").write_bytes(b"corrupt")
+    _pair(root / "test", "small", size=(32, 32))
+    assert cv2.imwrite(str(root / "test" / "images" / "small.png"), np.zeros((40, 32), np.uint8))
+    return root, ["lonely.png", "orphan.png", "notes.txt", "a-2.png", "small.png"]
+
+
+def test_check_json_on_a_good_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = _good(tmp_path / "ds")
+    assert main(["data", "check", str(root), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert {"root", "splits", "warnings"} <= set(data)
+    assert data["root"] == str(root.resolve())
+    assert list(data["splits"]) == ["test", "train", "val"]  # print_json sorts keys
+    counts = {name: (s["images"], s["masks"], s["particles"]) for name, s in data["splits"].items()}
+    assert counts == {"train": (2, 2, 3), "val": (1, 1, 3), "test": (2, 1, 1)}
+    assert data["splits"]["train"]["mean"] == pytest.approx([80 / 255])
+    assert data["normalisation"]["mean"] == pytest.approx([80 / 255])
+    assert len(data["warnings"]) == 1 and "unlabelled.png" in data["warnings"][0]
+
+
+def test_check_prints_a_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["data", "check", str(_good(tmp_path / "ds"))]) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert any("train" in line and "32x32" in line and "instance" in line for line in lines)
+    assert any("unlabelled.png" in line for line in lines)
+
+
+def test_check_lists_every_problem_and_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root, names = _broken(tmp_path / "ds")
+    assert main(["data", "check", str(root), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert f"{len(names)} problems" in lines[0]
+    for name in names:
+        assert sum(name in line for line in lines[1:]) == 1, name
+    assert "Traceback" not in captured.err
+
+
+def test_check_on_a_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["data", "check", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert "nope" in err and "not found" in err and len(err.strip().splitlines()) == 1
+
+
+def test_check_through_the_module_entry_point(tmp_path: Path) -> None:
+    root, names = _broken(tmp_path / "ds")
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "skipnas", "data", "check", str(root)], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert all(name in done.stderr for name in names)
+
+
+def test_check_on_the_fixture_crops(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["data", "check", str(FIXTURE), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    counts = {name: (s["images"], s["masks"], s["particles"]) for name, s in data["splits"].items()}
+    assert counts == {"train": (1, 1, 6), "val": (1, 1, 9), "test": (1, 1, 5)}
+    assert data["warnings"] == []
+
+
+def test_check_demo_uses_the_demo_dataset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = types.ModuleType("skipnas.data.demo")
+    fake.demo_dataset_path = lambda: _good(tmp_path / "cached-demo")  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "skipnas.data.demo", fake)
+    assert main(["data", "check", "demo", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["root"] == str((tmp_path / "cached-demo").resolve())
+
+
+def test_demo_writes_where_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    calls: list[tuple[Path, int]] = []
+
+    def write_demo_dataset(out: Path, seed: int = 0) -> Path:
+        calls.append((out, seed))
+        return _good(out)
+
+    fake = types.ModuleType("skipnas.data.demo")
+    fake.write_demo_dataset = write_demo_dataset  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "skipnas.data.demo", fake)
+    out_dir = tmp_path / "demo-out"
+    assert main(["data", "demo", "--out", str(out_dir), "--seed", "3"]) == 0
+    assert calls == [(out_dir, 3)]
+    out = capsys.readouterr().out
+    assert str(out_dir) in out.replace("\n", "") and "train" in out
+
+
+def test_real_sem_fibre_counts(sem_fibres_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["data", "check", str(sem_fibres_dir), "--json"]) == 0
+    splits = json.loads(capsys.readouterr().out)["splits"]
+    assert (splits["train"]["images"], splits["train"]["particles"]) == (64, 389)
+    assert (splits["val"]["images"], splits["val"]["particles"]) == (16, 103)
+    assert (splits["test"]["images"], splits["test"]["masks"], splits["test"]["particles"]) == (21, 11, 61)
+    assert splits["train"]["mask_kinds"] == {"instance": 64}
