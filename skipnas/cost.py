@@ -1,19 +1,22 @@
 """What a candidate costs before it is trained: parameters, FLOPs and predicted peak training memory.
 
-The prediction needs no GPU: one training step (the trainer's own :func:`train_step`) runs on fake
-tensors, which carry shapes and dtypes but no data, while torch's ``FlopCounterMode`` counts FLOPs
-and torch's ``MemTracker`` follows every tensor's lifetime to find the peak of live bytes. A warm-up
-step runs first so the optimiser state exists, as in every step after the first.
+The prediction needs no GPU: one training step (the trainer's own :func:`train_step`) runs on meta
+tensors (fake CPU tensors under autocast), which carry shapes and dtypes but no data, while torch's
+``FlopCounterMode`` counts FLOPs and a dispatch mode follows every storage's lifetime to find the
+peak of live bytes. The optimiser state is created first, as it exists in every step after the first.
 On CUDA, :func:`measure_peak_cuda` runs the same step for real to compare.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+import weakref
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+import torch.utils._pytree as pytree
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from skipnas.genome import Genome
 from skipnas.models import build_model
@@ -54,7 +57,9 @@ class CostReport:
     forward_flops: int
     train_step_flops: int  # forward + backward of one batch
     predicted_peak_bytes: int
-    memory_breakdown: dict[str, int] = field(default_factory=dict)  # bytes per kind at the peak
+    # bytes held for the whole step (parameter, buffer, optstate) and the step's own peak on top of them
+    # (batch, activations, gradients, temporaries)
+    memory_breakdown: dict[str, int] = field(default_factory=dict)
 
     @property
     def predicted_peak_mib(self) -> float:
@@ -78,7 +83,7 @@ def make_optimizer(name: str, params: Any, lr: float = 1e-3) -> torch.optim.Opti
     return torch.optim.SGD(params, lr=lr, momentum=0.9)
 
 
-def _step_inputs(config: CostConfig, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+def _step_inputs(config: CostConfig, device: torch.device | str | None) -> tuple[torch.Tensor, torch.Tensor]:
     images = torch.randn(config.batch, config.in_channels, config.tile, config.tile, device=device)
     targets = torch.rand(config.batch, config.classes, config.tile, config.tile, device=device)
     if config.channels_last:
@@ -86,9 +91,10 @@ def _step_inputs(config: CostConfig, device: torch.device | str) -> tuple[torch.
     return images, targets
 
 
-def _prepare(genome: Genome, config: CostConfig, device: torch.device | str) -> tuple[Any, Any]:
+def _prepare(genome: Genome, config: CostConfig, device: torch.device | str | None) -> tuple[Any, Any]:
+    """Model and optimiser on ``device``; ``None`` builds on the current default device (meta, fake)."""
     model = build_model(genome, in_channels=config.in_channels, classes=config.classes)
-    if torch.device(device).type != "cpu":  # built on the CPU already; .to() would break fake tensors
+    if device is not None:
         model = model.to(device)
     if config.channels_last:
         # per parameter: Module.to(memory_format=...) cannot swap fake tensors
@@ -98,31 +104,90 @@ def _prepare(genome: Genome, config: CostConfig, device: torch.device | str) -> 
     return model, make_optimizer(config.optimizer, model.parameters())
 
 
+class _LiveBytes(TorchDispatchMode):
+    """Follows the bytes of every live tensor storage, rounded to the CUDA allocator's 512-byte blocks.
+
+    Each storage is counted once, when an op first returns a view of it, and released when the
+    storage dies (storages keep their Python object alive as long as the storage lives, so a
+    weak reference fires exactly then). ``peak`` is the most bytes alive at once.
+    """
+
+    BLOCK = 512
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+        self._refs: dict[int, weakref.ref] = {}
+
+    def track(self, tensor: torch.Tensor) -> None:
+        storage = tensor.untyped_storage()
+        key = id(storage)
+        if key in self._refs:
+            return
+        size = -(-storage.nbytes() // self.BLOCK) * self.BLOCK
+
+        def release(_ref: weakref.ref, key: int = key, size: int = size) -> None:
+            if self._refs.pop(key, None) is not None:
+                self.live -= size
+
+        self._refs[key] = weakref.ref(storage, release)
+        self.live += size
+        self.peak = max(self.peak, self.live)
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        for leaf in pytree.tree_leaves(out):
+            if isinstance(leaf, torch.Tensor):
+                self.track(leaf)
+        return out
+
+
+def _create_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Make the optimiser allocate its state (Adam's moments, SGD's momentum) without a training step."""
+    for param in model.parameters():
+        param.grad = torch.zeros_like(param)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def estimate_cost(genome: Genome, config: CostConfig | None = None, loss_fn: LossFn = default_loss) -> CostReport:
     """Parameters, FLOPs and the predicted peak memory of one training step; runs on fake tensors."""
     from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch.distributed._tools.mem_tracker import MemTracker
     from torch.utils.flop_counter import FlopCounterMode
 
     config = config or CostConfig()
-    with FakeTensorMode(allow_non_fake_inputs=False):
-        model, optimizer = _prepare(genome, config, "cpu")
-        images, targets = _step_inputs(config, "cpu")
-        train_step(model, optimizer, images, targets, loss_fn, config.amp_dtype)  # creates optimiser state
-
+    # meta tensors are the cheapest shape-only tensors, but autocast cannot run on them: with an
+    # autocast dtype the step runs on fake CPU tensors under CPU autocast instead
+    context = torch.device("meta") if config.amp_dtype is None else FakeTensorMode(allow_non_fake_inputs=False)
+    with context:
+        model, optimizer = _prepare(genome, config, None)
+        _create_optimizer_state(model, optimizer)
+        resident = {
+            "parameter": model.parameters(),
+            "buffer": model.buffers(),
+            "optstate": (t for state in optimizer.state.values() for t in state.values() if isinstance(t, torch.Tensor)),
+        }
+        tracker = _LiveBytes()
+        breakdown = {}
+        for kind, tensors in resident.items():
+            before = tracker.live
+            for tensor in tensors:
+                tracker.track(tensor)
+            breakdown[kind] = tracker.live - before
+        images, targets = _step_inputs(config, None)
         with FlopCounterMode(display=False) as forward_counter, torch.no_grad():
             model(images)
-        tracker = MemTracker()
-        tracker.track_external(model, optimizer)
         with tracker, FlopCounterMode(display=False) as step_counter:
+            for tensor in (images, targets):
+                tracker.track(tensor)
             train_step(model, optimizer, images, targets, loss_fn, config.amp_dtype)
-        peak = tracker.get_tracker_snapshot("peak")[torch.device("cpu")]
-    breakdown = {str(getattr(kind, "value", kind)).lower(): int(n) for kind, n in peak.items() if kind != "Total"}
+    breakdown["step"] = tracker.peak - sum(breakdown.values())  # batch, activations, gradients, temporaries
     return CostReport(
         params=count_params(model),
         forward_flops=int(forward_counter.get_total_flops()),
         train_step_flops=int(step_counter.get_total_flops()),
-        predicted_peak_bytes=int(peak["Total"]),
+        predicted_peak_bytes=int(tracker.peak),
         memory_breakdown=breakdown,
     )
 

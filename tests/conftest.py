@@ -28,3 +28,24 @@ def sem_fibres_dir() -> Path:
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Caches (demo dataset, dataset statistics) go to one temp folder per test session."""
     monkeypatch.setenv("SKIPNAS_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "skipnas-cache"))
+
+
+def write_tiny_dataset(root: Path, size: int = 48, counts: dict[str, int] | None = None, seed: int = 0) -> Path:
+    """A small demo-like dataset (train/val/test, ``size`` px) for end-to-end tests that run in seconds."""
+    import numpy as np
+
+    from skipnas.data.demo import make_demo_image
+    from skipnas.data.io import write_image, write_mask
+
+    rng = np.random.default_rng(seed)
+    for split, n in (counts or {"train": 6, "val": 2, "test": 2}).items():
+        for index in range(n):
+            image, instances, _ = make_demo_image(rng, size)
+            write_image(root / split / "images" / f"{split}{index}-0.tif", image)
+            write_mask(root / split / "masks" / f"{split}{index}-0.tif", instances)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_dataset(tmp_path_factory.mktemp("tiny") / "data")

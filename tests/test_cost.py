@@ -34,12 +34,14 @@ def test_flops_grow_with_links_and_tile(costs) -> None:
     assert bigger.forward_flops == pytest.approx(4 * costs["standard"].forward_flops, rel=0.01)
 
 
-def test_peak_memory_holds_weights_grads_adam_state_and_activations(costs) -> None:
+def test_peak_memory_holds_weights_adam_state_and_the_step(costs) -> None:
     cost = costs["standard"]
     weights = cost.params * 4
-    assert cost.memory_breakdown["parameter"] == weights
+    tensors = len(list(build_model(Genome.named("standard", base_width=4)).parameters()))
+    # each tensor rounded up to the CUDA allocator's 512-byte blocks
+    assert weights <= cost.memory_breakdown["parameter"] <= weights + 512 * tensors
     assert cost.memory_breakdown["optstate"] >= 2 * weights  # Adam's two moments
-    assert cost.predicted_peak_bytes > 3 * weights
+    assert cost.memory_breakdown["step"] > weights  # gradients alone are as large as the weights
     assert cost.predicted_peak_bytes == sum(cost.memory_breakdown.values())
 
 
@@ -50,16 +52,18 @@ def test_peak_memory_grows_with_batch_and_shrinks_with_bf16() -> None:
     eight = estimate_cost(genome, CostConfig(tile=32, batch=8))
     bf16 = estimate_cost(genome, CostConfig(tile=32, batch=4, dtype="bfloat16"))
     assert one.predicted_peak_bytes < four.predicted_peak_bytes < eight.predicted_peak_bytes
-    # once activations dominate the peak they scale with the batch
-    assert 1.8 <= eight.memory_breakdown["activation"] / four.memory_breakdown["activation"] <= 2.2
-    assert bf16.memory_breakdown["activation"] < 0.75 * four.memory_breakdown["activation"]
+    # once activations dominate the step they scale with the batch
+    assert 1.7 <= eight.memory_breakdown["step"] / four.memory_breakdown["step"] <= 2.1
+    assert bf16.memory_breakdown["step"] < 0.8 * four.memory_breakdown["step"]
 
 
 def test_sgd_needs_less_state_than_adam() -> None:
     genome = Genome.named("standard", base_width=4)
     adam = estimate_cost(genome, CostConfig(tile=32, batch=1))
     sgd = estimate_cost(genome, CostConfig(tile=32, batch=1, optimizer="sgd"))
-    assert sgd.memory_breakdown["optstate"] == pytest.approx(adam.memory_breakdown["optstate"] / 2, rel=0.01)
+    # SGD keeps one momentum buffer per weight, Adam two moments (and a step counter)
+    assert sgd.memory_breakdown["optstate"] < 0.6 * adam.memory_breakdown["optstate"]
+    assert sgd.memory_breakdown["optstate"] >= sgd.params * 4
 
 
 def test_channels_last_estimate_runs() -> None:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from skipnas.cli._common import add_group, console, print_json, status_console
+from skipnas.progress import progress_bar
 
 EXIT_PROBLEMS = 2
 
@@ -51,26 +50,6 @@ def register(subparsers: Any) -> None:
     demo.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder to write")
     demo.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the generated images (default 0)")
     demo.set_defaults(func=_demo)
-
-
-@contextlib.contextmanager
-def _progress(description: str) -> Iterator[Callable[[int, int], None]]:
-    """A transient progress bar on stderr, driven by ``(done, total)`` calls; silent when stderr is no terminal
-    (a bar there would leave blank lines among the error lines)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    stderr = status_console()
-    if not stderr.is_terminal:
-        yield lambda done, total: None
-        return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=stderr, transient=True) as progress:
-        task = progress.add_task(description, total=None)
-
-        def update(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
-
-        yield update
 
 
 def _split_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -135,8 +114,8 @@ def _check(args: argparse.Namespace) -> int:
 
     root = resolve_dataset(args.dir)
     options = _split_options(args)
-    with _progress("checking files") as update:
-        report = validate_dataset(root, progress=update, **options)
+    with progress_bar("checking files") as bar:
+        report = validate_dataset(root, progress=lambda done, total: bar.update(completed=done, total=total), **options)
     if report.errors:
         count = len(report.errors)
         # plain print: one line per problem, never wrapped to the terminal width
@@ -147,8 +126,8 @@ def _check(args: argparse.Namespace) -> int:
             print(f"  warning: {line}", file=sys.stderr)
         return EXIT_PROBLEMS
     index = scan_dataset(root, **options)
-    with _progress("computing statistics") as update:
-        summary = dataset_summary(index, progress=update)
+    with progress_bar("computing statistics") as bar:
+        summary = dataset_summary(index, progress=lambda done, total: bar.update(completed=done, total=total))
     if args.json:
         mean, std = normalisation_stats(index)
         print_json(

@@ -9,10 +9,9 @@ as many training pairs as wanted. numpy + OpenCV only.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import cv2
 import numpy as np
 
 from skipnas.errors import SkipnasError
+from skipnas.progress import progress_bar
 
 BACKGROUND_MODES: tuple[str, ...] = ("blank", "semi")
 SYNTH_MARKER = "synth.json"
@@ -576,28 +576,14 @@ def write_synthetic_dataset(
     write_json_atomic(out / SYNTH_MARKER, {**marker, "complete": False})
     digits = max(5, len(str(n - 1)))
     names: set[str] = set()
-    with _progress_bar(progress, n) as advance:
+    with progress_bar("writing synthetic pairs", total=n, enabled=progress) as bar:
         for index, (image, instances) in enumerate(generator.generate(n, seed)):
             name = f"{SYNTH_PREFIX}{index:0{digits}d}"
             write_image(out / "images" / f"{name}.tif", image)
             write_mask(out / "masks" / f"{name}.tif", instances)
             names.add(name)
-            advance()
+            bar.advance()
     _remove_stale(out, names)
     write_json_atomic(out / SYNTH_MARKER, {**marker, "complete": True})
     return out
 
-
-@contextlib.contextmanager
-def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[], None]]:
-    """A rich progress bar on stderr (or nothing), advanced once per written pair."""
-    if not enabled:
-        yield lambda: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (TextColumn("writing synthetic pairs"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("synth", total=total)
-        yield lambda: bar.advance(task)

@@ -9,7 +9,6 @@ model (and torch).
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -17,6 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 from skipnas.errors import SkipnasError
+from skipnas.progress import progress_bar
 
 
 class TilingError(SkipnasError, ValueError):
@@ -192,7 +192,7 @@ def predict_tiled(
     weights = blend_weights(tile, overlap)
     weight_sum = np.zeros((height, width), dtype=np.float32)
     output: np.ndarray | None = None
-    with _progress_bar(len(windows), progress) as advance:
+    with progress_bar("tiled inference", total=len(windows), enabled=progress) as bar:
         for chunk, batch in iter_tile_batches(image, windows, tile, batch_size):
             logits = np.asarray(predict(batch), dtype=np.float32)
             if logits.ndim != 4 or logits.shape[0] != len(chunk) or logits.shape[2:] != (tile, tile):
@@ -207,21 +207,8 @@ def predict_tiled(
                 w = weights[: window.h, : window.w]
                 output[:, rows, cols] += tile_logits[:, : window.h, : window.w] * w
                 weight_sum[rows, cols] += w
-            advance(len(chunk))
+            bar.advance(len(chunk))
     assert output is not None  # tile_windows always yields at least one window
     output /= weight_sum
     return output
 
-
-@contextlib.contextmanager
-def _progress_bar(total: int, enabled: bool) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar on stderr when ``enabled``; yields ``advance(steps)``."""
-    if not enabled:
-        yield lambda steps: None
-        return
-    from rich.console import Console
-    from rich.progress import Progress
-
-    with Progress(console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task("tiled inference", total=total)
-        yield lambda steps: progress.advance(task, steps)

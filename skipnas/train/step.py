@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import torch
@@ -10,9 +11,11 @@ from torch import nn
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def autocast_context(device_type: str, amp_dtype: torch.dtype | None) -> torch.autocast:
-    """bf16/fp16 autocast on ``device_type``, or a disabled autocast for full precision."""
-    return torch.autocast(device_type=device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
+def autocast_context(device_type: str, amp_dtype: torch.dtype | None) -> contextlib.AbstractContextManager[object]:
+    """bf16/fp16 autocast on ``device_type``, or nothing for full precision."""
+    if amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device_type, dtype=amp_dtype)
 
 
 def train_step(

@@ -1,0 +1,53 @@
+"""``skipnas count``: count particles in new images with a model folder."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from skipnas.cli._common import console, print_json
+from skipnas.cli.train import add_device_arguments
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "count",
+        help="count particles in images of any size: CSVs and overlay images with numbered boxes",
+        description="Tiled inference with a model folder on images of any size, then the folder's calibrated "
+        "counting. Writes counts.csv (one row per image; the true count where a masks/ folder sits beside "
+        "images/), particles.csv (one row per particle: box, area, confidence) and overlays/IMAGE.png with "
+        "numbered boxes.",
+    )
+    parser.add_argument("model_dir", type=Path, metavar="MODEL_DIR", help="folder written by skipnas train or export")
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders of images")
+    parser.add_argument("--out", type=Path, required=True, metavar="OUT_DIR", help="folder for the CSVs and overlays")
+    parser.add_argument("--no-overlays", action="store_true", help="skip the overlay images")
+    add_device_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print the per-image counts as one JSON object")
+    parser.set_defaults(func=_count)
+
+
+def _count(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from skipnas.count import count_images
+
+    result = count_images(
+        args.model_dir, args.inputs, args.out, device=args.device, overlays=not args.no_overlays, progress=not args.json
+    )
+    if args.json:
+        print_json({"out_dir": str(result.out_dir), "counting": result.counting, "total": result.total, "images": result.images})
+        return 0
+    table = Table()
+    columns = [key for key in result.images[0] if key != "file"]
+    table.add_column("image")
+    for key in columns:
+        table.add_column(key.replace("_", " "), justify="right")
+    for row in result.images:
+        table.add_row(Path(row["file"]).name, *(str(row[key]) for key in columns))
+    out = console()
+    out.print(f"[bold]counts[/] (counting: {result.counting})")
+    out.print(table)
+    out.print(f"{result.total} particles in {len(result.images)} images -> {result.out_dir}")
+    return 0

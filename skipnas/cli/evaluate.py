@@ -1,0 +1,40 @@
+"""``skipnas evaluate``: a model folder's metrics on a dataset split."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from skipnas.cli._common import print_json
+from skipnas.cli.train import add_device_arguments, print_metrics
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="pixel and counting metrics of a model folder on a dataset split",
+        description="Predict every labelled image of a split with a model folder and report Dice, precision, "
+        "recall, IoU, count MAE/MSE, exact-count accuracy and object-level precision/recall.",
+    )
+    parser.add_argument("model_dir", type=Path, metavar="MODEL_DIR", help="folder written by skipnas train or export")
+    parser.add_argument("--data", default="demo", metavar="DIR|demo", help="dataset folder (default: the embedded demo)")
+    parser.add_argument("--split", choices=("train", "val", "test"), default="val", help="split to evaluate (default val)")
+    add_device_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(func=_evaluate)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from skipnas.evaluate import evaluate_model_folder
+
+    metrics = evaluate_model_folder(args.model_dir, args.data, split=args.split, device=args.device)
+    if args.json:
+        print_json(metrics)
+        return 0
+    skipped = f", {metrics['unlabelled_images']} unlabelled skipped" if metrics["unlabelled_images"] else ""
+    print_metrics(
+        f"{metrics['topology']} on {args.split} ({metrics['images']} images{skipped}); counting: {metrics['postprocess']}",
+        metrics,
+    )
+    return 0

@@ -1,0 +1,49 @@
+"""``skipnas export``: the best (or a named) trial's model folder, ready for ``skipnas count``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from skipnas.cli._common import console, print_json
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="write the best (or a named) trial's model folder, ready for skipnas count",
+        description="Copy the model folder of the best completed trial (by --metric) or of --trial N out of a study, "
+        "with summary.json: its genome, metrics and the baselines' metrics.",
+    )
+    parser.add_argument("--storage", default=None, metavar="URL", help="Optuna storage (default: sqlite:///runs/skipnas.db)")
+    parser.add_argument("--study", required=True, metavar="NAME", help="study name (skipnas search prints it)")
+    parser.add_argument("--trial", type=int, default=None, metavar="N", help="export this trial instead of the best")
+    parser.add_argument("--metric", choices=("dice", "count_mae"), default="dice", help="what 'best' means (default dice)")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="model folder to write")
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    parser.set_defaults(func=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from skipnas.export import export
+    from skipnas.search.storage import make_storage
+
+    result = export(make_storage(args.storage), args.study, args.out, trial=args.trial, metric=args.metric)
+    if args.json:
+        print_json({"out": str(result.out), "trial": result.trial, "baselines": result.baselines})
+        return 0
+    table = Table()
+    for column in ("trial", "topology", "Dice", "count MAE", "exact count", "MiB"):
+        table.add_column(column, justify="left" if column == "topology" else "right")
+    for row, label in [(result.trial, "exported"), *((b, "baseline") for b in result.baselines)]:
+        table.add_row(
+            str(row["trial"]), f"{row['topology']} ({label})", *(f"{row[k]:.3f}" if row.get(k) is not None else "" for k in ("dice", "count_mae", "exact_count_accuracy", "predicted_peak_mib"))
+        )
+    out = console()
+    out.print(f"exported trial {result.trial['trial']} ({result.trial['topology']}) to {result.out}")
+    out.print(table)
+    out.print(f"count with: skipnas count {result.out} IMAGES... --out counts")
+    return 0

@@ -1,0 +1,87 @@
+"""``skipnas report``: one self-contained HTML page (plotly, works offline) about a search study."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from skipnas.cli._common import console, status_console
+from skipnas.errors import SkipnasError
+
+_NAMES_SHOWN = 20
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "report",
+        help="write one HTML page about a search study: history, Pareto front, gene importance, skip matrices",
+        description=(
+            "Read a search study from its Optuna storage and write one self-contained HTML page (plotly inlined, "
+            "opens offline): trial counts, the best trial and the baselines against it, the optimisation history, "
+            "Dice against predicted memory with the Pareto front, skip-gene importance, how often each link is on "
+            "among the top trials, and the skip matrices of the best trial and the baselines."
+        ),
+    )
+    parser.add_argument(
+        "--storage",
+        default=None,
+        metavar="URL",
+        help="Optuna storage: an RDB URL (sqlite:///..., postgresql://...) or a journal file path "
+        "(default: sqlite:///runs/skipnas.db, where skipnas search writes)",
+    )
+    parser.add_argument("--study", default=None, metavar="NAME", help="study name (default: the storage's only study)")
+    parser.add_argument(
+        "--out", type=Path, default=None, metavar="FILE", help="HTML file to write (default: runs/STUDY/report.html)"
+    )
+    parser.add_argument("--title", default=None, help="page title (default: 'skipnas search report: STUDY')")
+    parser.set_defaults(func=_report)
+
+
+def _existing_storage(spec: str | None) -> tuple[Any, str]:
+    """The storage and how to name it; a missing SQLite or journal file is an error, not a new empty one."""
+    from skipnas.search.storage import default_storage_url, is_rdb_url, make_storage
+
+    label = spec or default_storage_url()
+    if label.startswith("sqlite:///"):
+        database = label.split(":///", 1)[1].split("?", 1)[0]
+        if database and database != ":memory:" and not Path(database).is_file():
+            hint = "give --storage URL" if spec is None else "check the path"
+            raise SkipnasError(f"{database}: no search storage there; run `skipnas search` first or {hint}")
+    elif not is_rdb_url(label) and not Path(label).is_file():
+        raise SkipnasError(f"--storage {label}: no such journal file; check the path or run `skipnas search --storage {label}` first")
+    return make_storage(spec), label
+
+
+def _listing(names: list[str]) -> str:
+    shown = ", ".join(names[:_NAMES_SHOWN])
+    return shown + (f", ... ({len(names) - _NAMES_SHOWN} more)" if len(names) > _NAMES_SHOWN else "")
+
+
+def choose_study(names: list[str], wanted: str | None, storage_label: str) -> str:
+    """``wanted`` when the storage holds it; with no name, the storage's only study."""
+    if not names:
+        raise SkipnasError(f"{storage_label}: holds no study; run `skipnas search` first")
+    if wanted is None:
+        if len(names) == 1:
+            return names[0]
+        raise SkipnasError(f"{storage_label} holds {len(names)} studies; give --study NAME, one of: {_listing(sorted(names))}")
+    if wanted not in names:
+        raise SkipnasError(f"no study {wanted!r} in {storage_label}; give --study with one of: {_listing(sorted(names))}")
+    return wanted
+
+
+def _report(args: argparse.Namespace) -> int:
+    import optuna
+
+    from skipnas.search.report import write_report
+    from skipnas.search.storage import DEFAULT_RUNS_DIR
+
+    storage, label = _existing_storage(args.storage)
+    study_name = choose_study(optuna.get_all_study_names(storage), args.study, label)
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    out = args.out if args.out is not None else DEFAULT_RUNS_DIR / study_name / "report.html"
+    with status_console().status(f"writing the report of study {study_name}"):
+        path = write_report(study, out, title=args.title)
+    console().print(f"report of study {study_name} ({len(study.get_trials(deepcopy=False))} trials) written to {path}")
+    return 0

@@ -1,0 +1,79 @@
+"""``skipnas search``: the product's main job."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from skipnas.cli._common import console, print_json, status_console
+
+
+def register(subparsers: Any) -> None:
+    from skipnas.search.driver import PRUNERS, SAMPLERS, SearchSettings
+    from skipnas.search.objective import OBJECTIVES
+
+    defaults = SearchSettings()
+    parser = subparsers.add_parser(
+        "search",
+        help="search skip-connection topologies (baselines first, then Optuna's sampler) under a memory budget",
+        description="Train candidate U-Nets from scratch, each pretrained on semi-synthetic images and fine-tuned on "
+        "real ones, under a memory budget (candidates over it are rejected before training). The standard, "
+        "semi-dense, reverse, dense and no-skip nets are the first trials of every study. The study lives in "
+        "Optuna storage: re-running the same command resumes it up to --trials in total, and several workers "
+        "may share it.",
+    )
+    parser.add_argument("--trials", type=int, default=defaults.trials, help=f"trials in the study in total (default {defaults.trials})")
+    parser.add_argument("--data", default=defaults.data, metavar="DIR|demo", help="dataset folder (default: the embedded demo)")
+    parser.add_argument("--space", default=defaults.space, metavar="FILE", help="search-space TOML, or a name in search_spaces/ (default: default)")
+    parser.add_argument("--storage", default=None, metavar="URL", help="Optuna storage: an RDB URL or a journal file path (default: sqlite:///runs/skipnas.db)")
+    parser.add_argument("--study", default=None, metavar="NAME", help="study name (default: from data, space and objective)")
+    parser.add_argument("--budget-mib", type=float, default=None, metavar="M", help="memory budget in MiB (default: the space file's)")
+    parser.add_argument("--trial-seconds", type=float, default=defaults.trial_seconds, metavar="S", help=f"training seconds per trial, pretraining included (default {defaults.trial_seconds:g})")
+    parser.add_argument("--sampler", choices=SAMPLERS, default=defaults.sampler, help="Optuna sampler (default tpe)")
+    parser.add_argument("--pruner", choices=PRUNERS, default=defaults.pruner, help="pruner on validation Dice per epoch (default median)")
+    parser.add_argument("--objective", choices=OBJECTIVES, default=defaults.objective, help="what to optimise (default dice)")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed (default 0)")
+    parser.add_argument("--keep-models", type=int, default=None, metavar="K", help="keep the model folders of the best K trials only (default: all)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="where to train (default auto)")
+    parser.add_argument("--runs-dir", type=Path, default=defaults.runs_dir, metavar="DIR", help="where studies keep their files (default runs/)")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary at the end instead of the table")
+    parser.set_defaults(func=_search)
+
+
+def _search(args: argparse.Namespace) -> int:
+    from skipnas.search.display import SearchDisplay, trial_rows
+    from skipnas.search.driver import SearchSettings, search
+
+    settings = SearchSettings(
+        trials=args.trials, data=args.data, space=args.space, storage=args.storage, study=args.study,
+        budget_mib=args.budget_mib, trial_seconds=args.trial_seconds, sampler=args.sampler, pruner=args.pruner,
+        objective=args.objective, seed=args.seed, device=args.device, runs_dir=args.runs_dir, keep_models=args.keep_models,
+    )
+    notes = status_console()
+    notes.print(f"preparing data from {args.data} and opening the study ...")
+    display = SearchDisplay(settings.trials, settings.study or "", enabled=not args.json)
+    with display:
+        result = search(settings, on_progress=display.on_progress, on_trial_end=display.on_trial_end)
+    rows = trial_rows(result.study, limit=None)
+    summary = {
+        "study": result.study_name,
+        "storage": result.storage_url,
+        "trials": len(result.study.trials),
+        "interrupted": result.interrupted,
+        "best": rows[0] if rows else None,
+        "baselines": [r for r in rows if r["baseline"]],
+    }
+    if args.json:
+        print_json(summary)
+    else:
+        out = console()
+        if rows:
+            best = rows[0]
+            out.print(f"best: trial {best['trial']} ({best['topology']}), value {best['value']:.4f}")
+        out.print(f"study {result.study_name} in {result.storage_url}")
+        out.print(f"next: skipnas export --storage {result.storage_url} --study {result.study_name} --out best-model")
+    if result.interrupted:
+        notes.print("interrupted: the running trial is recorded as failed; run the same command to resume")
+        return 130
+    return 0

@@ -1,0 +1,110 @@
+"""``skipnas train``: train one topology, calibrate its counting, write a model folder."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from skipnas.cli._common import console, print_json, status_console
+
+METRIC_ROWS = (
+    ("dice", "Dice"),
+    ("precision", "precision"),
+    ("recall", "recall"),
+    ("iou", "IoU"),
+    ("count_mae", "count MAE"),
+    ("count_mse", "count MSE"),
+    ("exact_count_accuracy", "exact-count accuracy"),
+    ("relative_count_error", "relative count error"),
+    ("object_precision", "object precision"),
+    ("object_recall", "object recall"),
+    ("images", "images"),
+)
+
+
+def add_device_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="where to run (default: auto)")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train one topology (pretrain on semi-synthetic images, fine-tune on real ones) and write a model folder",
+        description="Train one topology: pretrain on semi-synthetic images made from the training split, fine-tune "
+        "on the real training images, calibrate the counting post-processing on validation, write a model folder "
+        "and print the validation metrics.",
+    )
+    parser.add_argument("--data", default="demo", metavar="DIR|demo", help="dataset folder (default: the embedded demo)")
+    parser.add_argument("--topology", default="standard", metavar="NAME_OR_JSON", help="named topology or genome JSON (default: standard)")
+    parser.add_argument("--width", type=int, default=None, help="base width (default: the genome file's, else 16)")
+    parser.add_argument("--pretrain-seconds", type=float, default=60.0, metavar="S", help="pretraining budget; 0 skips it (default 60)")
+    parser.add_argument("--finetune-seconds", type=float, default=120.0, metavar="S", help="fine-tuning budget; 0 skips it (default 120)")
+    parser.add_argument("--pretrain-epochs", type=int, default=None, metavar="N", help="also stop pretraining after N epochs")
+    parser.add_argument("--finetune-epochs", type=int, default=None, metavar="N", help="also stop fine-tuning after N epochs")
+    parser.add_argument("--lr", type=float, default=1e-3, help="pretraining learning rate (default 1e-3)")
+    parser.add_argument("--finetune-lr", type=float, default=5e-4, help="fine-tuning learning rate (default 5e-4)")
+    parser.add_argument("--batch", type=int, default=8, help="batch size (default 8)")
+    parser.add_argument("--tile", type=int, default=64, help="training tile size in px (default 64)")
+    parser.add_argument("--synthetic", type=int, default=64, metavar="N", help="semi-synthetic images to pretrain on (default 64)")
+    parser.add_argument("--loss", choices=("bce_dice", "focal", "bce"), default="bce_dice", help="loss (default bce_dice)")
+    parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam", help="optimiser (default adam)")
+    parser.add_argument("--scheduler", choices=("plateau", "step", "none"), default="plateau", help="LR schedule (default plateau)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    add_device_arguments(parser)
+    parser.add_argument("--out", type=Path, default=None, metavar="MODEL_DIR", help="model folder (default: runs/models/TOPOLOGY-wWIDTH)")
+    parser.add_argument("--json", action="store_true", help="print the validation metrics as one JSON object")
+    parser.set_defaults(func=_train)
+
+
+def print_metrics(title: str, metrics: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table()
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, label in METRIC_ROWS:
+        if key in metrics:
+            value = metrics[key]
+            table.add_row(label, f"{value:.4f}" if isinstance(value, float) else str(value))
+    out = console()
+    out.print(f"[bold]{title}[/]")
+    out.print(table)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from skipnas.data.tiling import TileConfig
+    from skipnas.genome import load_genome
+    from skipnas.train.losses import LossConfig
+    from skipnas.train.run import prepare_data, train_candidate
+    from skipnas.train.trainer import PhaseConfig, TrainConfig
+
+    genome = load_genome(args.topology, base_width=args.width)
+    config = TrainConfig(
+        pretrain=PhaseConfig(epochs=args.pretrain_epochs, seconds=args.pretrain_seconds, lr=args.lr),
+        finetune=PhaseConfig(epochs=args.finetune_epochs, seconds=args.finetune_seconds, lr=args.finetune_lr),
+        synthetic_images=args.synthetic,
+        batch_size=args.batch,
+        tile=TileConfig(size=args.tile),
+        loss=LossConfig(kind=args.loss),
+        optimizer=args.optimizer,
+        scheduler=args.scheduler,
+        device=args.device,
+        seed=args.seed,
+    )
+    out = args.out or Path("runs") / "models" / f"{genome.name}-w{genome.base_width}"
+    notes = status_console()
+    notes.print(f"preparing data from {args.data} ...")
+    data = prepare_data(args.data, config)
+    notes.print(
+        f"{len(data.train)} train / {len(data.val)} val images, {len(data.synthetic)} semi-synthetic; "
+        f"training {genome.name} (width {genome.base_width})"
+    )
+    result = train_candidate(genome, data, config, out=out, progress=not args.json)
+    if args.json:
+        print_json({**result.metrics, "model_dir": str(result.model_dir), "stop_reasons": result.training.stop_reasons})
+        return 0
+    print_metrics(f"validation ({len(data.val)} images), counting: {result.postprocess.method}", result.metrics)
+    console().print(f"stopped: {', '.join(f'{k}: {v}' for k, v in result.training.stop_reasons.items())}")
+    console().print(f"model folder: {result.model_dir}")
+    return 0

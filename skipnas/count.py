@@ -1,0 +1,178 @@
+"""Count particles in new images with a model folder: CSVs, overlays, a progress bar.
+
+Writes into ``out_dir``: ``counts.csv`` (one row per image: file, count per class, and the true
+count where a mask is found in a sibling ``masks/`` folder), ``particles.csv`` (one row per
+particle: image, id, class, bounding box, area, confidence = mean probability inside it) and
+``overlays/<image>.png`` with a numbered box per particle, so each detection can be checked and
+false positives rejected by id. Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from skipnas.counting.postprocess import Detections, PostprocessConfig, count_per_class, describe
+from skipnas.data.io import IMAGE_SUFFIXES, count_instances, read_image, read_mask
+from skipnas.errors import SkipnasError
+from skipnas.fileio import atomic_open, atomic_path
+from skipnas.modelio import ModelFolder, load_model_folder
+from skipnas.predict import predict_probabilities
+from skipnas.progress import progress_bar
+from skipnas.train.data import prepare_image
+from skipnas.train.device import DeviceSetup, place_model, select_device
+
+COUNTS_FILE = "counts.csv"
+PARTICLES_FILE = "particles.csv"
+OVERLAY_DIR = "overlays"
+# one BGR colour per class in overlays
+_PALETTE = [(0, 200, 255), (80, 220, 80), (255, 120, 40), (200, 80, 255), (40, 40, 255)]
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def collect_images(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Image files from files and folders: a folder's images, its ``images/``, or its splits' ``images/``."""
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_file():
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                raise SkipnasError(f"{path}: not a supported image ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            found.append(path)
+            continue
+        if not path.is_dir():
+            raise SkipnasError(f"{path}: no such file or folder; give images or folders of images")
+        folders = [path / s / "images" for s in ("train", "val", "test") if (path / s / "images").is_dir()]
+        folders = folders or ([path / "images"] if (path / "images").is_dir() else [path])
+        images = sorted(p for folder in folders for p in folder.iterdir() if _is_image(p))
+        if not images:
+            raise SkipnasError(f"{path}: holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); check the folder")
+        found.extend(images)
+    if not found:
+        raise SkipnasError("no images given; pass image files or folders")
+    return found
+
+
+def mask_for(image_path: Path) -> Path | None:
+    """The mask of an image in the dataset layout (``.../images/a.png`` -> ``.../masks/a.*``)."""
+    if image_path.parent.name != "images":
+        return None
+    masks = image_path.parent.parent / "masks"
+    for suffix in sorted(IMAGE_SUFFIXES):
+        for candidate in (masks / f"{image_path.stem}{suffix}", masks / f"{image_path.stem}{suffix.upper()}"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _display_image(image: np.ndarray) -> np.ndarray:
+    """An 8-bit BGR view of any image, contrast-stretched so faint particles stay visible."""
+    grey_or_rgb = image.astype(np.float32)
+    low, high = np.percentile(grey_or_rgb, (0.5, 99.5))
+    scaled = np.clip((grey_or_rgb - low) / max(high - low, 1e-6) * 255, 0, 255).astype(np.uint8)
+    if scaled.ndim == 2:
+        return cv2.cvtColor(scaled, cv2.COLOR_GRAY2BGR)
+    return cv2.cvtColor(scaled, cv2.COLOR_RGB2BGR)
+
+
+def draw_overlay(image: np.ndarray, detections: dict[str, Detections]) -> np.ndarray:
+    """Numbered boxes (and outlines) of every particle; one colour per class."""
+    canvas = _display_image(image)
+    scale = max(0.35, min(canvas.shape[:2]) / 900)
+    thickness = max(1, round(scale * 2))
+    for class_index, found in enumerate(detections.values()):
+        colour = _PALETTE[class_index % len(_PALETTE)]
+        contours, _ = cv2.findContours((found.labels > 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(canvas, contours, -1, colour, 1)
+        for row in found.rows():
+            x, y, w, h = row["bbox"]
+            cv2.rectangle(canvas, (x, y), (x + w - 1, y + h - 1), colour, thickness)
+            cv2.putText(canvas, str(row["id"]), (x, max(y - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thickness, cv2.LINE_AA)
+    return canvas
+
+
+@dataclass
+class CountResult:
+    out_dir: Path
+    images: list[dict[str, Any]]  # one row per image
+    particles: list[dict[str, Any]]  # one row per particle
+    counting: str  # the post-processing that counted
+
+    @property
+    def total(self) -> int:
+        return sum(int(row["count"]) for row in self.images)
+
+
+def count_image(folder: ModelFolder, image: np.ndarray, setup: DeviceSetup, overlap: int = 32, progress: bool = False) -> dict[str, Detections]:
+    """Class name -> detections for one image of any size."""
+    probs = predict_probabilities(folder.model, prepare_image(image, folder.normalisation), setup, folder.tile, overlap, progress=progress)
+    postprocess = PostprocessConfig.from_dict(folder.postprocess)
+    return count_per_class(probs, postprocess, names=folder.class_names)
+
+
+def _write_csv(path: Path, rows: Sequence[dict[str, Any]], fields: Sequence[str]) -> None:
+    with atomic_open(path) as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(fields), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def count_images(
+    model_dir: str | os.PathLike[str],
+    inputs: Iterable[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    *,
+    device: str = "auto",
+    overlap: int = 32,
+    overlays: bool = True,
+    progress: bool = True,
+) -> CountResult:
+    """Count every image of ``inputs`` and write the CSVs and overlays to ``out_dir``."""
+    setup = select_device(device)
+    folder = load_model_folder(model_dir, map_location=setup.device)
+    paths = collect_images(inputs)
+    place_model(folder.model, setup)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise SkipnasError(f"{out}: is a file; give a folder for the counts")
+    names = folder.class_names
+    image_rows: list[dict[str, Any]] = []
+    particle_rows: list[dict[str, Any]] = []
+    with progress_bar("counting", total=len(paths), enabled=progress) as bar:
+        for path in paths:
+            image = read_image(path)
+            detections = count_image(folder, image, setup, overlap)
+            row: dict[str, Any] = {"file": str(path), "count": sum(d.count for d in detections.values())}
+            if len(names) > 1:
+                row.update({f"count_{name}": found.count for name, found in detections.items()})
+            mask_path = mask_for(path)
+            row["true_count"] = count_instances(read_mask(mask_path).instances) if mask_path else ""
+            image_rows.append(row)
+            for name, found in detections.items():
+                for particle in found.rows():
+                    x, y, w, h = particle["bbox"]
+                    particle_rows.append(
+                        {"file": str(path), "id": particle["id"], "class": name, "x": x, "y": y, "width": w,
+                         "height": h, "area": particle["area"], "confidence": round(particle["confidence"], 4)}
+                    )
+            if overlays:
+                with atomic_path(out / OVERLAY_DIR / f"{path.stem}.png") as tmp:
+                    if not cv2.imwrite(str(tmp), draw_overlay(image, detections)):
+                        raise SkipnasError(f"{out / OVERLAY_DIR}: could not write the overlay; check space and permissions")
+            bar.advance()
+    image_fields = ["file", "count", *(f"count_{n}" for n in names if len(names) > 1), "true_count"]
+    _write_csv(out / COUNTS_FILE, image_rows, image_fields)
+    _write_csv(out / PARTICLES_FILE, particle_rows, ["file", "id", "class", "x", "y", "width", "height", "area", "confidence"])
+    counting = describe(PostprocessConfig.from_dict(folder.postprocess))
+    return CountResult(out, image_rows, particle_rows, counting)
+

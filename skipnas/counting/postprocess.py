@@ -1,0 +1,383 @@
+"""From a probability map to counted particles, the paper's pipeline done with OpenCV.
+
+1. threshold the probability map (``prob > threshold``);
+2. erode (removes thin artefacts and specks), then dilate (restores the particles and reconnects
+   strands broken by a pixel or two), each with an elliptical kernel, 0 skipping the step;
+3. label: ``"blobs"`` takes the 8-connected components; ``"watershed"`` also splits touching round
+   particles, seeding a watershed at the peaks of the distance transform;
+4. drop particles smaller than ``min_area`` pixels.
+
+Several classes (fibre / fragment / film): :func:`count_per_class` runs the same pipeline on each
+class channel of a ``(K, H, W)`` probability stack.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import numbers
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from skipnas.errors import SkipnasError
+from skipnas.fileio import write_json_atomic
+
+METHODS: tuple[str, ...] = ("blobs", "watershed")
+
+
+class PostprocessConfigError(SkipnasError, ValueError):
+    """A post-processing setting that cannot work: a negative kernel, an unknown method, ..."""
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    # bool is an int in Python, but True is no kernel size
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise PostprocessConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_float(name: str, value: Any, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not low <= float(value) <= high:
+        raise PostprocessConfigError(f"{name} must be a number from {low} to {high}, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class PostprocessConfig:
+    """Settings of :func:`count_particles`.
+
+    ``threshold`` applies to the probability map (``prob > threshold`` is foreground); ``erode``
+    and ``dilate`` are elliptical kernel sizes in pixels (0 skips the step); particles below
+    ``min_area`` pixels are dropped. ``method="watershed"`` seeds one particle per core: the pixels
+    whose distance to the background is at least ``watershed_peak_fraction`` of the highest
+    distance within ``watershed_min_distance`` px. Set the distance to about the radius of the
+    particles to split: a neck narrower than the fraction of the particles' radius is cut.
+    """
+
+    threshold: float = 0.5
+    erode: int = 0
+    dilate: int = 0
+    erode_iterations: int = 1
+    dilate_iterations: int = 1
+    min_area: int = 10
+    method: str = "blobs"
+    watershed_min_distance: int = 10
+    watershed_peak_fraction: float = 0.7
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "threshold", _check_float("threshold", self.threshold, 0.0, 1.0))
+        for name in ("erode", "dilate", "min_area"):
+            object.__setattr__(self, name, _check_int(name, getattr(self, name), 0))
+        for name in ("erode_iterations", "dilate_iterations", "watershed_min_distance"):
+            object.__setattr__(self, name, _check_int(name, getattr(self, name), 1))
+        fraction = _check_float("watershed_peak_fraction", self.watershed_peak_fraction, 0.0, 1.0)
+        object.__setattr__(self, "watershed_peak_fraction", fraction)
+        if self.method not in METHODS:
+            raise PostprocessConfigError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+
+    def replace(self, **changes: Any) -> PostprocessConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PostprocessConfig:
+        """From :meth:`to_dict` output; missing keys take their defaults, unknown keys are an error."""
+        if not isinstance(data, Mapping):
+            raise PostprocessConfigError(f"a post-processing config is a JSON object, got {type(data).__name__}")
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise PostprocessConfigError(
+                f"unknown post-processing field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        return cls(**data)
+
+
+def read_postprocess_config(path: str | os.PathLike[str]) -> PostprocessConfig:
+    """A config from a JSON file (``postprocess.json`` in a model folder)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SkipnasError(f"{path}: file not found; give an existing post-processing JSON file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        problem = exc.__class__.__name__
+        raise SkipnasError(f"{path}: cannot read it ({problem}); check the path and permissions") from None
+    except json.JSONDecodeError as exc:
+        raise SkipnasError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); fix or regenerate it") from None
+    try:
+        return PostprocessConfig.from_dict(data)
+    except PostprocessConfigError as exc:
+        raise PostprocessConfigError(f"{path}: {exc}") from None
+
+
+def write_postprocess_config(path: str | os.PathLike[str], config: PostprocessConfig) -> None:
+    write_json_atomic(path, config.to_dict())
+
+
+@dataclass
+class Detections:
+    """The kept particles of one image. ``labels`` is int32 HxW, 0 background, particle ``i`` is
+    ``labels == i + 1`` and row ``i`` of ``bbox`` (x, y, w, h), ``area`` (px), ``centroid``
+    (x, y) and ``confidence`` (mean probability inside the particle)."""
+
+    labels: np.ndarray
+    bbox: np.ndarray
+    area: np.ndarray
+    centroid: np.ndarray
+    confidence: np.ndarray
+
+    @property
+    def count(self) -> int:
+        return int(self.area.shape[0])
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One JSON-able dict per particle."""
+        return [
+            {
+                "id": index + 1,
+                "bbox": [int(v) for v in self.bbox[index]],
+                "area": int(self.area[index]),
+                "centroid": [float(v) for v in self.centroid[index]],
+                "confidence": float(self.confidence[index]),
+            }
+            for index in range(self.count)
+        ]
+
+
+def as_probabilities(prob: np.ndarray) -> np.ndarray:
+    """``prob`` as a finite float32 HxW map (a bool or 0/1 integer map works too)."""
+    prob = np.asarray(prob)
+    if prob.ndim != 2:
+        raise ValueError(f"a probability map is HxW, got shape {prob.shape}")
+    prob = prob.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(prob)):
+        raise ValueError("the probability map holds NaN or infinite values")
+    return prob
+
+
+def _ellipse(size: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+
+
+def threshold_probabilities(prob: np.ndarray, threshold: float) -> np.ndarray:
+    """uint8 0/1: pixels whose probability is strictly above ``threshold``."""
+    return (as_probabilities(prob) > threshold).astype(np.uint8)
+
+
+def erode_mask(mask: np.ndarray, size: int, iterations: int = 1) -> np.ndarray:
+    if size <= 0:
+        return mask
+    # OpenCV's default border counts outside pixels as foreground here: particles at the edge keep their edge
+    return cv2.erode(mask, _ellipse(size), iterations=iterations)
+
+
+def dilate_mask(mask: np.ndarray, size: int, iterations: int = 1) -> np.ndarray:
+    if size <= 0:
+        return mask
+    return cv2.dilate(mask, _ellipse(size), iterations=iterations)
+
+
+def mask_from_probabilities(prob: np.ndarray, config: PostprocessConfig) -> np.ndarray:
+    """Threshold, erode, dilate: the binary (uint8 0/1) mask the particles are labelled in."""
+    mask = threshold_probabilities(prob, config.threshold)
+    mask = erode_mask(mask, config.erode, config.erode_iterations)
+    return dilate_mask(mask, config.dilate, config.dilate_iterations)
+
+
+def _components(mask: np.ndarray) -> tuple[int, np.ndarray]:
+    count, labels = cv2.connectedComponents(mask, connectivity=8, ltype=cv2.CV_32S)
+    return count - 1, labels
+
+
+def _watershed_seeds(mask: np.ndarray, config: PostprocessConfig) -> np.ndarray:
+    """uint8 0/1 seed pixels: the cores of the particles, where the distance to the background is
+    at least ``watershed_peak_fraction`` of the highest distance within ``watershed_min_distance``
+    px (a max filter), plus each blob's highest point. A strand of even width has one core along
+    its ridge; two touching discs have one core each, cut apart at the narrow neck."""
+    blob_count, blobs = _components(mask)
+    distance = cv2.distanceTransform(mask, cv2.DIST_L2, 5)
+    blob_peak = np.zeros(blob_count + 1, np.float32)
+    np.maximum.at(blob_peak, blobs.ravel(), distance.ravel())
+    nearby_peak = cv2.dilate(distance, _ellipse(2 * config.watershed_min_distance + 1))
+    core = distance >= config.watershed_peak_fraction * nearby_peak
+    seeds = (mask > 0) & (core | (distance >= blob_peak[blobs]))
+    return seeds.astype(np.uint8)
+
+
+def _fill_from_neighbours(labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Give unlabelled mask pixels (watershed lines, the image border) their highest neighbour's label."""
+    square = np.ones((3, 3), np.uint8)
+    for _ in range(8):  # lines are one pixel wide; a few rounds also cover the border corners
+        holes = (labels == 0) & (mask > 0)
+        if not holes.any():
+            break
+        grown = cv2.dilate(labels.astype(np.float32), square).astype(np.int32)
+        fillable = holes & (grown > 0)
+        if not fillable.any():
+            break
+        labels[fillable] = grown[fillable]
+    return labels
+
+
+def _watershed_labels(mask: np.ndarray, config: PostprocessConfig) -> np.ndarray:
+    seed_count, seeds = _components(_watershed_seeds(mask, config))
+    if seed_count == 0:
+        return seeds
+    # cv2.watershed floods in order of the colour step between neighbours: a flat particle (0) on a
+    # high background (255) makes it a breadth-first growth of every seed inside its particle, so
+    # touching particles split where the floods from their seeds meet, before any background is flooded
+    relief = np.where(mask > 0, 0, 255).astype(np.uint8)
+    markers = seeds.copy()
+    cv2.watershed(cv2.cvtColor(relief, cv2.COLOR_GRAY2BGR), markers)
+    labels = np.where((markers > 0) & (mask > 0), markers, 0).astype(np.int32)
+    return _fill_from_neighbours(labels, mask)
+
+
+def label_particles(mask: np.ndarray, config: PostprocessConfig) -> np.ndarray:
+    """int32 labels of every particle in ``mask`` by ``config.method``, before the ``min_area`` filter."""
+    mask = np.ascontiguousarray(mask, dtype=np.uint8)
+    if config.method == "watershed":
+        return _watershed_labels(mask, config)
+    return _components(mask)[1]
+
+
+def _empty_detections(shape: tuple[int, ...]) -> Detections:
+    return Detections(
+        labels=np.zeros(shape, np.int32),
+        bbox=np.zeros((0, 4), np.int64),
+        area=np.zeros(0, np.int64),
+        centroid=np.zeros((0, 2), np.float64),
+        confidence=np.zeros(0, np.float64),
+    )
+
+
+def _keep(labels: np.ndarray, kept: np.ndarray) -> np.ndarray:
+    """Labels relabelled 1..K over the ``kept`` old labels (``kept[i]`` for old label ``i``); the rest 0."""
+    lookup = np.zeros(kept.shape[0], np.int32)
+    lookup[kept] = np.arange(1, int(kept.sum()) + 1, dtype=np.int32)
+    return lookup[labels]
+
+
+def _confidence(labels: np.ndarray, prob: np.ndarray, count: int, area: np.ndarray) -> np.ndarray:
+    sums = np.bincount(labels.ravel(), weights=prob.ravel(), minlength=count + 1)[1:]
+    return sums / np.maximum(area, 1)
+
+
+def _blob_detections(mask: np.ndarray, prob: np.ndarray, min_area: int) -> Detections:
+    _, labels, stats, centroids = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=cv2.CV_32S)
+    kept = stats[:, cv2.CC_STAT_AREA] >= min_area
+    kept[0] = False
+    labels = _keep(labels, kept)
+    area = stats[kept, cv2.CC_STAT_AREA].astype(np.int64)
+    bbox = stats[kept][:, [cv2.CC_STAT_LEFT, cv2.CC_STAT_TOP, cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT]]
+    return Detections(
+        labels=labels,
+        bbox=bbox.astype(np.int64),
+        area=area,
+        centroid=centroids[kept].astype(np.float64),
+        confidence=_confidence(labels, prob, len(area), area),
+    )
+
+
+def detections_from_labels(labels: np.ndarray, prob: np.ndarray, min_area: int = 0) -> Detections:
+    """Detections of an instance map (any IDs): particles below ``min_area`` px dropped, the rest relabelled 1..K."""
+    labels = np.asarray(labels)
+    area_all = np.bincount(labels.ravel())
+    kept = area_all >= max(min_area, 1)
+    kept[0] = False
+    if not kept.any():
+        return _empty_detections(labels.shape)
+    labels = _keep(labels, kept)
+    count = int(kept.sum())
+    area = area_all[kept].astype(np.int64)
+    ys, xs = np.nonzero(labels)
+    ids = labels[ys, xs]
+    low_x = np.full(count + 1, np.iinfo(np.int64).max)
+    low_y = low_x.copy()
+    high_x = np.full(count + 1, -1)
+    high_y = high_x.copy()
+    np.minimum.at(low_x, ids, xs)
+    np.minimum.at(low_y, ids, ys)
+    np.maximum.at(high_x, ids, xs)
+    np.maximum.at(high_y, ids, ys)
+    bbox = np.stack([low_x, low_y, high_x - low_x + 1, high_y - low_y + 1], axis=1)[1:]
+    centroid = np.stack(
+        [np.bincount(ids, weights=xs, minlength=count + 1), np.bincount(ids, weights=ys, minlength=count + 1)], axis=1
+    )[1:] / area[:, None]
+    return Detections(labels, bbox.astype(np.int64), area, centroid, _confidence(labels, prob, count, area))
+
+
+def count_particles(prob: np.ndarray, config: PostprocessConfig | None = None) -> Detections:
+    """The particles of one probability map (HxW, values in [0, 1]; a 0/1 map works too)."""
+    config = config or PostprocessConfig()
+    prob = as_probabilities(prob)
+    mask = mask_from_probabilities(prob, config)
+    if config.method == "blobs":
+        return _blob_detections(mask, prob, config.min_area)
+    return detections_from_labels(label_particles(mask, config), prob, config.min_area)
+
+
+def count_per_class(
+    prob_per_class: np.ndarray,
+    config: PostprocessConfig | Sequence[PostprocessConfig] | None = None,
+    names: Sequence[str] | None = None,
+    *,
+    exclusive: bool = False,
+) -> dict[str, Detections]:
+    """Count each class channel of a ``(K, H, W)`` stack: class name (default ``"0"``, ``"1"``, ...) -> detections.
+
+    Pass only the particle classes (drop a softmax background channel first). ``config`` is one
+    config for every class or one per class. Channels are counted independently (sigmoid outputs:
+    a pixel may belong to two classes); ``exclusive=True`` first zeroes every channel where it is
+    not the most probable class, so each pixel counts in one class at most (softmax outputs).
+    """
+    stack = np.asarray(prob_per_class)
+    if stack.ndim != 3:
+        raise ValueError(f"count_per_class expects a (K, H, W) stack, got shape {stack.shape}")
+    classes = stack.shape[0]
+    names = [str(index) for index in range(classes)] if names is None else list(names)
+    configs = [config or PostprocessConfig()] * classes if not isinstance(config, Sequence) else list(config)
+    if len(names) != classes or len(configs) != classes:
+        raise ValueError(f"{classes} channels need as many names and configs, got {len(names)} and {len(configs)}")
+    if exclusive and classes > 1:
+        winner = np.argmax(stack, axis=0)
+        stack = np.where(np.arange(classes)[:, None, None] == winner[None], stack, 0)
+    return {name: count_particles(stack[index], configs[index]) for index, name in enumerate(names)}
+
+
+def describe(config: PostprocessConfig) -> str:
+    """One readable line, e.g. ``threshold 0.5, erode 3, dilate 5, min area 10 px, blobs``."""
+    parts = [f"threshold {config.threshold:g}"]
+    for name in ("erode", "dilate"):
+        size, times = getattr(config, name), getattr(config, f"{name}_iterations")
+        if size:
+            parts.append(f"{name} {size}" + (f" x{times}" if times > 1 else ""))
+    parts.append(f"min area {config.min_area} px")
+    if config.method == "watershed":
+        parts.append(f"watershed (min distance {config.watershed_min_distance})")
+    else:
+        parts.append(config.method)
+    return ", ".join(parts)
+
+
+__all__ = [
+    "METHODS",
+    "Detections",
+    "PostprocessConfig",
+    "PostprocessConfigError",
+    "count_particles",
+    "count_per_class",
+    "describe",
+    "detections_from_labels",
+    "label_particles",
+    "mask_from_probabilities",
+]

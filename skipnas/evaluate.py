@@ -1,0 +1,52 @@
+"""Evaluate a model folder on a dataset split, the way the field measures it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from skipnas.counting.postprocess import PostprocessConfig, describe
+from skipnas.data.dataset import check_dataset, load_labeled, resolve_dataset
+from skipnas.errors import SkipnasError
+from skipnas.modelio import load_model_folder
+from skipnas.predict import predict_images
+from skipnas.train.device import place_model, select_device
+from skipnas.train.run import evaluate_probabilities
+
+SPLITS = ("train", "val", "test")
+
+
+def evaluate_model_folder(
+    model_dir: str | os.PathLike[str], data: str | Path, split: str = "val", device: str = "auto", overlap: int = 32
+) -> dict[str, Any]:
+    """Pixel and counting metrics of a model folder on one split's labelled images.
+
+    Unlabelled images of the split (test images without masks) are skipped and counted in
+    ``unlabelled_images``.
+    """
+    if split not in SPLITS:
+        raise SkipnasError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+    setup = select_device(device)
+    folder = load_model_folder(model_dir, map_location=setup.device)
+    index = check_dataset(resolve_dataset(data))
+    samples = index.samples(split)
+    images = load_labeled(samples)
+    if not images:
+        raise SkipnasError(f"{index.root}: the {split} split has no labelled images; add masks or choose another --split")
+    place_model(folder.model, setup)
+    probs = predict_images(folder.model, images, folder.normalisation, setup, folder.tile, overlap)
+    postprocess = PostprocessConfig.from_dict(folder.postprocess)
+    metrics = evaluate_probabilities(probs, images, postprocess)
+    metrics.update(
+        {
+            "split": split,
+            "data": str(index.root),
+            "model": str(folder.path),
+            "topology": folder.genome.name,
+            "counting_method": postprocess.method,
+            "postprocess": describe(postprocess),
+            "unlabelled_images": len(samples) - len(images),
+        }
+    )
+    return metrics

@@ -1,0 +1,106 @@
+"""Export a trial's model folder from a study, with how it compares with the baselines."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from skipnas.errors import SkipnasError
+from skipnas.fileio import write_json_atomic
+from skipnas.modelio import check_model_target, is_model_folder, load_model_folder, swap_into_place
+from skipnas.search.objective import METRIC_ATTRS
+
+EXPORT_METRICS = {"dice": True, "count_mae": False}  # metric -> higher is better
+SUMMARY_FILE = "summary.json"
+
+
+def load_study(storage: Any, study_name: str) -> optuna.Study:
+    try:
+        return optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        names = optuna.get_all_study_names(storage)
+        known = ", ".join(names) if names else "none yet: run skipnas search first"
+        raise SkipnasError(f"study {study_name!r} not found in this storage; studies there: {known}") from None
+
+
+def _summary(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    attrs = trial.user_attrs
+    return {
+        "trial": trial.number,
+        "topology": attrs.get("topology"),
+        "baseline": attrs.get("baseline"),
+        "genome_hash": attrs.get("genome_hash"),
+        "predicted_peak_mib": attrs.get("predicted_peak_mib"),
+        "params": attrs.get("params"),
+        **{name: attrs[name] for name in METRIC_ATTRS if name in attrs},
+    }
+
+
+def choose_trial(study: optuna.Study, trial_number: int | None, metric: str) -> optuna.trial.FrozenTrial:
+    """The named trial, else the completed trial best on ``metric`` that has a model folder."""
+    if metric not in EXPORT_METRICS:
+        raise SkipnasError(f"--metric must be one of {', '.join(EXPORT_METRICS)}, got {metric!r}")
+    trials = study.get_trials(deepcopy=False)
+    if trial_number is not None:
+        matches = [t for t in trials if t.number == trial_number]
+        if not matches:
+            raise SkipnasError(f"trial {trial_number} not found in study {study.study_name!r} ({len(trials)} trials)")
+        chosen = matches[0]
+        if chosen.state != optuna.trial.TrialState.COMPLETE:
+            raise SkipnasError(f"trial {trial_number} is {chosen.state.name.lower()}, not complete; choose a completed trial")
+        return chosen
+    candidates = [
+        t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and metric in t.user_attrs and t.user_attrs.get("model_dir")
+    ]
+    if not candidates:
+        raise SkipnasError(f"study {study.study_name!r} has no completed trial with a model folder yet; run skipnas search")
+    higher = EXPORT_METRICS[metric]
+    return max(candidates, key=lambda t: t.user_attrs[metric] if higher else -t.user_attrs[metric])
+
+
+@dataclass
+class ExportResult:
+    out: Path
+    trial: dict[str, Any]
+    baselines: list[dict[str, Any]]
+
+
+def export(storage: Any, study_name: str, out: str | Path, trial: int | None = None, metric: str = "dice") -> ExportResult:
+    """Copy the chosen trial's model folder to ``out`` (atomically) and add ``summary.json``."""
+    study = load_study(storage, study_name)
+    chosen = choose_trial(study, trial, metric)
+    source = Path(chosen.user_attrs.get("model_dir", ""))
+    if not chosen.user_attrs.get("model_dir") or not is_model_folder(source):
+        raise SkipnasError(
+            f"trial {chosen.number}'s model folder {source} is missing (kept only the best --keep-models?); "
+            "export another trial with --trial N"
+        )
+    load_model_folder(source)  # refuse to export a broken folder
+    target = check_model_target(out)
+    baselines = [
+        _summary(t)
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if "baseline" in t.user_attrs
+    ]
+    summary = {
+        "study": study.study_name,
+        "chosen_by": metric if trial is None else f"trial {trial}",
+        "trial": _summary(chosen),
+        "genome": chosen.user_attrs.get("genome"),
+        "baselines": baselines,
+    }
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        shutil.copytree(source, staging, dirs_exist_ok=True)
+        write_json_atomic(staging / SUMMARY_FILE, summary)
+        swap_into_place(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return ExportResult(target, summary["trial"], baselines)

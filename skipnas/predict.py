@@ -1,0 +1,60 @@
+"""Tiled inference: full images of any size in, stitched per-pixel probabilities out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from skipnas.data.dataset import LabeledImage
+from skipnas.data.tiling import predict_tiled
+from skipnas.train.data import Normalisation, prepare_image
+from skipnas.train.device import DeviceSetup
+from skipnas.train.step import autocast_context
+
+
+@torch.no_grad()
+def predict_probabilities(
+    model: nn.Module,
+    image_chw: np.ndarray,
+    setup: DeviceSetup,
+    tile: int = 256,
+    overlap: int = 32,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> np.ndarray:
+    """(K, H, W) sigmoid probabilities of a normalised (C, H, W) image, predicted tile by tile.
+
+    Memory stays at the output plus one batch of tiles, whatever the image size.
+    """
+    was_training = model.training
+    model.eval()
+    memory_format = torch.channels_last if setup.channels_last else torch.contiguous_format
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        tensor = torch.from_numpy(batch).to(setup.device).contiguous(memory_format=memory_format)
+        with autocast_context(setup.device.type, setup.amp_dtype):
+            logits = model(tensor)
+        return logits.float().cpu().numpy()
+
+    # an image smaller than the tile is predicted whole rather than padded up to the tile
+    tile = min(tile, max(image_chw.shape[1:]))
+    try:
+        logits = predict_tiled(predict, image_chw, tile, min(overlap, tile - 1), batch_size, progress)
+    finally:
+        model.train(was_training)
+    return 1.0 / (1.0 + np.exp(-logits))
+
+
+def predict_images(
+    model: nn.Module,
+    images: Sequence[LabeledImage],
+    normalisation: Normalisation,
+    setup: DeviceSetup,
+    tile: int = 256,
+    overlap: int = 32,
+) -> list[np.ndarray]:
+    """Foreground probability maps (H x W) of full labelled images."""
+    return [predict_probabilities(model, prepare_image(item.image, normalisation), setup, tile, overlap)[0] for item in images]

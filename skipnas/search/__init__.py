@@ -1,0 +1,1 @@
+"""The supernet-free search: Optuna study, trial objective, storages, reports."""

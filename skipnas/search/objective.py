@@ -1,0 +1,238 @@
+"""One trial: suggest -> cost -> (reject over budget | reuse a duplicate | build -> train -> report).
+
+Everything a trial learns is stored as Optuna user attributes (see :data:`METRIC_ATTRS`), so the
+dashboard, ``skipnas report`` and ``skipnas export`` read the study alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from skipnas.cost import CostConfig, estimate_cost
+from skipnas.errors import SkipnasError
+from skipnas.genome import Genome
+from skipnas.space import SearchSpace
+from skipnas.train.losses import LossConfig
+from skipnas.train.run import PreparedData, train_candidate
+from skipnas.train.trainer import EpochResult, TrainConfig
+
+OBJECTIVES = ("dice", "count_mae", "dice+memory")
+DIRECTIONS = {"dice": ["maximize"], "count_mae": ["minimize"], "dice+memory": ["maximize", "minimize"]}
+METRIC_ATTRS = (
+    "dice", "precision", "recall", "iou", "count_mae", "count_mse", "exact_count_accuracy",
+    "relative_count_error", "object_precision", "object_recall",
+)
+# training hyperparameters a search space may declare, and where they go in TrainConfig
+TRAINING_HYPERPARAMETERS = ("lr", "finetune_lr", "weight_decay", "optimizer", "scheduler", "loss", "dice_weight", "batch_size")
+
+
+def check_training_hyperparameters(space: SearchSpace) -> None:
+    from skipnas.space import GENOME_HYPERPARAMETERS
+
+    unknown = set(space.hyperparameters) - set(TRAINING_HYPERPARAMETERS) - set(GENOME_HYPERPARAMETERS)
+    if unknown:
+        raise SkipnasError(
+            f"{space.source or space.name}: unknown hyperparameter(s) {', '.join(sorted(unknown))}; "
+            f"searchable: {', '.join(GENOME_HYPERPARAMETERS + TRAINING_HYPERPARAMETERS)}"
+        )
+
+
+def training_config(base: TrainConfig, hyperparameters: dict[str, Any]) -> TrainConfig:
+    """``base`` with a trial's training hyperparameters applied (``finetune_lr`` defaults to ``lr``)."""
+    hp = dict(hyperparameters)
+    changes: dict[str, Any] = {}
+    if "lr" in hp or "finetune_lr" in hp:
+        lr = float(hp.get("lr", base.pretrain.lr))
+        changes["pretrain"] = dataclasses.replace(base.pretrain, lr=lr)
+        changes["finetune"] = dataclasses.replace(base.finetune, lr=float(hp.get("finetune_lr", lr)))
+    for key in ("weight_decay", "optimizer", "scheduler", "batch_size"):
+        if key in hp:
+            changes[key] = hp[key]
+    if "loss" in hp or "dice_weight" in hp:
+        changes["loss"] = LossConfig(kind=hp.get("loss", base.loss.kind), dice_weight=float(hp.get("dice_weight", base.loss.dice_weight)))
+    return dataclasses.replace(base, **changes)
+
+
+def candidate_hash(genome: Genome, hyperparameters: dict[str, Any]) -> str:
+    """The genome's canonical hash, extended by the training hyperparameters when there are any:
+    the same skips trained with another learning rate are another candidate."""
+    if not hyperparameters:
+        return genome.hash
+    text = genome.canonical_string() + ";" + json.dumps(hyperparameters, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass
+class TrialProgress:
+    """What the live display shows about the running trial."""
+
+    number: int | None = None
+    topology: str = ""
+    stage: str = ""
+    epoch: int = 0
+    val_dice: float | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class Objective:
+    """Callable for ``study.optimize``; holds the prepared data so trials share it."""
+
+    space: SearchSpace
+    data: PreparedData
+    base_config: TrainConfig
+    objective: str = "dice"
+    budget_bytes: float = math.inf
+    trials_dir: Path | None = None
+    cost_config: CostConfig | None = None
+    on_progress: Callable[[TrialProgress], None] | None = None
+    _cost_cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise SkipnasError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        check_training_hyperparameters(self.space)
+
+    # pieces -------------------------------------------------------------------------------------
+    def _progress(self, state: TrialProgress, **changes: Any) -> None:
+        for key, value in changes.items():
+            setattr(state, key, value)
+        if self.on_progress is not None:
+            self.on_progress(state)
+
+    def _cost(self, genome: Genome, batch: int) -> Any:
+        key = f"{genome.hash}:{batch}"
+        if key not in self._cost_cache:
+            config = self.cost_config or CostConfig(tile=self.space.tile, batch=batch, in_channels=self.data.channels)
+            self._cost_cache[key] = estimate_cost(genome, dataclasses.replace(config, batch=batch))
+        return self._cost_cache[key]
+
+    def _values(self, attrs: dict[str, Any]) -> float | list[float]:
+        if self.objective == "dice":
+            return float(attrs["dice"])
+        if self.objective == "count_mae":
+            return float(attrs["count_mae"])
+        return [float(attrs["dice"]), float(attrs["predicted_peak_mib"])]
+
+    def _intermediate(self, result: EpochResult) -> float:
+        # the pruner compares intermediate values in the study's direction
+        return 1.0 - result.val_dice if self.objective == "count_mae" else result.val_dice
+
+    @staticmethod
+    def _earlier(trial: optuna.Trial, key: str) -> optuna.trial.FrozenTrial | None:
+        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        for other in trial.study.get_trials(deepcopy=False, states=states):
+            if other.user_attrs.get("candidate_hash") == key and "duplicate_of" not in other.user_attrs:
+                return other
+        return None
+
+    # the trial -----------------------------------------------------------------------------------
+    def __call__(self, trial: optuna.Trial) -> float | list[float]:
+        started = time.perf_counter()
+        genome, hyperparameters = self.space.suggest(trial)
+        config = training_config(self.base_config, hyperparameters)
+        key = candidate_hash(genome, hyperparameters)
+        trial.set_user_attr("genome", genome.to_dict())
+        trial.set_user_attr("genome_hash", genome.hash)
+        trial.set_user_attr("candidate_hash", key)
+        trial.set_user_attr("topology", genome.name)
+        state = TrialProgress(number=trial.number, topology=genome.name)
+        self._progress(state, stage="cost model")
+
+        cost = self._cost(genome, config.batch_size)
+        cost_attrs = {
+            "params": cost.params,
+            "flops": cost.train_step_flops,
+            "predicted_peak_bytes": cost.predicted_peak_bytes,
+            "predicted_peak_mib": round(cost.predicted_peak_mib, 3),
+        }
+        for name, value in cost_attrs.items():
+            trial.set_user_attr(name, value)
+        seconds = {"cost": time.perf_counter() - started}
+        if math.isfinite(self.budget_bytes):
+            budget_mib = self.budget_bytes / 2**20
+            trial.set_user_attr("budget_mib", budget_mib)
+            trial.set_constraint("memory_mib", cost.predicted_peak_mib - budget_mib)
+            if cost.predicted_peak_bytes > self.budget_bytes:
+                reason = f"over the memory budget: {cost.predicted_peak_mib:.0f} MiB predicted > {budget_mib:.0f} MiB"
+                trial.set_user_attr("infeasible", True)
+                trial.set_user_attr("prune_reason", reason)
+                raise optuna.TrialPruned(reason)
+
+        earlier = self._earlier(trial, key)
+        if earlier is not None:
+            trial.set_user_attr("duplicate_of", earlier.number)
+            for name in (*METRIC_ATTRS, "model_dir", "counting_method", "train_seconds"):
+                if name in earlier.user_attrs:
+                    trial.set_user_attr(name, earlier.user_attrs[name])
+            if earlier.state == optuna.trial.TrialState.PRUNED:
+                reason = f"same candidate as trial {earlier.number}, which was pruned"
+                trial.set_user_attr("prune_reason", reason)
+                raise optuna.TrialPruned(reason)
+            return self._values({**earlier.user_attrs, **cost_attrs})
+
+        epochs = 0
+
+        def report(result: EpochResult) -> None:
+            nonlocal epochs
+            self._progress(state, stage=result.phase, epoch=result.epoch, val_dice=result.val_dice)
+            if result.phase != "finetune" or self.objective == "dice+memory":
+                return  # multi-objective studies cannot prune
+            epochs += 1
+            trial.report(self._intermediate(result), epochs)
+            if trial.should_prune():
+                reason = f"pruned after fine-tune epoch {epochs}: validation Dice {result.val_dice:.3f}"
+                trial.set_user_attr("prune_reason", reason)
+                raise optuna.TrialPruned(reason)
+
+        out = self.trials_dir / str(trial.number) if self.trials_dir is not None else None
+        try:
+            candidate = train_candidate(genome, self.data, config, out=out, callbacks=[report], progress=False)
+        except optuna.TrialPruned:
+            raise
+        except KeyboardInterrupt:
+            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
+            raise
+        except Exception as exc:
+            trial.set_user_attr("fail_reason", f"{exc.__class__.__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:300])
+            raise
+        seconds.update(candidate.seconds)
+        metrics = {name: candidate.metrics[name] for name in METRIC_ATTRS if name in candidate.metrics}
+        for name, value in metrics.items():
+            trial.set_user_attr(name, value)
+        trial.set_user_attr("counting_method", candidate.postprocess.method)
+        trial.set_user_attr("train_seconds", round(seconds["train"], 2))
+        trial.set_user_attr("steps", candidate.training.steps)
+        trial.set_user_attr("stop_reasons", candidate.training.stop_reasons)
+        trial.set_user_attr("seconds", {k: round(v, 3) for k, v in seconds.items()})
+        if candidate.model_dir is not None:
+            trial.set_user_attr("model_dir", str(candidate.model_dir))
+        if candidate.training.setup.device.type == "cuda":
+            import torch
+
+            trial.set_user_attr("measured_peak_bytes", int(torch.cuda.max_memory_allocated()))
+        self._progress(state, stage="done")
+        return self._values({**metrics, **cost_attrs})
+
+
+def prune_model_folders(study: optuna.Study, keep: int, objective: str) -> None:
+    """Delete the model folders of all completed trials but the best ``keep`` (first objective)."""
+    complete = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) if "duplicate_of" not in t.user_attrs]
+    reverse = DIRECTIONS[objective][0] == "maximize"
+    ranked = sorted(complete, key=lambda t: t.values[0], reverse=reverse)
+    keep_dirs = {t.user_attrs.get("model_dir") for t in ranked[:keep]}
+    for trial in ranked[keep:]:
+        folder = trial.user_attrs.get("model_dir")
+        if folder and folder not in keep_dirs and Path(folder).is_dir():
+            shutil.rmtree(folder, ignore_errors=True)

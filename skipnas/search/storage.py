@@ -1,0 +1,70 @@
+"""Optuna storages from what a user types: an RDB URL, or a plain file path for the journal storage."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from skipnas.errors import SkipnasError
+
+DEFAULT_RUNS_DIR = Path("runs")
+DEFAULT_STORAGE_FILE = "skipnas.db"
+RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
+_EXAMPLES = (
+    "e.g. sqlite:///runs/skipnas.db, postgresql+psycopg://user@host/db, or a journal file path such as runs/journal.log"
+)
+
+
+def default_storage_url(runs_dir: Path = DEFAULT_RUNS_DIR) -> str:
+    return f"sqlite:///{runs_dir / DEFAULT_STORAGE_FILE}"
+
+
+def is_rdb_url(spec: str) -> bool:
+    return "://" in spec
+
+
+def make_storage(spec: str | None, runs_dir: Path = DEFAULT_RUNS_DIR, heartbeat_interval: int | None = None, grace_period: int | None = None, failed_trial_callback: Any = None) -> Any:
+    """An Optuna storage: ``None`` -> SQLite under ``runs_dir``; ``scheme://...`` -> RDBStorage;
+    anything else -> the journal file storage at that path (as optuna-dashboard takes it).
+
+    Connection problems and unknown schemes raise :class:`SkipnasError` naming the URL.
+    """
+    import optuna
+    from optuna.storages import JournalStorage, RDBStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    spec = spec or default_storage_url(runs_dir)
+    if not is_rdb_url(spec):
+        path = Path(spec)
+        if path.is_dir():
+            raise SkipnasError(f"--storage {spec}: is a folder; give a journal file path or an RDB URL ({_EXAMPLES})")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return JournalStorage(JournalFileBackend(os.fspath(path)))
+        except OSError as exc:
+            raise SkipnasError(f"--storage {spec}: cannot open the journal file ({exc.strerror}); check the path") from None
+    scheme = spec.split("://", 1)[0].split("+", 1)[0].lower()
+    if scheme not in RDB_SCHEMES:
+        raise SkipnasError(f"--storage {spec}: unknown scheme {scheme!r}; {_EXAMPLES}")
+    engine_kwargs: dict[str, Any] = {}
+    if scheme == "sqlite":
+        database = spec.split(":///", 1)[-1]
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        # several workers on one file: wait for the lock instead of failing at once
+        engine_kwargs["connect_args"] = {"timeout": 60}
+    else:
+        engine_kwargs["pool_pre_ping"] = True
+    kwargs: dict[str, Any] = {}
+    if heartbeat_interval is not None:
+        kwargs.update(heartbeat_interval=heartbeat_interval, grace_period=grace_period, failed_trial_callback=failed_trial_callback)
+    try:
+        return RDBStorage(spec, engine_kwargs=engine_kwargs, **kwargs)
+    except ImportError as exc:
+        raise SkipnasError(f"--storage {spec}: the database driver is missing ({exc.name}); for PostgreSQL: pip install 'psycopg[binary]'") from None
+    except Exception as exc:  # sqlalchemy raises OperationalError, ArgumentError, ... for a wrong URL
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else exc.__class__.__name__
+        raise SkipnasError(f"--storage {spec}: cannot connect ({reason}); check the URL, {_EXAMPLES}") from None
+    finally:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)

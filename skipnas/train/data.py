@@ -1,0 +1,107 @@
+"""From a dataset folder to the tensors a candidate trains and is validated on."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from skipnas.data.augment import AugmentConfig, apply_transform, build_eval_transform, build_train_transform, seed_transform
+from skipnas.data.dataset import DatasetIndex, LabeledImage, load_labeled
+from skipnas.data.io import image_range
+from skipnas.data.synth import SynthConfig, SyntheticGenerator
+from skipnas.data.tiling import TileConfig, training_tiles
+from skipnas.errors import SkipnasError
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """Per-channel statistics in [0, 1] units and the white level of the images' dtype."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    max_pixel_value: float = 255.0
+
+    def to_dict(self) -> dict[str, object]:
+        return {"mean": list(self.mean), "std": list(self.std), "max_pixel_value": self.max_pixel_value}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Normalisation:
+        return cls(tuple(data["mean"]), tuple(data["std"]), float(data["max_pixel_value"]))  # type: ignore[arg-type]
+
+
+def load_split(index: DatasetIndex, split: str) -> list[LabeledImage]:
+    labeled = load_labeled(index.samples(split))
+    if not labeled:
+        raise SkipnasError(f"{index.root}: the {split} split has no labelled images; add images with masks to it")
+    return labeled
+
+
+def synthetic_images(sources: Sequence[LabeledImage], n: int, seed: int, config: SynthConfig | None = None) -> list[LabeledImage]:
+    """``n`` semi-synthetic images: particles cut from ``sources`` and pasted elsewhere."""
+    generator = SyntheticGenerator([(s.image, s.instances) for s in sources], config or SynthConfig())
+    return [LabeledImage(f"synth-{i:05d}", image, instances) for i, (image, instances) in enumerate(generator.generate(n, seed))]
+
+
+def to_tensor_image(image: np.ndarray) -> torch.Tensor:
+    """H x W x C float32 -> C x H x W tensor."""
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+
+def foreground_target(instances: np.ndarray) -> torch.Tensor:
+    """The binary segmentation target (1, H, W): every labelled particle is foreground."""
+    return torch.from_numpy((instances > 0).astype(np.float32))[None]
+
+
+@dataclass
+class TileDataset(Dataset):
+    """Training tiles of full images, augmented on every access; targets are binary foreground."""
+
+    images: Sequence[LabeledImage]
+    normalisation: Normalisation
+    tile: TileConfig = field(default_factory=TileConfig)
+    augment: AugmentConfig | None = field(default_factory=AugmentConfig)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        rng = np.random.default_rng(self.seed)
+        self.tiles = [pair for item in self.images for pair in training_tiles(item.image, item.instances, self.tile, rng)]
+        if not self.tiles:
+            raise SkipnasError("no training tiles: every tile is empty and empty tiles are dropped; raise empty_keep_fraction")
+        mean, std, white = self.normalisation.mean, self.normalisation.std, self.normalisation.max_pixel_value
+        if self.augment is None:
+            self.transform = build_eval_transform(mean, std, white)
+        else:
+            self.transform = build_train_transform(self.augment, mean, std, white, seed=self.seed)
+
+    def reseed(self, seed: int) -> None:
+        seed_transform(self.transform, seed)
+
+    def __len__(self) -> int:
+        return len(self.tiles)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, instances = apply_transform(self.transform, *self.tiles[index])
+        return to_tensor_image(image), foreground_target(instances)
+
+
+def prepare_image(image: np.ndarray, normalisation: Normalisation) -> np.ndarray:
+    """A full image normalised for the network, as a (C, H, W) float32 array."""
+    if image_range(image.dtype) != normalisation.max_pixel_value and image.dtype != np.float32:
+        raise SkipnasError(
+            f"image is {image.dtype} but the model was trained on images with white level "
+            f"{normalisation.max_pixel_value:g}; convert it to the training images' bit depth"
+        )
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    if channels != len(normalisation.mean):
+        raise SkipnasError(
+            f"image has {channels} channel(s) but the model was trained on {len(normalisation.mean)}; "
+            "convert it to grey or RGB like the training images"
+        )
+    transform = build_eval_transform(normalisation.mean, normalisation.std, normalisation.max_pixel_value)
+    dummy = np.zeros(image.shape[:2], dtype=np.int32)
+    normalised, _ = apply_transform(transform, image, dummy)
+    return np.ascontiguousarray(normalised.transpose(2, 0, 1))

@@ -1,0 +1,206 @@
+"""Segmentation and counting metrics: pure functions over numpy arrays (no torch).
+
+Pixel metrics pool the confusion counts over every pixel of every image (micro average), so a
+large image weighs more than a small one. A ratio whose denominator is zero (``0 / 0``) is 1.0 when
+the prediction and the truth are both empty (``tp = fp = fn = 0``: nothing to find, nothing found)
+and 0.0 otherwise; e.g. an empty prediction on an image holding particles has precision 0.0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from skipnas.counting.postprocess import Detections, PostprocessConfig, count_particles
+
+
+def _ratio(numerator: float, denominator: float, nothing_at_all: bool) -> float:
+    if denominator == 0:
+        return 1.0 if nothing_at_all else 0.0
+    return float(numerator) / float(denominator)
+
+
+def _same_shape(pred: np.ndarray, true: np.ndarray, what: str) -> None:
+    if pred.shape != true.shape:
+        raise ValueError(f"{what}: prediction is {pred.shape} but truth is {true.shape}")
+
+
+def pixel_confusion(pred: np.ndarray, true: np.ndarray) -> tuple[int, int, int, int]:
+    """(tp, fp, fn, tn) pixel counts of two foreground masks (anything non-zero is foreground).
+
+    Counts add up over images: sum them, then call :meth:`PixelMetrics.from_counts`.
+    """
+    pred = np.asarray(pred) != 0
+    true = np.asarray(true) != 0
+    _same_shape(pred, true, "pixel_confusion")
+    tp = int(np.count_nonzero(pred & true))
+    fp = int(np.count_nonzero(pred)) - tp
+    fn = int(np.count_nonzero(true)) - tp
+    return tp, fp, fn, int(pred.size) - tp - fp - fn
+
+
+@dataclass(frozen=True)
+class PixelMetrics:
+    dice: float
+    precision: float
+    recall: float
+    iou: float
+
+    @classmethod
+    def from_counts(cls, tp: int, fp: int, fn: int) -> PixelMetrics:
+        """Dice ``2tp / (2tp + fp + fn)``, precision, recall and IoU ``tp / (tp + fp + fn)`` (0/0: see the module)."""
+        empty = tp == 0 and fp == 0 and fn == 0
+        return cls(
+            dice=_ratio(2 * tp, 2 * tp + fp + fn, empty),
+            precision=_ratio(tp, tp + fp, empty),
+            recall=_ratio(tp, tp + fn, empty),
+            iou=_ratio(tp, tp + fp + fn, empty),
+        )
+
+    def to_dict(self) -> dict[str, float]:
+        return {"dice": self.dice, "precision": self.precision, "recall": self.recall, "iou": self.iou}
+
+
+def count_metrics(pred_counts: Sequence[int], true_counts: Sequence[int]) -> dict[str, Any]:
+    """Counting errors over images.
+
+    ``count_mae`` / ``count_mse``: mean absolute / squared difference; ``count_bias``: mean of
+    ``pred - true`` (positive = over-counting); ``exact_count_accuracy``: share of images counted
+    exactly; ``relative_count_error``: ``sum |pred - true| / sum true`` (the denominator is at least
+    1, so images without particles do not divide by zero). Per-image lists come along.
+    """
+    pred = np.asarray(pred_counts, dtype=np.int64).ravel()
+    true = np.asarray(true_counts, dtype=np.int64).ravel()
+    if pred.shape != true.shape:
+        raise ValueError(f"count_metrics: {pred.size} predicted counts but {true.size} true counts")
+    if pred.size == 0:
+        raise ValueError("count_metrics needs at least one image")
+    errors = pred - true
+    return {
+        "images": int(pred.size),
+        "count_mae": float(np.mean(np.abs(errors))),
+        "count_mse": float(np.mean(errors.astype(np.float64) ** 2)),
+        "count_bias": float(np.mean(errors)),
+        "exact_count_accuracy": float(np.mean(errors == 0)),
+        "relative_count_error": float(np.sum(np.abs(errors)) / max(int(np.sum(true)), 1)),
+        "pred_counts": [int(v) for v in pred],
+        "true_counts": [int(v) for v in true],
+        "count_errors": [int(v) for v in errors],
+    }
+
+
+def match_objects(pred_labels: np.ndarray, true_instances: np.ndarray) -> tuple[int, int, int]:
+    """(tp, fp, fn) of a one-to-one matching of predicted particles to true particles.
+
+    Rule: a predicted particle and a true particle can match when they share at least one pixel.
+    Candidate pairs are taken greedily by overlap area, largest first (ties: lower predicted ID,
+    then lower true ID), and a pair is kept only while neither side is matched yet. So one blob
+    covering two particles matches only the one it overlaps most; the other is a miss (fn). A true
+    particle in several pieces (one ID) is one particle. IDs need not be consecutive.
+    """
+    pred = np.asarray(pred_labels).astype(np.int64, copy=False)
+    true = np.asarray(true_instances).astype(np.int64, copy=False)
+    _same_shape(pred, true, "match_objects")
+    pred_ids = np.unique(pred[pred != 0])
+    true_ids = np.unique(true[true != 0])
+    both = (pred != 0) & (true != 0)
+    base = int(true.max(initial=0)) + 1
+    keys, overlaps = np.unique(pred[both] * base + true[both], return_counts=True)
+    pairs = np.stack([keys // base, keys % base], axis=1)
+    order = np.lexsort((pairs[:, 1], pairs[:, 0], -overlaps)) if len(pairs) else np.zeros(0, np.int64)
+    matched_pred: set[int] = set()
+    matched_true: set[int] = set()
+    for index in order:
+        p, t = int(pairs[index, 0]), int(pairs[index, 1])
+        if p not in matched_pred and t not in matched_true:
+            matched_pred.add(p)
+            matched_true.add(t)
+    tp = len(matched_pred)
+    return tp, len(pred_ids) - tp, len(true_ids) - tp
+
+
+def object_metrics(matches: Iterable[tuple[int, int, int]]) -> dict[str, float]:
+    """Object precision, recall and F1 from per-image :func:`match_objects` results, pooled (0/0: see the module)."""
+    tp = fp = fn = 0
+    for image_tp, image_fp, image_fn in matches:
+        tp, fp, fn = tp + image_tp, fp + image_fp, fn + image_fn
+    empty = tp == 0 and fp == 0 and fn == 0
+    return {
+        "object_precision": _ratio(tp, tp + fp, empty),
+        "object_recall": _ratio(tp, tp + fn, empty),
+        "object_f1": _ratio(2 * tp, 2 * tp + fp + fn, empty),
+        "object_tp": tp,
+        "object_fp": fp,
+        "object_fn": fn,
+    }
+
+
+@dataclass
+class Evaluation:
+    """Accumulates whole images; :meth:`summary` gives the pooled metrics.
+
+    Pixel metrics compare the counted particles (the post-processed segmentation, specks below
+    ``min_area`` removed) with the true foreground; counts compare the number of particles with
+    the number of true instance IDs.
+    """
+
+    config: PostprocessConfig = field(default_factory=PostprocessConfig)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    _pixels: list[int] = field(default_factory=lambda: [0, 0, 0, 0], repr=False)
+    _matches: list[tuple[int, int, int]] = field(default_factory=list, repr=False)
+
+    def add(
+        self,
+        prob: np.ndarray,
+        true_instances: np.ndarray,
+        config: PostprocessConfig | None = None,
+        stem: str | None = None,
+    ) -> dict[str, Any]:
+        """Post-process one probability map (``config``, else the evaluation's) and score it; returns its row."""
+        return self.add_detections(count_particles(prob, config or self.config), true_instances, stem)
+
+    def add_detections(
+        self, detections: Detections, true_instances: np.ndarray, stem: str | None = None
+    ) -> dict[str, Any]:
+        """Score already counted particles of one image; returns its row."""
+        true_instances = np.asarray(true_instances)
+        confusion = pixel_confusion(detections.labels, true_instances)
+        self._pixels = [total + value for total, value in zip(self._pixels, confusion, strict=True)]
+        match = match_objects(detections.labels, true_instances)
+        self._matches.append(match)
+        true_count = int(np.count_nonzero(np.unique(true_instances)))
+        row = {
+            "stem": stem if stem is not None else str(len(self.rows)),
+            "true_count": true_count,
+            "pred_count": detections.count,
+            "dice": PixelMetrics.from_counts(*confusion[:3]).dice,
+            "object_tp": match[0],
+            "object_fp": match[1],
+            "object_fn": match[2],
+        }
+        self.rows.append(row)
+        return row
+
+    @property
+    def images(self) -> int:
+        return len(self.rows)
+
+    def summary(self) -> dict[str, Any]:
+        """``dice``, ``precision``, ``recall``, ``iou`` (pooled pixels), the :func:`count_metrics` keys,
+        the :func:`object_metrics` keys, ``images``, ``pixel_tp/fp/fn`` and ``rows`` (one per image)."""
+        if not self.rows:
+            raise ValueError("Evaluation.summary: no images were added")
+        tp, fp, fn, _ = self._pixels
+        counts = count_metrics([row["pred_count"] for row in self.rows], [row["true_count"] for row in self.rows])
+        return {
+            **PixelMetrics.from_counts(tp, fp, fn).to_dict(),
+            **{key: value for key, value in counts.items() if not key.endswith("counts") and key != "count_errors"},
+            **object_metrics(self._matches),
+            "pixel_tp": tp,
+            "pixel_fp": fp,
+            "pixel_fn": fn,
+            "rows": [dict(row) for row in self.rows],
+        }

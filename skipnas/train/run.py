@@ -1,0 +1,120 @@
+"""One candidate from genome to model folder: build, pretrain, fine-tune, calibrate, evaluate, save.
+
+:func:`prepare_data` reads a dataset and makes the semi-synthetic images once; a search calls
+:func:`train_candidate` for every trial on the same prepared data.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from skipnas.counting.calibrate import calibrate
+from skipnas.counting.postprocess import PostprocessConfig
+from skipnas.data.dataset import DatasetIndex, LabeledImage, check_dataset, normalisation_stats, resolve_dataset
+from skipnas.data.io import image_range
+from skipnas.genome import Genome
+from skipnas.modelio import save_model_folder
+from skipnas.models import build_model
+from skipnas.predict import predict_images
+from skipnas.train.data import Normalisation, load_split, synthetic_images
+from skipnas.train.metrics import Evaluation
+from skipnas.train.trainer import Callback, TrainConfig, TrainResult, fit_model
+
+
+@dataclass
+class PreparedData:
+    """A dataset read into memory with its statistics and the semi-synthetic pretraining images."""
+
+    root: Path
+    index: DatasetIndex
+    normalisation: Normalisation
+    train: list[LabeledImage]
+    val: list[LabeledImage]
+    synthetic: list[LabeledImage] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def channels(self) -> int:
+        return self.train[0].channels
+
+
+def prepare_data(spec: str | Path, config: TrainConfig | None = None) -> PreparedData:
+    """Validate and load ``spec`` (a folder or ``"demo"``); generate the pretraining images."""
+    started = time.perf_counter()
+    config = config or TrainConfig()
+    root = resolve_dataset(spec)
+    index = check_dataset(root, seed=config.seed)
+    train, val = load_split(index, "train"), load_split(index, "val")
+    mean, std = normalisation_stats(index)
+    normalisation = Normalisation(tuple(mean), tuple(std), image_range(train[0].image.dtype))
+    synthetic: list[LabeledImage] = []
+    if config.pretrain.enabled and config.synthetic_images > 0:
+        synthetic = synthetic_images(train, config.synthetic_images, config.seed, config.synth)
+    return PreparedData(root, index, normalisation, train, val, synthetic, time.perf_counter() - started)
+
+
+def evaluate_probabilities(
+    probs: Sequence[np.ndarray], images: Sequence[LabeledImage], postprocess: PostprocessConfig
+) -> dict[str, Any]:
+    evaluation = Evaluation()
+    for prob, item in zip(probs, images, strict=True):
+        evaluation.add(prob, item.instances, postprocess, stem=item.stem)
+    return evaluation.summary()
+
+
+@dataclass
+class CandidateResult:
+    genome: Genome
+    metrics: dict[str, Any]  # validation metrics with the calibrated post-processing
+    postprocess: PostprocessConfig
+    training: TrainResult
+    model_dir: Path | None
+    seconds: dict[str, float]
+
+
+def train_candidate(
+    genome: Genome,
+    data: PreparedData,
+    config: TrainConfig,
+    out: str | Path | None = None,
+    callbacks: Sequence[Callback] = (),
+    progress: bool = True,
+) -> CandidateResult:
+    """Train ``genome`` on ``data``, calibrate counting on validation, and write a model folder to ``out``."""
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    model = build_model(genome, in_channels=data.channels, classes=1)
+    result = fit_model(model, config, data.normalisation, data.train, data.val, data.synthetic, callbacks, progress)
+    trained = time.perf_counter()
+    probs = predict_images(result.model, data.val, data.normalisation, result.setup, config.val_tile, config.val_overlap)
+    postprocess, _ = calibrate(probs, [item.instances for item in data.val], PostprocessConfig())
+    metrics = evaluate_probabilities(probs, data.val, postprocess)
+    evaluated = time.perf_counter()
+    model_dir = None
+    if out is not None:
+        model_dir = save_model_folder(
+            out,
+            result.model,
+            genome,
+            data.normalisation,
+            postprocess.to_dict(),
+            in_channels=data.channels,
+            inference_tile=config.val_tile,
+            train_config=asdict(config),
+            training=result.to_dict(),
+            metrics=metrics,
+        )
+    seconds = {
+        "train": trained - started,
+        "calibrate_evaluate": evaluated - trained,
+        "save": time.perf_counter() - evaluated,
+    }
+    return CandidateResult(genome, metrics, postprocess, result, model_dir, seconds)
+

@@ -1,0 +1,315 @@
+"""Two-phase training: pretrain on semi-synthetic images, then fine-tune on real ones.
+
+The trainer knows nothing of Optuna: after every validation it calls the callbacks with an
+:class:`EpochResult`; a search prunes a trial by raising from its callback. Budgets are per
+phase, in epochs, steps or wall-clock seconds (whichever ends first), since widths change step
+time by 10x or more and a search needs comparable wall-clock budgets.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from skipnas.data.augment import AugmentConfig
+from skipnas.data.synth import SynthConfig
+from skipnas.data.tiling import TileConfig
+from skipnas.errors import SkipnasError
+from skipnas.predict import predict_images
+from skipnas.progress import progress_bar
+from skipnas.data.dataset import LabeledImage
+from skipnas.train.data import Normalisation, TileDataset
+from skipnas.train.device import DeviceSetup, place_model, select_device
+from skipnas.train.losses import LossConfig, build_loss
+from skipnas.train.metrics import PixelMetrics, pixel_confusion
+from skipnas.train.step import train_step
+
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULERS = ("plateau", "step", "none")
+
+
+class TrainingDiverged(SkipnasError):
+    """The loss became NaN or infinite: the learning rate is usually too high."""
+
+
+@dataclass(frozen=True)
+class PhaseConfig:
+    """One phase's budget (the first of epochs, steps, seconds to run out ends it) and learning rate.
+
+    A phase with no budget at all, or a zero budget, is skipped.
+    """
+
+    epochs: int | None = None
+    steps: int | None = None
+    seconds: float | None = None
+    lr: float = 1e-3
+
+    @property
+    def enabled(self) -> bool:
+        budgets = [b for b in (self.epochs, self.steps, self.seconds) if b is not None]
+        return bool(budgets) and all(b > 0 for b in budgets)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    pretrain: PhaseConfig = field(default_factory=lambda: PhaseConfig(seconds=60, lr=1e-3))
+    finetune: PhaseConfig = field(default_factory=lambda: PhaseConfig(seconds=120, lr=5e-4))
+    synthetic_images: int = 64  # semi-synthetic images generated from the training split for pretraining
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    batch_size: int = 8
+    tile: TileConfig = field(default_factory=TileConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optimizer: str = "adam"
+    momentum: float = 0.9  # SGD only
+    weight_decay: float = 0.0
+    scheduler: str = "plateau"  # ReduceLROnPlateau on validation Dice, or StepLR
+    plateau_patience: int = 2
+    plateau_factor: float = 0.5
+    step_size: int = 10  # StepLR, in epochs
+    step_gamma: float = 0.5
+    early_stopping: int | None = 8  # validations without a better Dice before a phase stops; None: never
+    val_tile: int = 256  # validation (and later inference) predicts full images in tiles of this size
+    val_overlap: int = 32  # px of overlap between those tiles
+    device: str = "auto"
+    precision: str = "auto"
+    channels_last: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise SkipnasError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.scheduler not in SCHEDULERS:
+            raise SkipnasError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
+        if self.batch_size < 1:
+            raise SkipnasError(f"batch_size must be at least 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    phase: str  # "pretrain" or "finetune"
+    epoch: int  # within the phase, from 1
+    step: int  # optimisation steps so far, both phases
+    train_loss: float
+    val_dice: float
+    lr: float
+    seconds: float  # since training started
+
+
+class Callback(Protocol):
+    def __call__(self, result: EpochResult) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    history: list[EpochResult]
+    best_val_dice: float
+    stop_reasons: dict[str, str]  # phase -> why it ended
+    phase_seconds: dict[str, float]
+    steps: int
+    setup: DeviceSetup
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "best_val_dice": self.best_val_dice,
+            "stop_reasons": self.stop_reasons,
+            "phase_seconds": self.phase_seconds,
+            "steps": self.steps,
+            "device": self.setup.describe(),
+            "history": [vars(h) for h in self.history],
+        }
+
+
+def validation_dice(
+    model: nn.Module, images: Sequence[LabeledImage], normalisation: Normalisation, setup: DeviceSetup, tile: int, overlap: int
+) -> float:
+    """Pixel Dice at threshold 0.5 over full stitched validation images (all pixels pooled)."""
+    tp = fp = fn = 0
+    for probs, item in zip(predict_images(model, images, normalisation, setup, tile, overlap), images):
+        counts = pixel_confusion(probs >= 0.5, item.instances > 0)
+        tp, fp, fn = tp + counts[0], fp + counts[1], fn + counts[2]
+    return PixelMetrics.from_counts(tp, fp, fn).dice
+
+
+class Trainer:
+    """Trains one model through the configured phases; see :meth:`fit`."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: TrainConfig,
+        normalisation: Normalisation,
+        callbacks: Sequence[Callback] = (),
+        progress: bool = True,
+    ) -> None:
+        self.config = config
+        self.normalisation = normalisation
+        self.callbacks = list(callbacks)
+        self.progress = progress
+        self.setup = select_device(config.device, config.precision, config.channels_last)
+        self.model = place_model(model, self.setup)
+        self.loss_fn = build_loss(config.loss)
+        self.history: list[EpochResult] = []
+        self.steps = 0
+        self._started = 0.0
+
+    # one phase ------------------------------------------------------------------------------
+    def _optimizer(self, lr: float) -> torch.optim.Optimizer:
+        params = self.model.parameters()
+        if self.config.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=lr, momentum=self.config.momentum, weight_decay=self.config.weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=self.config.weight_decay)
+
+    def _scheduler(self, optimizer: torch.optim.Optimizer) -> Any:
+        if self.config.scheduler == "plateau":
+            return torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="max", factor=self.config.plateau_factor, patience=self.config.plateau_patience
+            )
+        if self.config.scheduler == "step":
+            return torch.optim.lr_scheduler.StepLR(optimizer, step_size=self.config.step_size, gamma=self.config.step_gamma)
+        return None
+
+    def _loader(self, images: Sequence[LabeledImage], seed: int) -> DataLoader:
+        dataset = TileDataset(images, self.normalisation, self.config.tile, self.config.augment, seed=seed)
+        generator = torch.Generator().manual_seed(seed)
+        return DataLoader(
+            dataset,
+            batch_size=self.config.batch_size,
+            shuffle=True,
+            drop_last=len(dataset) >= self.config.batch_size,
+            generator=generator,
+            num_workers=0,  # tiles live in memory; workers would only add start-up time
+        )
+
+    def _run_phase(
+        self, name: str, phase: PhaseConfig, train_images: Sequence[LabeledImage], val_images: Sequence[LabeledImage], keep_best: bool
+    ) -> tuple[str, float, float]:
+        """Returns (why it stopped, best validation Dice, seconds)."""
+        started = time.perf_counter()
+        loader = self._loader(train_images, seed=self.config.seed + (0 if name == "pretrain" else 1))
+        optimizer = self._optimizer(phase.lr)
+        scheduler = self._scheduler(optimizer)
+        memory_format = torch.channels_last if self.setup.channels_last else torch.contiguous_format
+        best_dice, best_state, stale = -math.inf, None, 0
+        phase_steps, epoch, reason = 0, 0, ""
+        deadline = started + phase.seconds if phase.seconds is not None else math.inf
+
+        def out_of_budget() -> str:
+            if phase.steps is not None and phase_steps >= phase.steps:
+                return f"{phase.steps} steps"
+            if time.perf_counter() >= deadline:
+                return f"{phase.seconds:g} s"
+            return ""
+
+        by_steps = phase.steps is not None and phase.seconds is None
+        with progress_bar(name, total=phase.steps if by_steps else phase.seconds, enabled=self.progress, transient=False) as bar:
+            while not reason:
+                epoch += 1
+                self.model.train()
+                loss_sum = torch.zeros((), device=self.setup.device)
+                batches = 0
+                for images, targets in loader:
+                    images = images.to(self.setup.device, non_blocking=True).contiguous(memory_format=memory_format)
+                    targets = targets.to(self.setup.device, non_blocking=True)
+                    loss = train_step(self.model, optimizer, images, targets, self.loss_fn, self.setup.amp_dtype)
+                    loss_sum += loss
+                    batches += 1
+                    phase_steps += 1
+                    self.steps += 1
+                    # checking every step would sync a GPU each step; every 16 is soon enough
+                    if phase_steps % 16 == 0:
+                        self._check_finite(loss_sum, name, phase_steps)
+                    bar.update(completed=phase_steps if by_steps else time.perf_counter() - started)
+                    if out_of_budget():
+                        break
+                self._check_finite(loss_sum, name, phase_steps)
+                train_loss = float(loss_sum) / max(batches, 1)
+                val_dice = validation_dice(
+                    self.model, val_images, self.normalisation, self.setup, self.config.val_tile, self.config.val_overlap
+                )
+                lr = optimizer.param_groups[0]["lr"]
+                result = EpochResult(name, epoch, self.steps, train_loss, val_dice, lr, time.perf_counter() - self._started)
+                self.history.append(result)
+                bar.update(detail=f"step {phase_steps}, val Dice {val_dice:.3f}")
+                if val_dice > best_dice:
+                    best_dice, stale = val_dice, 0
+                    if keep_best:
+                        best_state = copy.deepcopy(self.model.state_dict())
+                else:
+                    stale += 1
+                for callback in self.callbacks:
+                    callback(result)
+                if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    scheduler.step(val_dice)
+                elif scheduler is not None:
+                    scheduler.step()
+                reason = out_of_budget()
+                if not reason and phase.epochs is not None and epoch >= phase.epochs:
+                    reason = f"{phase.epochs} epochs"
+                if not reason and self.config.early_stopping is not None and stale >= self.config.early_stopping:
+                    reason = f"early stop: no better validation Dice in {stale} epochs"
+        if best_state is not None:
+            self.model.load_state_dict(best_state)
+        return reason, best_dice, time.perf_counter() - started
+
+    @staticmethod
+    def _check_finite(loss_sum: torch.Tensor, phase: str, step: int) -> None:
+        if not torch.isfinite(loss_sum):
+            raise TrainingDiverged(
+                f"the training loss became NaN or infinite during {phase} (by step {step}); lower the learning rate"
+            )
+
+    # both phases ----------------------------------------------------------------------------
+    def fit(
+        self,
+        real_train: Sequence[LabeledImage],
+        val: Sequence[LabeledImage],
+        synthetic_train: Sequence[LabeledImage] = (),
+    ) -> TrainResult:
+        """Pretrain on ``synthetic_train`` (skipped when empty or disabled), then fine-tune on ``real_train``.
+
+        The fine-tuned model is left at its best validation Dice.
+        """
+        if not val:
+            raise SkipnasError("no labelled validation images: add a val split (or images to split from)")
+        torch.manual_seed(self.config.seed)
+        np.random.seed(self.config.seed % 2**32)
+        self._started = time.perf_counter()
+        reasons: dict[str, str] = {}
+        seconds: dict[str, float] = {}
+        best = -math.inf
+        phases = [("pretrain", self.config.pretrain, synthetic_train, False), ("finetune", self.config.finetune, real_train, True)]
+        for name, phase, images, keep_best in phases:
+            if not phase.enabled or not images:
+                reasons[name] = "skipped"
+                continue
+            reasons[name], phase_best, seconds[name] = self._run_phase(name, phase, images, val, keep_best)
+            best = phase_best if keep_best or best == -math.inf else max(best, phase_best)
+        if all(reason == "skipped" for reason in reasons.values()):
+            raise SkipnasError("both training phases are skipped: give a pretrain or fine-tune budget")
+        if reasons["finetune"] != "skipped":
+            best = max(h.val_dice for h in self.history if h.phase == "finetune")
+        return TrainResult(self.model, self.history, float(best), reasons, seconds, self.steps, self.setup)
+
+
+def fit_model(
+    model: nn.Module,
+    config: TrainConfig,
+    normalisation: Normalisation,
+    real_train: Sequence[LabeledImage],
+    val: Sequence[LabeledImage],
+    synthetic_train: Sequence[LabeledImage] = (),
+    callbacks: Sequence[Callable[[EpochResult], None]] = (),
+    progress: bool = True,
+) -> TrainResult:
+    return Trainer(model, config, normalisation, callbacks, progress).fit(real_train, val, synthetic_train)

@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from skipnas.counting.calibrate import CalibrationGrid, calibrate
+from skipnas.counting.postprocess import PostprocessConfig
+from skipnas.errors import SkipnasError
+from skipnas.train.metrics import Evaluation
+
+
+def _tricky_image(rng: np.random.Generator, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """True particles at 0.65, bright 2x2 specks at 0.9 and faint large smudges at 0.45 (not particles).
+
+    Only a threshold of 0.5 or 0.6 with a min_area between 5 and the particles' area counts right.
+    """
+    truth = np.zeros((size, size), np.int32)
+    prob = np.full((size, size), 0.1, np.float32)
+    cells = [(x, y) for y in range(8, size - 8, 16) for x in range(8, size - 8, 16)]
+    order = rng.permutation(len(cells))
+    particles = int(rng.integers(1, 5))
+    for index, cell in enumerate(cells[i] for i in order[: particles + 3]):
+        x, y = cell
+        if index < particles:
+            cv2.circle(truth, (x, y), 5, index + 1, -1)
+        elif index < particles + 2:
+            prob[y : y + 2, x : x + 2] = 0.9
+        else:
+            cv2.circle(prob, (x, y), 6, 0.45, -1)
+    prob[truth > 0] = 0.65
+    return prob, truth
+
+
+def _tricky_set(images: int = 6, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    pairs = [_tricky_image(rng) for _ in range(images)]
+    return [p for p, _ in pairs], [t for _, t in pairs]
+
+
+def test_calibration_picks_the_setting_that_counts_right() -> None:
+    probs, truths = _tricky_set()
+    wrong = Evaluation(PostprocessConfig(threshold=0.4, min_area=0))
+    for prob, truth in zip(probs, truths, strict=True):
+        wrong.add(prob, truth)
+    assert wrong.summary()["count_mae"] > 1  # a careless setting counts the smudges and specks
+
+    best, table = calibrate(probs, truths, PostprocessConfig(min_area=0))
+    # count MAE 0 for threshold 0.5 or 0.6 and min_area 10 or 30; the tie goes to the simpler 0.5 and 10
+    assert best == PostprocessConfig(threshold=0.5, erode=0, dilate=0, min_area=10)
+    assert table["best"]["count_mae"] == 0.0 and table["best"]["dice"] == pytest.approx(1.0)
+    assert table["images"] == len(probs)
+    assert table["settings"] == CalibrationGrid().size() == len(table["results"])
+    maes = [row["count_mae"] for row in table["results"]]
+    assert maes == sorted(maes)
+
+
+def test_equal_count_error_goes_to_the_higher_dice() -> None:
+    # a particle whose rim (part of the truth) sits at 0.45: threshold 0.4 gets it all, 0.5 only its core
+    truth = np.zeros((40, 40), np.int32)
+    cv2.circle(truth, (20, 20), 9, 1, -1)
+    prob = np.where(truth > 0, 0.45, 0.05).astype(np.float32)
+    cv2.circle(prob, (20, 20), 5, 0.9, -1)
+    grid = CalibrationGrid(thresholds=(0.4, 0.5), erode=(0,), dilate=(0,), min_area=(0,))
+    best, table = calibrate([prob], [truth], grid=grid)
+    assert [row["count_mae"] for row in table["results"]] == [0.0, 0.0]
+    assert best.threshold == 0.4 and table["best"]["dice"] == pytest.approx(1.0)
+
+
+def test_every_row_matches_count_particles() -> None:
+    probs, truths = _tricky_set(images=3, seed=1)
+    grid = CalibrationGrid(
+        thresholds=(0.4, 0.6), erode=(0, 3), dilate=(0, 5), min_area=(0, 30), methods=("blobs", "watershed")
+    )
+    _, table = calibrate(probs, truths, PostprocessConfig(), grid)
+    assert table["settings"] == 32
+    fields = set(PostprocessConfig().to_dict())
+    for row in table["results"]:
+        config = PostprocessConfig.from_dict({key: row[key] for key in fields})
+        evaluation = Evaluation(config)
+        for prob, truth in zip(probs, truths, strict=True):
+            evaluation.add(prob, truth)
+        summary = evaluation.summary()
+        assert row["count_mae"] == pytest.approx(summary["count_mae"]), row
+        assert row["dice"] == pytest.approx(summary["dice"]), row
+
+
+def test_grid_keeps_the_base_settings_it_does_not_vary() -> None:
+    probs, truths = _tricky_set(images=2)
+    base = PostprocessConfig(dilate_iterations=2, method="watershed", watershed_min_distance=4)
+    grid = {"thresholds": [0.5], "erode": [0], "dilate": [0, 3], "min_area": [10]}
+    best, table = calibrate(probs, truths, base, grid)
+    assert (best.dilate_iterations, best.method, best.watershed_min_distance) == (2, "watershed", 4)
+    assert {row["method"] for row in table["results"]} == {"watershed"}
+
+
+def test_default_grid_is_fast() -> None:
+    rng = np.random.default_rng(3)
+    probs, truths = [], []
+    for _ in range(16):
+        truth = np.zeros((128, 128), np.int32)
+        for index in range(int(rng.integers(2, 9))):
+            cv2.circle(truth, tuple(int(v) for v in rng.integers(8, 120, 2)), int(rng.integers(3, 8)), index + 1, -1)
+        probs.append(((truth > 0) * 0.6 + rng.random((128, 128)) * 0.4).astype(np.float32))
+        truths.append(truth)
+    start = time.perf_counter()
+    _, table = calibrate(probs, truths)
+    elapsed = time.perf_counter() - start
+    assert table["settings"] >= 20
+    assert elapsed < 1.0, f"calibration of {table['settings']} settings on 16 images took {elapsed:.2f} s"
+
+
+def test_bad_input_is_a_user_error() -> None:
+    with pytest.raises(SkipnasError, match="no labelled validation images"):
+        calibrate([], [])
+    with pytest.raises(SkipnasError, match="make the mask the image's size"):
+        calibrate([np.zeros((8, 8))], [np.zeros((8, 9), np.int32)])
+    with pytest.raises(SkipnasError, match="threshold"):
+        CalibrationGrid(thresholds=(0.5, 1.5))
+    with pytest.raises(SkipnasError, match="non-empty"):
+        CalibrationGrid(erode=())
+    with pytest.raises(SkipnasError, match="unknown calibration grid"):
+        CalibrationGrid.from_dict({"kernel": [3]})

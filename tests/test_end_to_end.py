@@ -1,0 +1,72 @@
+"""Train -> save -> load -> evaluate -> count on generated 48 px data, through the CLI, in seconds."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from skipnas.cli import main
+
+FAST = ["--pretrain-seconds", "1", "--finetune-seconds", "2", "--width", "4", "--tile", "32", "--batch", "4", "--synthetic", "4", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("model") / "standard"
+    assert main(["train", "--data", str(tiny_dataset), "--topology", "standard", *FAST, "--out", str(out), "--json"]) == 0
+    return out
+
+
+def test_train_writes_a_model_folder_with_calibrated_counting(model_dir: Path) -> None:
+    assert (model_dir / "weights.pt").is_file()
+    postprocess = json.loads((model_dir / "postprocess.json").read_text())
+    assert {"threshold", "erode", "dilate", "min_area", "method"} <= set(postprocess)
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert metrics["images"] == 2 and 0.0 <= metrics["dice"] <= 1.0
+
+
+def test_evaluate_json_has_the_contract_keys(model_dir: Path, tiny_dataset: Path, capsys) -> None:
+    assert main(["evaluate", str(model_dir), "--data", str(tiny_dataset), "--split", "test", "--json", "--device", "cpu"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    required = {"dice", "precision", "recall", "count_mae", "count_mse", "exact_count_accuracy", "images"}
+    assert required <= set(metrics)
+    assert metrics["images"] == 2 and metrics["split"] == "test" and metrics["counting_method"] in ("blobs", "watershed")
+
+
+def test_count_writes_csvs_and_overlays_for_images_of_any_size(model_dir: Path, tiny_dataset: Path, tmp_path: Path, capsys) -> None:
+    from skipnas.data.demo import make_demo_image
+    from skipnas.data.io import write_image
+    import numpy as np
+
+    big, _, _ = make_demo_image(np.random.default_rng(5), 150)
+    write_image(tmp_path / "odd" / "big.tif", big[:150, :131])
+    out = tmp_path / "counts"
+    args = ["count", str(model_dir), str(tiny_dataset / "test"), str(tmp_path / "odd" / "big.tif"), "--out", str(out), "--json"]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    rows = list(csv.DictReader((out / "counts.csv").open()))
+    assert [Path(r["file"]).name for r in rows] == ["test0-0.tif", "test1-0.tif", "big.tif"]
+    assert rows[0]["true_count"] != "" and rows[2]["true_count"] == ""  # masks beside images/ only
+    assert sum(int(r["count"]) for r in rows) == summary["total"]
+    particles = list(csv.DictReader((out / "particles.csv").open()))
+    assert len(particles) == summary["total"]
+    assert all(0.0 <= float(p["confidence"]) <= 1.0 and int(p["area"]) > 0 for p in particles)
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == ["big.png", "test0-0.png", "test1-0.png"]
+
+
+def test_count_and_evaluate_bad_input_exit_2(model_dir: Path, tmp_path: Path) -> None:
+    cases = [
+        (["count", str(model_dir), str(tmp_path / "missing.png"), "--out", str(tmp_path / "o")], "missing.png: no such file"),
+        (["count", str(tmp_path / "nomodel"), str(tmp_path), "--out", str(tmp_path / "o")], "nomodel: no such model folder"),
+        (["evaluate", str(model_dir), "--data", str(tmp_path / "nodata")], "nodata"),
+    ]
+    for args, message in cases:
+        result = subprocess.run([sys.executable, "-m", "skipnas", *args], capture_output=True, text=True)
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "o").exists()

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from skipnas.errors import SkipnasError
+from skipnas.genome import Genome
+from skipnas.modelio import WEIGHTS_FILE, load_model_folder, load_state_dict, save_model_folder
+from skipnas.models import build_model
+from skipnas.train.data import Normalisation
+
+
+def _save(path: Path, genome: Genome | None = None) -> torch.nn.Module:
+    genome = genome or Genome.named("reverse", base_width=4)
+    torch.manual_seed(0)
+    model = build_model(genome, in_channels=1).eval()
+    save_model_folder(
+        path, model, genome, Normalisation((0.4,), (0.1,), 255.0), {"threshold": 0.5}, in_channels=1, metrics={"dice": 0.5}
+    )
+    return model
+
+
+class _NotATensor:
+    pass
+
+
+def test_round_trip_rebuilds_the_same_model_from_the_folder_alone(tmp_path: Path) -> None:
+    model = _save(tmp_path / "m")
+    folder = load_model_folder(tmp_path / "m")
+    x = torch.randn(1, 1, 40, 40)
+    assert torch.equal(model(x), folder.model(x))
+    assert folder.genome == Genome.named("reverse", base_width=4)
+    assert folder.normalisation == Normalisation((0.4,), (0.1,), 255.0)
+    assert folder.postprocess == {"threshold": 0.5} and folder.metrics == {"dice": 0.5}
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "genome.json", "metrics.json", "model.json", "postprocess.json", "weights.pt"
+    ]
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no temp folders left
+
+
+def test_saving_again_replaces_the_folder(tmp_path: Path) -> None:
+    _save(tmp_path / "m")
+    _save(tmp_path / "m", Genome.named("dense", base_width=4))
+    assert load_model_folder(tmp_path / "m").genome.name == "dense"
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]
+
+
+def test_an_unrelated_folder_is_never_overwritten(tmp_path: Path) -> None:
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "holiday.jpg").write_bytes(b"x")
+    with pytest.raises(SkipnasError, match="not a skipnas model folder"):
+        _save(tmp_path / "photos")
+    assert (tmp_path / "photos" / "holiday.jpg").exists()
+
+
+def test_weights_that_are_not_a_plain_state_dict_are_refused(tmp_path: Path) -> None:
+    _save(tmp_path / "m")
+    weights = tmp_path / "m" / WEIGHTS_FILE
+    torch.save({"layer": _NotATensor()}, weights)  # needs arbitrary unpickling
+    with pytest.raises(SkipnasError, match="not a plain state dict of tensors"):
+        load_model_folder(tmp_path / "m")
+    torch.save([torch.zeros(1)], weights)  # loads safely, but is no state dict
+    with pytest.raises(SkipnasError, match="not a plain state dict of tensors"):
+        load_state_dict(weights)
+    weights.write_bytes(b"garbage")
+    with pytest.raises(SkipnasError, match="weights.pt: not a plain state dict"):
+        load_model_folder(tmp_path / "m")
+
+
+def test_weights_of_another_genome_are_refused(tmp_path: Path) -> None:
+    _save(tmp_path / "m")
+    (tmp_path / "m" / "genome.json").write_text(json.dumps(Genome.named("dense", base_width=4).to_dict()))
+    with pytest.raises(SkipnasError, match="weights do not fit the genome"):
+        load_model_folder(tmp_path / "m")
+
+
+def test_missing_folder_and_missing_files(tmp_path: Path) -> None:
+    with pytest.raises(SkipnasError, match="no such model folder"):
+        load_model_folder(tmp_path / "nope")
+    _save(tmp_path / "m")
+    os.remove(tmp_path / "m" / "model.json")
+    with pytest.raises(SkipnasError, match="model.json: missing"):
+        load_model_folder(tmp_path / "m")

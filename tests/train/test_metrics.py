@@ -1,0 +1,177 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from skipnas.counting.postprocess import PostprocessConfig
+from skipnas.train.metrics import (
+    Evaluation,
+    PixelMetrics,
+    count_metrics,
+    match_objects,
+    object_metrics,
+    pixel_confusion,
+)
+
+PRED = np.array(
+    [
+        [1, 1, 0, 0],
+        [1, 1, 0, 0],
+        [0, 0, 0, 1],
+    ]
+)
+TRUE = np.array(
+    [
+        [0, 1, 0, 0],
+        [3, 1, 0, 0],
+        [2, 2, 0, 0],
+    ]
+)
+
+
+def test_pixel_confusion_by_hand() -> None:
+    # pred 5 px, truth 5 px, shared 3 (the 2x2 square minus its top-left corner)
+    assert pixel_confusion(PRED, TRUE) == (3, 2, 2, 5)
+    assert pixel_confusion(PRED.astype(bool), TRUE > 0) == (3, 2, 2, 5)
+
+
+def test_pixel_confusion_adds_up_over_images() -> None:
+    halves = [pixel_confusion(PRED[:, :2], TRUE[:, :2]), pixel_confusion(PRED[:, 2:], TRUE[:, 2:])]
+    assert tuple(int(a + b) for a, b in zip(*halves, strict=True)) == pixel_confusion(PRED, TRUE)
+
+
+def test_pixel_metrics_by_hand() -> None:
+    metrics = PixelMetrics.from_counts(3, 2, 2)
+    assert metrics.dice == pytest.approx(6 / 10)
+    assert metrics.precision == pytest.approx(3 / 5)
+    assert metrics.recall == pytest.approx(3 / 5)
+    assert metrics.iou == pytest.approx(3 / 7)
+    assert PixelMetrics.from_counts(6, 2, 0).to_dict() == pytest.approx(
+        {"dice": 12 / 14, "precision": 6 / 8, "recall": 1.0, "iou": 6 / 8}
+    )
+
+
+def test_zero_over_zero_is_one_only_when_both_are_empty() -> None:
+    assert PixelMetrics.from_counts(0, 0, 0) == PixelMetrics(1.0, 1.0, 1.0, 1.0)
+    missed = PixelMetrics.from_counts(0, 0, 4)  # empty prediction, particles present
+    assert (missed.dice, missed.precision, missed.recall, missed.iou) == (0.0, 0.0, 0.0, 0.0)
+    invented = PixelMetrics.from_counts(0, 4, 0)  # prediction on an empty image
+    assert (invented.dice, invented.precision, invented.recall, invented.iou) == (0.0, 0.0, 0.0, 0.0)
+
+
+def test_count_metrics_by_hand() -> None:
+    metrics = count_metrics([3, 5, 2], [3, 4, 4])  # errors 0, +1, -2
+    assert metrics["images"] == 3
+    assert metrics["count_mae"] == pytest.approx(1.0)
+    assert metrics["count_mse"] == pytest.approx(5 / 3)
+    assert metrics["count_bias"] == pytest.approx(-1 / 3)
+    assert metrics["exact_count_accuracy"] == pytest.approx(1 / 3)
+    assert metrics["relative_count_error"] == pytest.approx(3 / 11)
+    assert metrics["count_errors"] == [0, 1, -2]
+    assert metrics["pred_counts"] == [3, 5, 2] and metrics["true_counts"] == [3, 4, 4]
+
+
+def test_count_metrics_without_true_particles_stays_finite() -> None:
+    assert count_metrics([0, 2], [0, 0])["relative_count_error"] == 2.0
+    assert count_metrics([0], [0])["relative_count_error"] == 0.0
+
+
+def test_count_metrics_rejects_unequal_or_empty_lists() -> None:
+    with pytest.raises(ValueError):
+        count_metrics([1, 2], [1])
+    with pytest.raises(ValueError):
+        count_metrics([], [])
+
+
+def test_one_blob_over_two_particles_matches_only_one() -> None:
+    true = np.zeros((6, 10), np.int32)
+    true[1:5, 1:4] = 1
+    true[1:5, 6:9] = 2
+    blob = np.zeros_like(true)
+    blob[0:6, 0:10] = 1
+    assert match_objects(blob, true) == (1, 0, 1)
+
+
+def test_matching_is_greedy_by_overlap_and_one_to_one() -> None:
+    true = np.zeros((4, 12), np.int32)
+    true[0, 0:3] = 1  # 3 px under blob A
+    true[1, 0:5] = 2  # 5 px under blob A ...
+    true[2, 0:4] = 2  # ... and 4 px under blob B
+    pred = np.zeros_like(true)
+    pred[0:2, 0:6] = 10  # blob A: overlaps particle 2 (5 px) more than particle 1 (3 px)
+    pred[2, 0:4] = 20  # blob B: overlaps only particle 2, already taken by A
+    pred[3, 8:12] = 30  # blob C: overlaps nothing
+    # A-2 (5 px) is taken first; B-2 and A-1 are then refused: tp 1, fp B and C, fn particle 1
+    assert match_objects(pred, true) == (1, 2, 1)
+
+
+def test_a_particle_in_pieces_is_one_particle() -> None:
+    true = np.zeros((4, 10), np.int32)
+    true[1, 0:3] = 5
+    true[1, 6:9] = 5  # the same ID, two pieces
+    pred = (true > 0).astype(np.int32)
+    pred[1, 6:9] = 2  # each piece found as its own blob
+    assert match_objects(pred, true) == (1, 1, 0)
+    assert match_objects(np.zeros_like(true), true) == (0, 0, 1)
+    assert match_objects(np.zeros_like(true), np.zeros_like(true)) == (0, 0, 0)
+
+
+def test_object_metrics_pool_the_images() -> None:
+    metrics = object_metrics([(1, 0, 1), (2, 1, 0)])  # tp 3, fp 1, fn 1
+    assert metrics["object_precision"] == pytest.approx(3 / 4)
+    assert metrics["object_recall"] == pytest.approx(3 / 4)
+    assert metrics["object_f1"] == pytest.approx(6 / 8)
+    assert (metrics["object_tp"], metrics["object_fp"], metrics["object_fn"]) == (3, 1, 1)
+    assert object_metrics([(0, 0, 0)])["object_precision"] == 1.0
+
+
+def test_evaluation_pools_pixels_and_counts_over_images() -> None:
+    true_a = np.zeros((10, 10), np.int32)
+    true_a[1:4, 1:4] = 1  # 9 px
+    true_a[6:9, 6:9] = 2  # 9 px
+    prob_a = np.zeros((10, 10), np.float32)
+    prob_a[1:4, 1:4] = 0.9  # finds particle 1 exactly, misses particle 2
+    true_b = np.zeros((10, 10), np.int32)
+    prob_b = np.zeros((10, 10), np.float32)
+    prob_b[0:2, 0:2] = 0.8  # a 4 px false particle on an empty image
+    evaluation = Evaluation(PostprocessConfig(min_area=1))
+    row = evaluation.add(prob_a, true_a, stem="a")
+    assert row == {
+        "stem": "a",
+        "true_count": 2,
+        "pred_count": 1,
+        "dice": pytest.approx(18 / 27),
+        "object_tp": 1,
+        "object_fp": 0,
+        "object_fn": 1,
+    }
+    evaluation.add(prob_b, true_b, stem="b")
+    summary = evaluation.summary()
+    # pooled pixels: tp 9, fp 4, fn 9
+    assert summary["dice"] == pytest.approx(18 / 31)
+    assert summary["precision"] == pytest.approx(9 / 13)
+    assert summary["recall"] == pytest.approx(9 / 18)
+    assert summary["iou"] == pytest.approx(9 / 22)
+    # counts: (1 vs 2), (1 vs 0)
+    assert summary["count_mae"] == pytest.approx(1.0)
+    assert summary["count_mse"] == pytest.approx(1.0)
+    assert summary["exact_count_accuracy"] == 0.0
+    assert summary["relative_count_error"] == pytest.approx(2 / 2)
+    assert summary["object_precision"] == pytest.approx(1 / 2)
+    assert summary["object_recall"] == pytest.approx(1 / 2)
+    assert summary["images"] == 2
+    assert [(r["stem"], r["true_count"], r["pred_count"]) for r in summary["rows"]] == [("a", 2, 1), ("b", 0, 1)]
+
+
+def test_evaluation_uses_the_config_given_to_add() -> None:
+    true = np.zeros((10, 10), np.int32)
+    true[2:4, 2:4] = 1
+    prob = (true > 0).astype(np.float32)
+    evaluation = Evaluation(PostprocessConfig(min_area=10))
+    assert evaluation.add(prob, true)["pred_count"] == 0
+    assert evaluation.add(prob, true, PostprocessConfig(min_area=1))["pred_count"] == 1
+
+
+def test_summary_needs_images() -> None:
+    with pytest.raises(ValueError):
+        Evaluation().summary()
