@@ -14,6 +14,13 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def _file_mode() -> int:
+    """The mode a plain ``open`` would give a new file: 0o666 less the umask (mkstemp gives 0o600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[Any]]:
     """Open a temp file beside ``path``; on clean exit it replaces ``path`` in one rename."""
@@ -27,6 +34,7 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[An
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp_name, _file_mode())
         os.replace(tmp_name, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -57,6 +65,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp_name)
+        os.chmod(tmp_name, _file_mode())
         os.replace(tmp_name, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

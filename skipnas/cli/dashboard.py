@@ -25,7 +25,7 @@ def register(subparsers: Any) -> None:
 def _dashboard(args: argparse.Namespace) -> int:
     from optuna_dashboard import run_server
 
-    from skipnas.search.storage import make_storage
+    from skipnas.study.storage import make_storage
 
     storage = make_storage(args.storage)
     status_console().print(f"Optuna dashboard: http://{args.host}:{args.port}/  (Ctrl-C stops it)")

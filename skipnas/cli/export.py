@@ -28,8 +28,8 @@ def register(subparsers: Any) -> None:
 def _export(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from skipnas.export import export
-    from skipnas.search.storage import make_storage
+    from skipnas.study.export import export
+    from skipnas.study.storage import make_storage
 
     result = export(make_storage(args.storage), args.study, args.out, trial=args.trial, metric=args.metric)
     if args.json:

@@ -10,6 +10,7 @@ from skipnas.cli._common import console, status_console
 from skipnas.errors import SkipnasError
 
 _NAMES_SHOWN = 20
+_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 def register(subparsers: Any) -> None:
@@ -40,7 +41,7 @@ def register(subparsers: Any) -> None:
 
 def _existing_storage(spec: str | None) -> tuple[Any, str]:
     """The storage and how to name it; a missing SQLite or journal file is an error, not a new empty one."""
-    from skipnas.search.storage import default_storage_url, is_rdb_url, make_storage
+    from skipnas.study.storage import default_storage_url, is_rdb_url, make_storage
 
     label = spec or default_storage_url()
     if label.startswith("sqlite:///"):
@@ -48,8 +49,17 @@ def _existing_storage(spec: str | None) -> tuple[Any, str]:
         if database and database != ":memory:" and not Path(database).is_file():
             hint = "give --storage URL" if spec is None else "check the path"
             raise SkipnasError(f"{database}: no search storage there; run `skipnas search` first or {hint}")
-    elif not is_rdb_url(label) and not Path(label).is_file():
-        raise SkipnasError(f"--storage {label}: no such journal file; check the path or run `skipnas search --storage {label}` first")
+    elif not is_rdb_url(label):
+        path = Path(label)
+        if not path.is_file():
+            raise SkipnasError(f"--storage {label}: no such journal file; check the path or run `skipnas search --storage {label}` first")
+        with path.open("rb") as handle:
+            if handle.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC:
+                raise SkipnasError(f"--storage {label}: is an SQLite database, not a journal file; give --storage sqlite:///{label}")
+        try:
+            return make_storage(spec), label
+        except ValueError as exc:  # json / UTF-8 decoding errors of a file that is no Optuna journal
+            raise SkipnasError(f"--storage {label}: not an Optuna journal file ({exc.__class__.__name__}); check the path") from None
     return make_storage(spec), label
 
 
@@ -74,8 +84,8 @@ def choose_study(names: list[str], wanted: str | None, storage_label: str) -> st
 def _report(args: argparse.Namespace) -> int:
     import optuna
 
-    from skipnas.search.report import write_report
-    from skipnas.search.storage import DEFAULT_RUNS_DIR
+    from skipnas.study.report import write_report
+    from skipnas.study.storage import DEFAULT_RUNS_DIR
 
     storage, label = _existing_storage(args.storage)
     study_name = choose_study(optuna.get_all_study_names(storage), args.study, label)

@@ -10,8 +10,7 @@ from skipnas.cli._common import console, print_json, status_console
 
 
 def register(subparsers: Any) -> None:
-    from skipnas.search.driver import PRUNERS, SAMPLERS, SearchSettings
-    from skipnas.search.objective import OBJECTIVES
+    from skipnas.study.settings import OBJECTIVES, PRUNERS, SAMPLERS, SearchSettings
 
     defaults = SearchSettings()
     parser = subparsers.add_parser(
@@ -42,8 +41,9 @@ def register(subparsers: Any) -> None:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from skipnas.search.display import SearchDisplay, trial_rows
-    from skipnas.search.driver import SearchSettings, search
+    from skipnas.study.display import SearchDisplay, trial_rows
+    from skipnas.study.driver import search
+    from skipnas.study.settings import SearchSettings
 
     settings = SearchSettings(
         trials=args.trials, data=args.data, space=args.space, storage=args.storage, study=args.study,

@@ -217,7 +217,7 @@ def evaluate_classical(
     evaluation = Evaluation(postprocess)
     for sample, (grey, truth) in zip(targets, target_pairs, strict=True):
         prob = _grey_probabilities(grey, resolved, polarity)
-        evaluation.add_detections(count_particles(prob, postprocess), truth, sample.stem)
+        evaluation.add(prob, truth, stem=sample.stem)
     return {
         **evaluation.summary(),
         "root": str(root),

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from skipnas.counting.postprocess import Detections, PostprocessConfig, count_particles
+from skipnas.counting.postprocess import Detections, PostprocessConfig, as_probabilities, count_particles
+from skipnas.data.io import count_instances
 
 
 def _ratio(numerator: float, denominator: float, nothing_at_all: bool) -> float:
@@ -142,9 +143,10 @@ def object_metrics(matches: Iterable[tuple[int, int, int]]) -> dict[str, float]:
 class Evaluation:
     """Accumulates whole images; :meth:`summary` gives the pooled metrics.
 
-    Pixel metrics compare the counted particles (the post-processed segmentation, specks below
-    ``min_area`` removed) with the true foreground; counts compare the number of particles with
-    the number of true instance IDs.
+    Pixel metrics measure the segmentation: the probability map above the post-processing
+    threshold against the true foreground (the erosion, dilation and minimum area that make the
+    count better are not applied to it). Counts compare the post-processed particles with the true
+    instance IDs.
     """
 
     config: PostprocessConfig = field(default_factory=PostprocessConfig)
@@ -160,18 +162,25 @@ class Evaluation:
         stem: str | None = None,
     ) -> dict[str, Any]:
         """Post-process one probability map (``config``, else the evaluation's) and score it; returns its row."""
-        return self.add_detections(count_particles(prob, config or self.config), true_instances, stem)
+        config = config or self.config
+        prob = as_probabilities(prob)
+        return self.add_detections(count_particles(prob, config), true_instances, stem, foreground=prob > config.threshold)
 
     def add_detections(
-        self, detections: Detections, true_instances: np.ndarray, stem: str | None = None
+        self,
+        detections: Detections,
+        true_instances: np.ndarray,
+        stem: str | None = None,
+        foreground: np.ndarray | None = None,
     ) -> dict[str, Any]:
-        """Score already counted particles of one image; returns its row."""
+        """Score already counted particles of one image; returns its row. Pixel metrics use
+        ``foreground`` (the segmentation) when given, else the counted particles."""
         true_instances = np.asarray(true_instances)
-        confusion = pixel_confusion(detections.labels, true_instances)
+        confusion = pixel_confusion(detections.labels if foreground is None else foreground, true_instances)
         self._pixels = [total + value for total, value in zip(self._pixels, confusion, strict=True)]
         match = match_objects(detections.labels, true_instances)
         self._matches.append(match)
-        true_count = int(np.count_nonzero(np.unique(true_instances)))
+        true_count = count_instances(true_instances)
         row = {
             "stem": stem if stem is not None else str(len(self.rows)),
             "true_count": true_count,

@@ -7,7 +7,7 @@ from typing import Any
 
 import optuna
 
-from skipnas.search.objective import TrialProgress
+from skipnas.study.objective import TrialProgress
 
 BEST_ROWS = 8
 
@@ -50,7 +50,7 @@ class SearchDisplay:
         self.done = 0
         self.counts: dict[str, int] = {}
         self.rows: list[dict[str, Any]] = []
-        self.objective_label = "value"
+        self.objective_label = "Dice"
         self._live: Any = None
         self._started = time.perf_counter()
 
@@ -75,7 +75,7 @@ class SearchDisplay:
         self._refresh()
 
     def on_trial_end(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        from skipnas.search.driver import counted_trials
+        from skipnas.study.driver import counted_trials
 
         self.study_name = study.study_name
         self.done = counted_trials(study)
@@ -98,28 +98,32 @@ class SearchDisplay:
 
         elapsed = time.perf_counter() - self._started
         states = ", ".join(f"{n} {s}" for s, n in sorted(self.counts.items()) if s != "waiting")
-        header = Text.assemble(
-            (f"study {self.study_name}: ", "bold"), f"{self.done}/{self.total} trials", f" ({states})" if states else "",
-            f"  {elapsed / 60:.1f} min",
+        header = Table.grid(padding=(0, 1))
+        header.add_row(
+            Text(f"study {self.study_name}" if self.study_name else "study", style="bold"),
+            ProgressBar(total=self.total, completed=self.done, width=40),
+            Text(f"{self.done}/{self.total} trials" + (f" ({states})" if states else "") + f", {elapsed / 60:.1f} min"),
         )
-        bar = ProgressBar(total=self.total, completed=self.done, width=60)
         current = self.current
-        now = ""
+        now = Text("")
         if current.number is not None and current.stage != "done":
             dice = f", val Dice {current.val_dice:.3f}" if current.val_dice is not None else ""
-            now = f"trial {current.number}: {current.topology}, {current.stage}" + (f" epoch {current.epoch}" if current.epoch else "") + dice
+            epoch = f" epoch {current.epoch}" if current.epoch else ""
+            now = Text(f"running trial {current.number}: {current.topology}, {current.stage}{epoch}{dice}")
         table = Table(title="best trials", title_justify="left")
-        for column in ("#", "trial", "topology", "width", self.objective_label, "Dice", "count MAE", "MiB"):
-            table.add_column(column, justify="right" if column not in ("topology",) else "left")
+        columns = ("#", "trial", "topology", "width", "Dice", "count MAE", "MiB")
+        for column in columns:
+            bold = column == self.objective_label
+            table.add_column(column, justify="left" if column == "topology" else "right", style="bold" if bold else None)
         for row in self.rows:
-            name = row["topology"] + (f" [bold cyan](baseline {row['baseline']})[/]" if row["baseline"] else "")
+            name = row["topology"] + (f" [cyan](baseline {row['baseline']})[/]" if row["baseline"] else "")
             if row["duplicate_of"] is not None:
                 name += f" [dim](= trial {row['duplicate_of']})[/]"
             table.add_row(
-                str(row["rank"]), str(row["trial"]), name, str(row["width"] or ""), f"{row['value']:.4f}",
+                str(row["rank"]), str(row["trial"]), name, str(row["width"] or ""),
                 _fmt(row["dice"]), _fmt(row["count_mae"]), _fmt(row["memory_mib"], 1),
             )
-        return Group(header, bar, Text(now), table)
+        return Group(header, now, table)
 
 
 def _fmt(value: Any, digits: int = 3) -> str:

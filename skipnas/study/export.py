@@ -13,7 +13,7 @@ import optuna
 from skipnas.errors import SkipnasError
 from skipnas.fileio import write_json_atomic
 from skipnas.modelio import check_model_target, is_model_folder, load_model_folder, swap_into_place
-from skipnas.search.objective import METRIC_ATTRS
+from skipnas.study.objective import METRIC_ATTRS
 
 EXPORT_METRICS = {"dice": True, "count_mae": False}  # metric -> higher is better
 SUMMARY_FILE = "summary.json"

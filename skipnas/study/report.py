@@ -329,10 +329,11 @@ def _skip_matrices_info(study: optuna.Study) -> list[dict[str, Any]]:
     baselines = [t for t in study.get_trials(deepcopy=False, states=(_COMPLETE, _PRUNED, _FAIL)) if "baseline" in t.user_attrs]
     for trial in sorted(baselines, key=lambda t: (order.get(t.user_attrs["baseline"], len(order)), t.number)):
         name = str(trial.user_attrs["baseline"])
-        if trial.number in shown or name in seen_names or (matrix := _skip_matrix(trial)) is None:
-            seen_names.add(name)
-            continue
+        if name in seen_names:
+            continue  # one panel per baseline: its first trial
         seen_names.add(name)
+        if trial.number in shown or (matrix := _skip_matrix(trial)) is None:
+            continue
         value = float(trial.values[0]) if trial.state == _COMPLETE else None
         if value is not None:
             outcome = _format_value(label, value)

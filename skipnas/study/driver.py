@@ -1,7 +1,7 @@
 """The search: a study in Optuna storage, baselines first, then sampled candidates up to N trials.
 
-The driver only joins the pieces: storage (:mod:`skipnas.search.storage`), the trial
-(:mod:`skipnas.search.objective`), the live display (:mod:`skipnas.search.display`).
+The driver only joins the pieces: storage (:mod:`skipnas.study.storage`), the trial
+(:mod:`skipnas.study.objective`), the live display (:mod:`skipnas.study.display`).
 """
 
 from __future__ import annotations
@@ -20,47 +20,10 @@ from skipnas.data.tiling import TileConfig
 from skipnas.errors import SkipnasError
 from skipnas.genome import Genome
 from skipnas.space import SearchSpace, budget_bytes, load_space
-from skipnas.search.objective import DIRECTIONS, OBJECTIVES, Objective, TrialProgress, prune_model_folders
-from skipnas.search.storage import DEFAULT_RUNS_DIR, make_storage
+from skipnas.study.objective import Objective, TrialProgress, prune_model_folders
+from skipnas.study.settings import BASELINE_ATTR, BASELINES, DIRECTIONS, SearchSettings
+from skipnas.study.storage import make_storage
 from skipnas.train.trainer import PhaseConfig, TrainConfig
-
-SAMPLERS = ("tpe", "random", "nsga2", "bruteforce")
-PRUNERS = ("median", "hyperband", "none")
-BASELINES = ("standard", "semi-dense", "reverse", "dense", "none")
-BASELINE_ATTR = "baseline"
-
-
-@dataclass(frozen=True)
-class SearchSettings:
-    """Everything ``skipnas search`` takes; defaults run on the demo data on a laptop CPU."""
-
-    trials: int = 50
-    data: str = "demo"
-    space: str = "default"
-    storage: str | None = None  # None: SQLite under runs_dir
-    study: str | None = None  # None: derived from data, space and objective
-    budget_mib: float | None = None  # overrides the space file's
-    trial_seconds: float = 20.0  # training budget per trial, pretraining included
-    pretrain_fraction: float = 0.3
-    synthetic_images: int = 32
-    sampler: str = "tpe"
-    pruner: str = "median"
-    objective: str = "dice"
-    seed: int = 0
-    device: str = "auto"
-    runs_dir: Path = DEFAULT_RUNS_DIR
-    keep_models: int | None = None  # keep the model folders of the best K trials; None keeps all
-
-    def __post_init__(self) -> None:
-        checks = (("sampler", SAMPLERS), ("pruner", PRUNERS), ("objective", OBJECTIVES))
-        for name, allowed in checks:
-            if getattr(self, name) not in allowed:
-                raise SkipnasError(f"--{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        if self.trials < 1:
-            raise SkipnasError(f"--trials must be at least 1, got {self.trials}")
-        if self.trial_seconds <= 0:
-            raise SkipnasError(f"--trial-seconds must be positive, got {self.trial_seconds}")
-
 
 def study_name_for(settings: SearchSettings, data_root: Path, space: SearchSpace) -> str:
     name = f"{data_root.name if settings.data != 'demo' else 'demo'}-{space.name}"
@@ -130,6 +93,8 @@ def open_study(settings: SearchSettings, space: SearchSpace, study_name: str, st
                 f"study {study_name!r} optimises {[d.name.lower() for d in study.directions]}, not {settings.objective}; "
                 "give another --study name"
             ) from None
+        # a resumed run must not replay the first run's random draws: offset the seed by the trials so far
+        study.sampler = make_sampler(settings.sampler, settings.seed + len(study.get_trials(deepcopy=False)))
         return study, False
     study.set_user_attr("space", space.name)
     study.set_user_attr("objective", settings.objective)

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from skipnas.errors import SkipnasError
+from skipnas.study.settings import DEFAULT_RUNS_DIR
 
-DEFAULT_RUNS_DIR = Path("runs")
 DEFAULT_STORAGE_FILE = "skipnas.db"
 RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
 _EXAMPLES = (
@@ -40,10 +40,14 @@ def make_storage(spec: str | None, runs_dir: Path = DEFAULT_RUNS_DIR, heartbeat_
         if path.is_dir():
             raise SkipnasError(f"--storage {spec}: is a folder; give a journal file path or an RDB URL ({_EXAMPLES})")
         path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix.lower() in (".db", ".sqlite", ".sqlite3"):
+            raise SkipnasError(f"--storage {spec}: an SQLite file needs a URL: sqlite:///{spec}")
         try:
             return JournalStorage(JournalFileBackend(os.fspath(path)))
         except OSError as exc:
             raise SkipnasError(f"--storage {spec}: cannot open the journal file ({exc.strerror}); check the path") from None
+        except (UnicodeDecodeError, ValueError):
+            raise SkipnasError(f"--storage {spec}: not an Optuna journal file; give a journal path or an RDB URL ({_EXAMPLES})") from None
     scheme = spec.split("://", 1)[0].split("+", 1)[0].lower()
     if scheme not in RDB_SCHEMES:
         raise SkipnasError(f"--storage {spec}: unknown scheme {scheme!r}; {_EXAMPLES}")

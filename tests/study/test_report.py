@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +9,8 @@ import pytest
 
 from skipnas.errors import SkipnasError
 from skipnas.genome import Genome
-from skipnas.search import report
-from skipnas.search.report import (
+from skipnas.study import report
+from skipnas.study.report import (
     FIGURE_TITLES,
     _history_info,
     _importance_info,
@@ -326,16 +325,19 @@ def test_write_report_to_a_folder_is_a_user_error(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_report_of_a_real_search(tmp_path: Path) -> None:
-    from skipnas.search.driver import search
+    from skipnas.study.driver import search
 
     result = search(trials=6, trial_seconds=1, synthetic_images=4, device="cpu", runs_dir=tmp_path / "runs", budget_mib=40)
     study = result.study
     assert _history_info(study)["numbers"], "the search completed no trial"
-    baselines = [p["name"] for p in _skip_matrices_info(study) if p["role"] == "baseline"]
-    assert "standard" in baselines
+    queued = {t.user_attrs["baseline"] for t in study.get_trials() if "baseline" in t.user_attrs}
+    assert queued == {"standard", "semi-dense", "reverse", "dense", "none"}
+    # every baseline is drawn once, the best trial's panel included
+    assert sorted(p["name"] for p in _skip_matrices_info(study) if p["role"] == "baseline" or p["name"] in queued) == sorted(queued)
     frequency = _link_frequency_info(study)["frequency"]
     assert frequency.shape == (4, 4) and 0 <= frequency.min() and frequency.max() <= 1
-    assert not math.isnan(sum(_importance_info(study)["importances"]) or 0.0)
+    importance = _importance_info(study)
+    assert len(importance["params"]) == 16 and sum(importance["importances"]) == pytest.approx(1.0)
     page = write_report(study, tmp_path / "report.html").read_text(encoding="utf-8")
     for title in FIGURE_TITLES.values():
         assert title in page

@@ -23,12 +23,11 @@ from skipnas.cost import CostConfig, estimate_cost
 from skipnas.errors import SkipnasError
 from skipnas.genome import Genome
 from skipnas.space import SearchSpace
+from skipnas.study.settings import DIRECTIONS, OBJECTIVES
 from skipnas.train.losses import LossConfig
 from skipnas.train.run import PreparedData, train_candidate
 from skipnas.train.trainer import EpochResult, TrainConfig
 
-OBJECTIVES = ("dice", "count_mae", "dice+memory")
-DIRECTIONS = {"dice": ["maximize"], "count_mae": ["minimize"], "dice+memory": ["maximize", "minimize"]}
 METRIC_ATTRS = (
     "dice", "precision", "recall", "iou", "count_mae", "count_mse", "exact_count_accuracy",
     "relative_count_error", "object_precision", "object_recall",
@@ -165,7 +164,7 @@ class Objective:
             trial.set_user_attr("budget_mib", budget_mib)
             trial.set_constraint("memory_mib", cost.predicted_peak_mib - budget_mib)
             if cost.predicted_peak_bytes > self.budget_bytes:
-                reason = f"over the memory budget: {cost.predicted_peak_mib:.0f} MiB predicted > {budget_mib:.0f} MiB"
+                reason = f"over the memory budget: {cost.predicted_peak_mib:.4g} MiB predicted > {budget_mib:.4g} MiB"
                 trial.set_user_attr("infeasible", True)
                 trial.set_user_attr("prune_reason", reason)
                 raise optuna.TrialPruned(reason)

@@ -1,0 +1,160 @@
+"""The search end to end on tiny generated data: baselines, budget, duplicates, resume, export, count."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import optuna
+import pytest
+
+from skipnas.cost import CostConfig, estimate_cost
+from skipnas.genome import Genome
+from skipnas.study.driver import SearchSettings, counted_trials, search
+from skipnas.study.storage import make_storage
+
+SPACE = """
+name = "tiny"
+depth = 2
+searchable = [[0, 1], [0, 0]]   # one searchable link: standard or semi-dense, nothing else
+fixed = "standard"
+tile = 32
+batch = 4
+budget_mib = {budget}
+
+[hyperparameters]
+base_width = 4
+lr = 1e-3
+"""
+
+
+@pytest.fixture(scope="module")
+def budget_mib() -> float:
+    """Between the two candidates' predicted peaks, so semi-dense is over budget."""
+    config = CostConfig(tile=32, batch=4)
+    standard = estimate_cost(Genome.named("standard", depth=2, base_width=4), config).predicted_peak_mib
+    semi = estimate_cost(Genome.named("semi-dense", depth=2, base_width=4), config).predicted_peak_mib
+    assert standard < semi
+    return (standard + semi) / 2
+
+
+@pytest.fixture(scope="module")
+def searched(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory, budget_mib: float):
+    root = tmp_path_factory.mktemp("search")
+    space = root / "tiny.toml"
+    space.write_text(SPACE.format(budget=budget_mib))
+    settings = SearchSettings(
+        trials=4, data=str(tiny_dataset), space=str(space), trial_seconds=1.0, synthetic_images=4, device="cpu",
+        runs_dir=root / "runs", sampler="random", pruner="none",
+    )
+    first = search(settings, trials=3)
+    # a repeat of the standard baseline, queued by hand so the duplicate does not depend on the sampler
+    first.study.enqueue_trial({"skip_e0_d1": 0})
+    second = search(settings, trials=6)  # resume: the same settings, more trials
+    return settings, first, second
+
+
+def test_resume_adds_trials_to_the_same_study(searched) -> None:
+    settings, first, second = searched
+    assert first.created and not second.created
+    assert first.study_name == second.study_name == "data-tiny"
+    assert len(second.study.trials) == 6 == counted_trials(second.study)
+
+
+def test_baselines_run_first_and_exactly_once(searched) -> None:
+    trials = searched[2].study.trials
+    baselines = [t.user_attrs.get("baseline") for t in trials if "baseline" in t.user_attrs]
+    assert sorted(baselines) == ["semi-dense", "standard"]  # the only named topologies this space can express
+    assert [t.user_attrs.get("baseline") for t in trials[:2]] == ["standard", "semi-dense"]
+
+
+def test_over_budget_candidate_is_infeasible_without_training(searched) -> None:
+    semi = next(t for t in searched[2].study.trials if t.user_attrs.get("baseline") == "semi-dense")
+    assert semi.state == optuna.trial.TrialState.PRUNED
+    assert semi.user_attrs["infeasible"] is True and "over the memory budget" in semi.user_attrs["prune_reason"]
+    assert semi.constraints["memory_mib"] > 0
+    assert "dice" not in semi.user_attrs and "model_dir" not in semi.user_attrs  # never trained
+    standard = next(t for t in searched[2].study.trials if t.user_attrs.get("baseline") == "standard")
+    assert standard.constraints["memory_mib"] <= 0 and standard.state == optuna.trial.TrialState.COMPLETE
+
+
+def test_a_duplicate_genome_is_not_trained_again(searched) -> None:
+    trials = searched[2].study.trials
+    standard = next(t for t in trials if t.user_attrs.get("baseline") == "standard")
+    duplicates = [t for t in trials if t.user_attrs.get("duplicate_of") == standard.number]
+    assert duplicates and duplicates[0].number == 3
+    for trial in duplicates:
+        assert trial.values == standard.values
+        assert trial.user_attrs["model_dir"] == standard.user_attrs["model_dir"]
+        assert "seconds" not in trial.user_attrs  # no training timings: nothing was trained
+    folders = sorted(p.name for p in (searched[0].runs_dir / "data-tiny" / "trials").iterdir())
+    assert folders == [str(standard.number)]
+
+
+def test_trials_store_genome_metrics_and_costs(searched) -> None:
+    standard = next(t for t in searched[2].study.trials if t.user_attrs.get("baseline") == "standard")
+    attrs = standard.user_attrs
+    assert Genome.from_dict(attrs["genome"]) == Genome.named("standard", depth=2, base_width=4)
+    assert attrs["genome_hash"] == Genome.named("standard", depth=2, base_width=4).hash
+    for key in ("dice", "precision", "recall", "count_mae", "params", "flops", "predicted_peak_mib", "train_seconds"):
+        assert key in attrs, key
+    assert standard.params == {"skip_e0_d1": 0}
+
+
+def test_export_then_count_the_exported_folder(searched, tiny_dataset: Path, tmp_path: Path) -> None:
+    from skipnas.count import count_images
+    from skipnas.study.export import export
+
+    settings, _, second = searched
+    storage = make_storage(f"sqlite:///{settings.runs_dir / 'skipnas.db'}")
+    result = export(storage, second.study_name, tmp_path / "best")
+    summary = json.loads((tmp_path / "best" / "summary.json").read_text())
+    assert summary["trial"]["topology"] == "standard" and summary["baselines"][0]["topology"] == "standard"
+    counted = count_images(result.out, [tiny_dataset / "test"], tmp_path / "counts", device="cpu", progress=False)
+    assert len(counted.images) == 2 and (tmp_path / "counts" / "counts.csv").exists()
+
+
+def test_cli_search_and_export_bad_input_exit_2(tmp_path: Path) -> None:
+    cases = [
+        (["search", "--storage", "nosuchdb://x", "--runs-dir", str(tmp_path)], "unknown scheme 'nosuchdb'"),
+        (["search", "--space", str(tmp_path / "none.toml"), "--runs-dir", str(tmp_path)], "none.toml: no such search-space file"),
+        (["export", "--storage", f"sqlite:///{tmp_path / 'x.db'}", "--study", "nope", "--out", str(tmp_path / "o")], "study 'nope' not found"),
+    ]
+    for args, message in cases:
+        result = subprocess.run([sys.executable, "-m", "skipnas", *args], capture_output=True, text=True)
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_dashboard_serves_the_study(searched) -> None:
+    settings, _, second = searched
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "skipnas", "dashboard", "--storage", f"sqlite:///{settings.runs_dir / 'skipnas.db'}", "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        body = ""
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as response:
+                    body = response.read().decode()
+                break
+            except OSError:
+                time.sleep(0.3)
+        assert second.study_name in body
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
