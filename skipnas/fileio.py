@@ -26,30 +26,15 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[An
     """Open a temp file beside ``path``; on clean exit it replaces ``path`` in one rename."""
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open supports 'w' and 'wb', not {mode!r}")
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp_name, _file_mode())
-        os.replace(tmp_name, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
+    with atomic_path(path) as tmp, open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     with atomic_open(path, "w") as handle:
         handle.write(text)
-
-
-def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    with atomic_open(path, "wb") as handle:
-        handle.write(data)
 
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:

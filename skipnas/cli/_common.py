@@ -16,7 +16,7 @@ def console() -> Console:
 
 def status_console() -> Console:
     """Progress bars and notes go to stderr so they never mix with data on stdout."""
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def print_json(obj: Any) -> None:

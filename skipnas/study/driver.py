@@ -151,6 +151,8 @@ def search(
     ``interrupted=True``; the study stays intact and the same call resumes it.
     """
     settings = dataclasses.replace(settings or SearchSettings(), **overrides)
+    # failed trials keep their reason in the study; Optuna's own warning would add a traceback
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     space = load_space(settings.space)
     budget = budget_bytes(space, settings.budget_mib)
     from skipnas.train.run import prepare_data

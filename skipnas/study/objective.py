@@ -138,6 +138,20 @@ class Objective:
 
     # the trial -----------------------------------------------------------------------------------
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
+        """One trial; a failure or Ctrl-C is recorded in the trial's ``fail_reason`` before Optuna marks it failed."""
+        try:
+            return self._run(trial)
+        except optuna.TrialPruned:
+            raise
+        except KeyboardInterrupt:
+            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
+            raise
+        except Exception as exc:
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            trial.set_user_attr("fail_reason", f"{exc.__class__.__name__}: {message}"[:300])
+            raise
+
+    def _run(self, trial: optuna.Trial) -> float | list[float]:
         started = time.perf_counter()
         genome, hyperparameters = self.space.suggest(trial)
         config = training_config(self.base_config, hyperparameters)
@@ -196,16 +210,7 @@ class Objective:
                 raise optuna.TrialPruned(reason)
 
         out = self.trials_dir / str(trial.number) if self.trials_dir is not None else None
-        try:
-            candidate = train_candidate(genome, self.data, config, out=out, callbacks=[report], progress=False)
-        except optuna.TrialPruned:
-            raise
-        except KeyboardInterrupt:
-            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
-            raise
-        except Exception as exc:
-            trial.set_user_attr("fail_reason", f"{exc.__class__.__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:300])
-            raise
+        candidate = train_candidate(genome, self.data, config, out=out, callbacks=[report], progress=False)
         seconds.update(candidate.seconds)
         metrics = {name: candidate.metrics[name] for name in METRIC_ATTRS if name in candidate.metrics}
         for name, value in metrics.items():

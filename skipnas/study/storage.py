@@ -30,7 +30,6 @@ def make_storage(spec: str | None, runs_dir: Path = DEFAULT_RUNS_DIR, heartbeat_
 
     Connection problems and unknown schemes raise :class:`SkipnasError` naming the URL.
     """
-    import optuna
     from optuna.storages import JournalStorage, RDBStorage
     from optuna.storages.journal import JournalFileBackend
 
@@ -70,5 +69,3 @@ def make_storage(spec: str | None, runs_dir: Path = DEFAULT_RUNS_DIR, heartbeat_
     except Exception as exc:  # sqlalchemy raises OperationalError, ArgumentError, ... for a wrong URL
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else exc.__class__.__name__
         raise SkipnasError(f"--storage {spec}: cannot connect ({reason}); check the URL, {_EXAMPLES}") from None
-    finally:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)

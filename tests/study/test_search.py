@@ -158,3 +158,37 @@ def test_dashboard_serves_the_study(searched) -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_ctrl_c_fails_the_running_trial_with_its_reason_and_keeps_the_study(tiny_dataset: Path, tmp_path: Path) -> None:
+    import signal
+
+    db = tmp_path / "runs" / "skipnas.db"
+    args = [
+        sys.executable, "-m", "skipnas", "search", "--data", str(tiny_dataset), "--trials", "20", "--trial-seconds", "30",
+        "--runs-dir", str(tmp_path / "runs"), "--device", "cpu", "--study", "interrupted", "--json",
+    ]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        running = False
+        while time.monotonic() < deadline and not running:
+            time.sleep(0.5)
+            if db.exists():
+                try:
+                    study = optuna.load_study(study_name="interrupted", storage=f"sqlite:///{db}")
+                    running = any(t.state == optuna.trial.TrialState.RUNNING and "genome" in t.user_attrs for t in study.trials)
+                except KeyError:
+                    pass
+        assert running, "the first trial never started"
+        time.sleep(1.0)  # inside training
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert "run the same command to resume" in stderr and "Traceback" not in stderr
+    trials = optuna.load_study(study_name="interrupted", storage=f"sqlite:///{db}").trials
+    assert trials[0].state == optuna.trial.TrialState.FAIL
+    assert trials[0].user_attrs["fail_reason"] == "interrupted (Ctrl-C)"
+    assert all(t.state != optuna.trial.TrialState.RUNNING for t in trials)
