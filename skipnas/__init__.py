@@ -20,6 +20,10 @@ def search(*args: object, **kwargs: object) -> object:
 def export(storage: object, study: str, out: object, trial: int | None = None, metric: str = "dice") -> object:
     """Export a trial's model folder; ``storage`` is a URL, a journal path or an Optuna storage."""
     from skipnas.study.export import export as run
-    from skipnas.study.storage import make_storage
+    import os
 
-    return run(make_storage(storage) if isinstance(storage, str) or storage is None else storage, study, out, trial, metric)  # type: ignore[arg-type]
+    from skipnas.study.storage import open_existing_storage
+
+    if storage is None or isinstance(storage, (str, os.PathLike)):
+        storage, _ = open_existing_storage(None if storage is None else os.fspath(storage))
+    return run(storage, study, out, trial, metric)  # type: ignore[arg-type]

@@ -18,12 +18,17 @@ import torch.nn.functional as F
 import torch.utils._pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from skipnas.errors import SkipnasError
 from skipnas.genome import Genome
 from skipnas.models import build_model
 from skipnas.train.step import LossFn, train_step
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 OPTIMIZERS = ("adam", "sgd")
+
+
+class CostConfigError(SkipnasError, ValueError):
+    """A training-step shape the cost model cannot use."""
 
 
 @dataclass(frozen=True)
@@ -40,11 +45,12 @@ class CostConfig:
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+            raise CostConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        if self.tile < 1 or self.batch < 1:
-            raise ValueError(f"tile and batch must be >= 1, got {self.tile} and {self.batch}")
+            raise CostConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        for name in ("tile", "batch", "in_channels", "classes"):
+            if getattr(self, name) < 1:
+                raise CostConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
 
     @property
     def amp_dtype(self) -> torch.dtype | None:
@@ -157,6 +163,8 @@ def estimate_cost(genome: Genome, config: CostConfig | None = None, loss_fn: Los
     from torch.utils.flop_counter import FlopCounterMode
 
     config = config or CostConfig()
+    if config.tile < 2**genome.depth:
+        raise CostConfigError(f"tile {config.tile} px is below 2**depth = {2**genome.depth} px, which a depth-{genome.depth} U-Net needs")
     # meta tensors are the cheapest shape-only tensors, but autocast cannot run on them: with an
     # autocast dtype the step runs on fake CPU tensors under CPU autocast instead
     context = torch.device("meta") if config.amp_dtype is None else FakeTensorMode(allow_non_fake_inputs=False)

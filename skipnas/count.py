@@ -19,7 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from skipnas.counting.postprocess import Detections, PostprocessConfig, count_per_class, describe
+from skipnas.counting.postprocess import Detections, count_per_class, describe
 from skipnas.data.io import IMAGE_SUFFIXES, count_instances, read_image, read_mask
 from skipnas.errors import SkipnasError
 from skipnas.fileio import atomic_open, atomic_path
@@ -101,6 +101,16 @@ def draw_overlay(image: np.ndarray, detections: dict[str, Detections]) -> np.nda
     return canvas
 
 
+def unique_name(stem: str, used: set[str]) -> str:
+    """``stem``, or ``stem-2``, ``stem-3``... when images from several folders share a name."""
+    name, number = stem, 1
+    while name in used:
+        number += 1
+        name = f"{stem}-{number}"
+    used.add(name)
+    return name
+
+
 @dataclass
 class CountResult:
     out_dir: Path
@@ -116,8 +126,7 @@ class CountResult:
 def count_image(folder: ModelFolder, image: np.ndarray, setup: DeviceSetup, overlap: int = 32, progress: bool = False) -> dict[str, Detections]:
     """Class name -> detections for one image of any size."""
     probs = predict_probabilities(folder.model, prepare_image(image, folder.normalisation), setup, folder.tile, overlap, progress=progress)
-    postprocess = PostprocessConfig.from_dict(folder.postprocess)
-    return count_per_class(probs, postprocess, names=folder.class_names)
+    return count_per_class(probs, folder.postprocess, names=folder.class_names)
 
 
 def _write_csv(path: Path, rows: Sequence[dict[str, Any]], fields: Sequence[str]) -> None:
@@ -147,11 +156,15 @@ def count_images(
         raise SkipnasError(f"{out}: is a file; give a folder for the counts")
     names = folder.class_names
     image_rows: list[dict[str, Any]] = []
+    used_names: set[str] = set()
     particle_rows: list[dict[str, Any]] = []
     with progress_bar("counting", total=len(paths), enabled=progress) as bar:
         for path in paths:
             image = read_image(path)
-            detections = count_image(folder, image, setup, overlap)
+            try:
+                detections = count_image(folder, image, setup, overlap)
+            except SkipnasError as exc:
+                raise SkipnasError(f"{path}: {exc}") from None
             row: dict[str, Any] = {"file": str(path), "count": sum(d.count for d in detections.values())}
             if len(names) > 1:
                 row.update({f"count_{name}": found.count for name, found in detections.items()})
@@ -166,13 +179,15 @@ def count_images(
                          "height": h, "area": particle["area"], "confidence": round(particle["confidence"], 4)}
                     )
             if overlays:
-                with atomic_path(out / OVERLAY_DIR / f"{path.stem}.png") as tmp:
+                name = unique_name(path.stem, used_names)
+                row["overlay"] = f"{OVERLAY_DIR}/{name}.png"
+                with atomic_path(out / OVERLAY_DIR / f"{name}.png") as tmp:
                     if not cv2.imwrite(str(tmp), draw_overlay(image, detections)):
                         raise SkipnasError(f"{out / OVERLAY_DIR}: could not write the overlay; check space and permissions")
             bar.advance()
-    image_fields = ["file", "count", *(f"count_{n}" for n in names if len(names) > 1), "true_count"]
+    image_fields = ["file", "count", *(f"count_{n}" for n in names if len(names) > 1), "true_count", *(["overlay"] if overlays else [])]
     _write_csv(out / COUNTS_FILE, image_rows, image_fields)
     _write_csv(out / PARTICLES_FILE, particle_rows, ["file", "id", "class", "x", "y", "width", "height", "area", "confidence"])
-    counting = describe(PostprocessConfig.from_dict(folder.postprocess))
+    counting = describe(folder.postprocess)
     return CountResult(out, image_rows, particle_rows, counting)
 

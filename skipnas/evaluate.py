@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from skipnas.counting.postprocess import PostprocessConfig, describe
+from skipnas.counting.postprocess import describe
 from skipnas.data.dataset import check_dataset, load_labeled, resolve_dataset
 from skipnas.errors import SkipnasError
 from skipnas.modelio import load_model_folder
@@ -36,7 +36,7 @@ def evaluate_model_folder(
         raise SkipnasError(f"{index.root}: the {split} split has no labelled images; add masks or choose another --split")
     place_model(folder.model, setup)
     probs = predict_images(folder.model, images, folder.normalisation, setup, folder.tile, overlap)
-    postprocess = PostprocessConfig.from_dict(folder.postprocess)
+    postprocess = folder.postprocess
     metrics = evaluate_probabilities(probs, images, postprocess)
     metrics.update(
         {

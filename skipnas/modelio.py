@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from skipnas.counting.postprocess import PostprocessConfig, read_postprocess_config, write_postprocess_config
 from skipnas.errors import SkipnasError
 from skipnas.fileio import write_json_atomic
 from skipnas.genome import Genome, GenomeError
@@ -43,7 +44,7 @@ class ModelFolder:
     model: nn.Module
     genome: Genome
     normalisation: Normalisation
-    postprocess: dict[str, Any]
+    postprocess: PostprocessConfig
     info: dict[str, Any]
     metrics: dict[str, Any] = field(default_factory=dict)
 
@@ -77,7 +78,7 @@ def save_model_folder(
     model: nn.Module,
     genome: Genome,
     normalisation: Normalisation,
-    postprocess: dict[str, Any],
+    postprocess: PostprocessConfig,
     *,
     in_channels: int,
     classes: int = 1,
@@ -106,7 +107,7 @@ def save_model_folder(
             "training": training or {},
         }
         write_json_atomic(staging / MODEL_FILE, info)
-        write_json_atomic(staging / POSTPROCESS_FILE, postprocess)
+        write_postprocess_config(staging / POSTPROCESS_FILE, postprocess)
         write_json_atomic(staging / METRICS_FILE, metrics or {})
         swap_into_place(staging, target)
     except BaseException:
@@ -170,9 +171,13 @@ def load_model_folder(path: str | os.PathLike[str], map_location: str | torch.de
     except GenomeError as exc:
         raise SkipnasError(f"{folder / GENOME_FILE}: {exc}") from None
     info = _read_json(folder / MODEL_FILE)
-    if not isinstance(info, dict) or info.get("format_version") != MODEL_FORMAT_VERSION:
-        raise SkipnasError(f"{folder / MODEL_FILE}: not a version-{MODEL_FORMAT_VERSION} skipnas model description")
-    postprocess = _read_json(folder / POSTPROCESS_FILE)
+    required = ("in_channels", "classes", "normalisation")
+    if not isinstance(info, dict) or info.get("format_version") != MODEL_FORMAT_VERSION or any(k not in info for k in required):
+        raise SkipnasError(
+            f"{folder / MODEL_FILE}: not a version-{MODEL_FORMAT_VERSION} skipnas model description "
+            f"(needs {', '.join(required)}); re-export the model folder"
+        )
+    postprocess = read_postprocess_config(folder / POSTPROCESS_FILE)
     metrics = _read_json(folder / METRICS_FILE) if (folder / METRICS_FILE).exists() else {}
     state = load_state_dict(folder / WEIGHTS_FILE, map_location)
     model = build_model(genome, in_channels=int(info["in_channels"]), classes=int(info["classes"]))
@@ -184,4 +189,8 @@ def load_model_folder(path: str | os.PathLike[str], map_location: str | torch.de
             f"({str(exc).splitlines()[0][:120]}); keep the folder's files together"
         ) from None
     model.to(map_location).eval()
-    return ModelFolder(folder, model, genome, Normalisation.from_dict(info["normalisation"]), postprocess, info, metrics)
+    try:
+        normalisation = Normalisation.from_dict(info["normalisation"])
+    except (KeyError, TypeError, ValueError):
+        raise SkipnasError(f"{folder / MODEL_FILE}: normalisation needs mean, std and max_pixel_value") from None
+    return ModelFolder(folder, model, genome, normalisation, postprocess, info, metrics)

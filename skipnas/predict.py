@@ -37,15 +37,17 @@ def predict_probabilities(
         tensor = torch.from_numpy(batch).to(setup.device).contiguous(memory_format=memory_format)
         with autocast_context(setup.device.type, setup.amp_dtype):
             logits = model(tensor)
-        return logits.float().cpu().numpy()
+        # the tiler blends probabilities across overlaps; torch's sigmoid never overflows
+        return torch.sigmoid(logits.float()).cpu().numpy()
 
-    # an image smaller than the tile is predicted whole rather than padded up to the tile
-    tile = min(tile, max(image_chw.shape[1:]))
+    # an image smaller than the tile is predicted whole rather than padded up to the tile, but a
+    # tile never shrinks below what the network's poolings need (the tiler pads up to it)
+    tile = max(min(tile, max(image_chw.shape[1:])), getattr(model, "min_input_size", 1))
     try:
-        logits = predict_tiled(predict, image_chw, tile, min(overlap, tile - 1), batch_size, progress)
+        probs = predict_tiled(predict, image_chw, tile, min(overlap, tile - 1), batch_size, progress)
     finally:
         model.train(was_training)
-    return 1.0 / (1.0 + np.exp(-logits))
+    return probs
 
 
 def predict_images(

@@ -45,18 +45,22 @@ def test_count_writes_csvs_and_overlays_for_images_of_any_size(model_dir: Path, 
 
     big, _, _ = make_demo_image(np.random.default_rng(5), 150)
     write_image(tmp_path / "odd" / "big.tif", big[:150, :131])
+    write_image(tmp_path / "tiny" / "big.tif", big[:9, :13])  # below 2**depth: padded up, and a second "big"
     out = tmp_path / "counts"
-    args = ["count", str(model_dir), str(tiny_dataset / "test"), str(tmp_path / "odd" / "big.tif"), "--out", str(out), "--json"]
+    inputs = [str(tiny_dataset / "test"), str(tmp_path / "odd" / "big.tif"), str(tmp_path / "tiny" / "big.tif")]
+    args = ["count", str(model_dir), *inputs, "--out", str(out), "--json"]
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out)
     rows = list(csv.DictReader((out / "counts.csv").open()))
-    assert [Path(r["file"]).name for r in rows] == ["test0-0.tif", "test1-0.tif", "big.tif"]
+    assert [Path(r["file"]).name for r in rows] == ["test0-0.tif", "test1-0.tif", "big.tif", "big.tif"]
     assert rows[0]["true_count"] != "" and rows[2]["true_count"] == ""  # masks beside images/ only
     assert sum(int(r["count"]) for r in rows) == summary["total"]
     particles = list(csv.DictReader((out / "particles.csv").open()))
     assert len(particles) == summary["total"]
     assert all(0.0 <= float(p["confidence"]) <= 1.0 and int(p["area"]) > 0 for p in particles)
-    assert sorted(p.name for p in (out / "overlays").iterdir()) == ["big.png", "test0-0.png", "test1-0.png"]
+    # two inputs named big.tif get two overlays
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == ["big-2.png", "big.png", "test0-0.png", "test1-0.png"]
+    assert [r["overlay"] for r in rows][2:] == ["overlays/big.png", "overlays/big-2.png"]
 
 
 def test_count_and_evaluate_bad_input_exit_2(model_dir: Path, tmp_path: Path) -> None:

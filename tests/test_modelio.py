@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from skipnas.counting.postprocess import PostprocessConfig
 from skipnas.errors import SkipnasError
 from skipnas.genome import Genome
 from skipnas.modelio import WEIGHTS_FILE, load_model_folder, load_state_dict, save_model_folder
@@ -19,7 +20,8 @@ def _save(path: Path, genome: Genome | None = None) -> torch.nn.Module:
     torch.manual_seed(0)
     model = build_model(genome, in_channels=1).eval()
     save_model_folder(
-        path, model, genome, Normalisation((0.4,), (0.1,), 255.0), {"threshold": 0.5}, in_channels=1, metrics={"dice": 0.5}
+        path, model, genome, Normalisation((0.4,), (0.1,), 255.0), PostprocessConfig(threshold=0.6), in_channels=1,
+        metrics={"dice": 0.5},
     )
     return model
 
@@ -35,7 +37,7 @@ def test_round_trip_rebuilds_the_same_model_from_the_folder_alone(tmp_path: Path
     assert torch.equal(model(x), folder.model(x))
     assert folder.genome == Genome.named("reverse", base_width=4)
     assert folder.normalisation == Normalisation((0.4,), (0.1,), 255.0)
-    assert folder.postprocess == {"threshold": 0.5} and folder.metrics == {"dice": 0.5}
+    assert folder.postprocess == PostprocessConfig(threshold=0.6) and folder.metrics == {"dice": 0.5}
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
         "genome.json", "metrics.json", "model.json", "postprocess.json", "weights.pt"
     ]
@@ -84,4 +86,11 @@ def test_missing_folder_and_missing_files(tmp_path: Path) -> None:
     _save(tmp_path / "m")
     os.remove(tmp_path / "m" / "model.json")
     with pytest.raises(SkipnasError, match="model.json: missing"):
+        load_model_folder(tmp_path / "m")
+
+
+def test_a_broken_postprocess_file_names_itself(tmp_path: Path) -> None:
+    _save(tmp_path / "m")
+    (tmp_path / "m" / "postprocess.json").write_text('{"threshold": 7}')
+    with pytest.raises(SkipnasError, match="postprocess.json: .*threshold"):
         load_model_folder(tmp_path / "m")

@@ -40,7 +40,7 @@ def _count(args: argparse.Namespace) -> int:
         print_json({"out_dir": str(result.out_dir), "counting": result.counting, "total": result.total, "images": result.images})
         return 0
     table = Table()
-    columns = [key for key in result.images[0] if key != "file"]
+    columns = [key for key in result.images[0] if key not in ("file", "overlay")]
     table.add_column("image")
     for key in columns:
         table.add_column(key.replace("_", " "), justify="right")

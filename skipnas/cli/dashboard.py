@@ -25,9 +25,9 @@ def register(subparsers: Any) -> None:
 def _dashboard(args: argparse.Namespace) -> int:
     from optuna_dashboard import run_server
 
-    from skipnas.study.storage import make_storage
+    from skipnas.study.storage import open_existing_storage
 
-    storage = make_storage(args.storage)
+    storage, _ = open_existing_storage(args.storage)
     status_console().print(f"Optuna dashboard: http://{args.host}:{args.port}/  (Ctrl-C stops it)")
     try:
         run_server(storage, host=args.host, port=args.port)

@@ -29,9 +29,10 @@ def _export(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from skipnas.study.export import export
-    from skipnas.study.storage import make_storage
+    from skipnas.study.storage import open_existing_storage
 
-    result = export(make_storage(args.storage), args.study, args.out, trial=args.trial, metric=args.metric)
+    storage, _ = open_existing_storage(args.storage)
+    result = export(storage, args.study, args.out, trial=args.trial, metric=args.metric)
     if args.json:
         print_json({"out": str(result.out), "trial": result.trial, "baselines": result.baselines})
         return 0

@@ -10,7 +10,6 @@ from skipnas.cli._common import console, status_console
 from skipnas.errors import SkipnasError
 
 _NAMES_SHOWN = 20
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 def register(subparsers: Any) -> None:
@@ -39,30 +38,6 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=_report)
 
 
-def _existing_storage(spec: str | None) -> tuple[Any, str]:
-    """The storage and how to name it; a missing SQLite or journal file is an error, not a new empty one."""
-    from skipnas.study.storage import default_storage_url, is_rdb_url, make_storage
-
-    label = spec or default_storage_url()
-    if label.startswith("sqlite:///"):
-        database = label.split(":///", 1)[1].split("?", 1)[0]
-        if database and database != ":memory:" and not Path(database).is_file():
-            hint = "give --storage URL" if spec is None else "check the path"
-            raise SkipnasError(f"{database}: no search storage there; run `skipnas search` first or {hint}")
-    elif not is_rdb_url(label):
-        path = Path(label)
-        if not path.is_file():
-            raise SkipnasError(f"--storage {label}: no such journal file; check the path or run `skipnas search --storage {label}` first")
-        with path.open("rb") as handle:
-            if handle.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC:
-                raise SkipnasError(f"--storage {label}: is an SQLite database, not a journal file; give --storage sqlite:///{label}")
-        try:
-            return make_storage(spec), label
-        except ValueError as exc:  # json / UTF-8 decoding errors of a file that is no Optuna journal
-            raise SkipnasError(f"--storage {label}: not an Optuna journal file ({exc.__class__.__name__}); check the path") from None
-    return make_storage(spec), label
-
-
 def _listing(names: list[str]) -> str:
     shown = ", ".join(names[:_NAMES_SHOWN])
     return shown + (f", ... ({len(names) - _NAMES_SHOWN} more)" if len(names) > _NAMES_SHOWN else "")
@@ -85,9 +60,10 @@ def _report(args: argparse.Namespace) -> int:
     import optuna
 
     from skipnas.study.report import write_report
-    from skipnas.study.storage import DEFAULT_RUNS_DIR
+    from skipnas.study.settings import DEFAULT_RUNS_DIR
+    from skipnas.study.storage import open_existing_storage
 
-    storage, label = _existing_storage(args.storage)
+    storage, label = open_existing_storage(args.storage)
     study_name = choose_study(optuna.get_all_study_names(storage), args.study, label)
     study = optuna.load_study(study_name=study_name, storage=storage)
     out = args.out if args.out is not None else DEFAULT_RUNS_DIR / study_name / "report.html"

@@ -14,8 +14,8 @@ def register(subparsers: Any) -> None:
         "synth",
         help="write synthetic image/mask pairs made from a dataset's annotated particles",
         description=(
-            "Cut every annotated particle out of a dataset's train split (all its labelled images when it "
-            "has no train/, val/, test/ folders) and paste them, rotated, flipped and scaled, onto "
+            "Cut every annotated particle out of a dataset's train split (when it has no train/, val/, test/ "
+            "folders, the grouped split that training uses) and paste them, rotated, flipped and scaled, onto "
             "particle-free backgrounds (blank mode) or onto real images that keep their particles (semi "
             "mode). Writes OUT/images/synth-NNNNN.tif and OUT/masks/synth-NNNNN.tif (instance IDs)."
         ),

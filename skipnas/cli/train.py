@@ -75,6 +75,7 @@ def print_metrics(title: str, metrics: dict[str, Any]) -> None:
 def _train(args: argparse.Namespace) -> int:
     from skipnas.data.tiling import TileConfig
     from skipnas.genome import load_genome
+    from skipnas.modelio import check_model_target
     from skipnas.train.losses import LossConfig
     from skipnas.train.run import prepare_data, train_candidate
     from skipnas.train.trainer import PhaseConfig, TrainConfig
@@ -92,7 +93,7 @@ def _train(args: argparse.Namespace) -> int:
         device=args.device,
         seed=args.seed,
     )
-    out = args.out or Path("runs") / "models" / f"{genome.name}-w{genome.base_width}"
+    out = check_model_target(args.out or Path("runs") / "models" / f"{genome.name}-w{genome.base_width}")
     notes = status_console()
     notes.print(f"preparing data from {args.data} ...")
     data = prepare_data(args.data, config)

@@ -8,6 +8,7 @@ first ``-``) so that tiles of one micrograph never land in two splits.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -272,7 +273,9 @@ def _folder_problems(name: str, folder: Path, scan: _FolderScan, report: Validat
                     report.errors.append(f"{sample.image_path}: {line}")
 
 
-def _sample_problems(sample: Sample, report: ValidationReport, channels: dict[int, Path]) -> None:
+def _sample_problems(
+    sample: Sample, report: ValidationReport, channels: dict[int, Path], dtypes: dict[str, Path]
+) -> None:
     try:
         image = read_image(sample.image_path)
         image_range(image.dtype)
@@ -281,6 +284,7 @@ def _sample_problems(sample: Sample, report: ValidationReport, channels: dict[in
         image = None
     if image is not None:
         channels.setdefault(1 if image.ndim == 2 else image.shape[2], sample.image_path)
+        dtypes.setdefault(image.dtype.name, sample.image_path)
     if sample.mask_path is None:
         return
     try:
@@ -331,13 +335,17 @@ def validate_dataset(
         _folder_problems(name, folders[name], scan, report)
     samples = [sample for scan in scans.values() for sample in scan.samples]
     channels: dict[int, Path] = {}
+    dtypes: dict[str, Path] = {}
     for done, sample in enumerate(samples, start=1):
-        _sample_problems(sample, report, channels)
+        _sample_problems(sample, report, channels, dtypes)
         if progress is not None:
             progress(done, len(samples))
     if len(channels) > 1:
         examples = ", ".join(f"{path} has {count}" for count, path in sorted(channels.items()))
         report.errors.append(f"images have different channel counts ({examples}); convert them all to grey or RGB")
+    if len(dtypes) > 1:
+        examples = ", ".join(f"{path} is {dtype}" for dtype, path in sorted(dtypes.items()))
+        report.errors.append(f"images have different bit depths ({examples}); convert them all to 8 or all to 16 bit")
     return report
 
 
@@ -483,7 +491,8 @@ def dataset_summary(index: DatasetIndex, *, progress: Progress | None = None) ->
         "presplit": index.presplit,
         "splits": {split: _split_summary(samples, advance) for split, samples in index.splits.items()},
     }
-    write_json_atomic(cache_file, summary)
+    with contextlib.suppress(OSError):  # a read-only cache only costs recomputing next time
+        write_json_atomic(cache_file, summary)
     return summary
 
 

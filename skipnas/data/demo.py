@@ -361,10 +361,15 @@ def demo_dataset_path(seed: int = 0) -> Path:
     path = cache_dir() / f"demo-v{DEMO_VERSION}-seed{seed}"
     if _is_demo(path, seed):
         return path
-    if path.exists():
-        # a folder left by something else (or a damaged cache): regenerate it
-        shutil.rmtree(path)
-    return write_demo_dataset(path, seed)
+    try:
+        if path.exists():
+            # a folder left by something else (or a damaged cache): regenerate it
+            shutil.rmtree(path)
+        return write_demo_dataset(path, seed)
+    except OSError as exc:
+        raise SkipnasError(
+            f"{path}: cannot write the demo dataset there ({exc.strerror}); set SKIPNAS_CACHE_DIR to a writable folder"
+        ) from None
 
 
 def demo_classes(root: Path) -> dict[str, dict[str, dict[int, str]]]:

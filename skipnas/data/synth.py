@@ -472,7 +472,7 @@ def _read_sources(source: Path) -> tuple[list[ImagePair], list[Path]]:
     from skipnas.data.dataset import load_labeled, scan_dataset
 
     index = scan_dataset(source)
-    samples = index.samples("train") if index.presplit else index.samples()
+    samples = index.samples("train")  # without split folders: the same grouped split training uses
     labelled = [sample for sample in samples if sample.mask_path is not None]
     if not labelled:
         where = f"{index.root / 'train'}" if index.presplit else f"{index.root}"
@@ -544,8 +544,8 @@ def write_synthetic_dataset(
 ) -> Path:
     """Write ``n`` synthetic pairs as ``out/images/synth-NNNNN.tif`` and ``out/masks/synth-NNNNN.tif``.
 
-    Particles are cut from ``source``'s train split (all its labelled images when it has no split
-    folders), so nothing from val or test leaks into training. ``backgrounds``: a folder of
+    Particles are cut from ``source``'s train split (without split folders, the grouped split that
+    training uses), so nothing from val or test leaks into training. ``backgrounds``: a folder of
     particle-free images for blank mode. ``out`` must be new, empty, or an earlier synth output
     (recognised by its ``synth.json``). Returns ``out``.
     """

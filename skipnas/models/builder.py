@@ -78,6 +78,11 @@ class SkipUNet(nn.Module):
         self.decoder = UNetDecoder(genome)
         self.head = SegmentationHead(self.decoder.out_channels, classes)
 
+    @property
+    def min_input_size(self) -> int:
+        """The smallest side that survives ``depth`` poolings into the bottleneck."""
+        return 2**self.genome.depth
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features, bottleneck = self.encoder(x)
         return self.head(self.decoder(features, bottleneck))

@@ -20,11 +20,11 @@ def trial_rows(study: optuna.Study, limit: int | None = BEST_ROWS) -> list[dict[
     chosen = ranked[:limit] if limit is not None else ranked
     chosen += [t for t in ranked[len(chosen):] if "baseline" in t.user_attrs]
     rows = []
-    for rank, trial in enumerate(chosen, start=1):
+    for trial in chosen:
         attrs = trial.user_attrs
         rows.append(
             {
-                "rank": ranked.index(trial) + 1 if trial in ranked else rank,
+                "rank": ranked.index(trial) + 1,
                 "trial": trial.number,
                 "topology": attrs.get("topology", "?"),
                 "baseline": attrs.get("baseline", ""),

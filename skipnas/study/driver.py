@@ -22,7 +22,7 @@ from skipnas.genome import Genome
 from skipnas.space import SearchSpace, budget_bytes, load_space
 from skipnas.study.objective import Objective, TrialProgress, prune_model_folders
 from skipnas.study.settings import BASELINE_ATTR, BASELINES, DIRECTIONS, SearchSettings
-from skipnas.study.storage import make_storage
+from skipnas.study.storage import default_storage_url, make_storage
 from skipnas.train.trainer import PhaseConfig, TrainConfig
 
 def study_name_for(settings: SearchSettings, data_root: Path, space: SearchSpace) -> str:
@@ -154,6 +154,15 @@ def search(
     # failed trials keep their reason in the study; Optuna's own warning would add a traceback
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     space = load_space(settings.space)
+    if settings.sampler == "bruteforce":
+        from skipnas.space import FloatRange
+
+        continuous = [name for name, hp in space.hyperparameters.items() if isinstance(hp, FloatRange)]
+        if continuous:
+            raise SkipnasError(
+                f"--sampler bruteforce enumerates every candidate, but {space.source}: {', '.join(continuous)} "
+                "are continuous; fix them or give them choices (search_spaces/skips-only.toml fixes all)"
+            )
     budget = budget_bytes(space, settings.budget_mib)
     from skipnas.train.run import prepare_data
 
@@ -161,7 +170,7 @@ def search(
     data = prepare_data(settings.data, base)
     study_name = settings.study or study_name_for(settings, data.root, space)
     storage = make_storage(settings.storage, settings.runs_dir)
-    storage_url = settings.storage or f"sqlite:///{settings.runs_dir / 'skipnas.db'}"
+    storage_url = settings.storage or default_storage_url(settings.runs_dir)
     study, created = open_study(settings, space, study_name, storage)
     trials_dir = settings.runs_dir / study_name / "trials"
     objective = Objective(

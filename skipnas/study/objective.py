@@ -18,13 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import torch
 
 from skipnas.cost import CostConfig, estimate_cost
 from skipnas.errors import SkipnasError
 from skipnas.genome import Genome
 from skipnas.space import SearchSpace
 from skipnas.study.settings import DIRECTIONS, OBJECTIVES
-from skipnas.train.losses import LossConfig
+from skipnas.train.device import select_device
+from skipnas.train.losses import LossConfig, build_loss
 from skipnas.train.run import PreparedData, train_candidate
 from skipnas.train.trainer import EpochResult, TrainConfig
 
@@ -36,15 +38,26 @@ METRIC_ATTRS = (
 TRAINING_HYPERPARAMETERS = ("lr", "finetune_lr", "weight_decay", "optimizer", "scheduler", "loss", "dice_weight", "batch_size")
 
 
-def check_training_hyperparameters(space: SearchSpace) -> None:
-    from skipnas.space import GENOME_HYPERPARAMETERS
+def check_training_hyperparameters(space: SearchSpace, base: TrainConfig) -> None:
+    """Names and values of the space's training hyperparameters, checked before the first trial."""
+    from skipnas.space import GENOME_HYPERPARAMETERS, Choice, Fixed
 
+    where = space.source or space.name
     unknown = set(space.hyperparameters) - set(TRAINING_HYPERPARAMETERS) - set(GENOME_HYPERPARAMETERS)
     if unknown:
         raise SkipnasError(
-            f"{space.source or space.name}: unknown hyperparameter(s) {', '.join(sorted(unknown))}; "
+            f"{where}: unknown hyperparameter(s) {', '.join(sorted(unknown))}; "
             f"searchable: {', '.join(GENOME_HYPERPARAMETERS + TRAINING_HYPERPARAMETERS)}"
         )
+    for name, hp in space.hyperparameters.items():
+        if name in GENOME_HYPERPARAMETERS:
+            continue
+        values = hp.choices if isinstance(hp, Choice) else (hp.value,) if isinstance(hp, Fixed) else (hp.low, hp.high)
+        for value in values:
+            try:
+                training_config(base, {name: value})
+            except (SkipnasError, ValueError, TypeError) as exc:
+                raise SkipnasError(f"{where}: hyperparameters.{name} = {value!r} cannot be used ({exc})") from None
 
 
 def training_config(base: TrainConfig, hyperparameters: dict[str, Any]) -> TrainConfig:
@@ -94,14 +107,13 @@ class Objective:
     objective: str = "dice"
     budget_bytes: float = math.inf
     trials_dir: Path | None = None
-    cost_config: CostConfig | None = None
     on_progress: Callable[[TrialProgress], None] | None = None
     _cost_cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
             raise SkipnasError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
-        check_training_hyperparameters(self.space)
+        check_training_hyperparameters(self.space, self.base_config)
 
     # pieces -------------------------------------------------------------------------------------
     def _progress(self, state: TrialProgress, **changes: Any) -> None:
@@ -110,11 +122,20 @@ class Objective:
         if self.on_progress is not None:
             self.on_progress(state)
 
-    def _cost(self, genome: Genome, batch: int) -> Any:
-        key = f"{genome.hash}:{batch}"
+    def _cost(self, genome: Genome, config: TrainConfig) -> Any:
+        """The trial's own training step: its batch, optimiser and loss, and the device's precision."""
+        key = f"{genome.hash}:{config.batch_size}:{config.optimizer}:{config.loss}"
         if key not in self._cost_cache:
-            config = self.cost_config or CostConfig(tile=self.space.tile, batch=batch, in_channels=self.data.channels)
-            self._cost_cache[key] = estimate_cost(genome, dataclasses.replace(config, batch=batch))
+            setup = select_device(config.device, config.precision, config.channels_last)
+            cost_config = CostConfig(
+                tile=config.tile.size,
+                batch=config.batch_size,
+                in_channels=self.data.channels,
+                dtype="float32" if setup.amp_dtype is None else str(setup.amp_dtype).removeprefix("torch."),
+                optimizer=config.optimizer,
+                channels_last=setup.channels_last,
+            )
+            self._cost_cache[key] = estimate_cost(genome, cost_config, loss_fn=build_loss(config.loss))
         return self._cost_cache[key]
 
     def _values(self, attrs: dict[str, Any]) -> float | list[float]:
@@ -163,7 +184,7 @@ class Objective:
         state = TrialProgress(number=trial.number, topology=genome.name)
         self._progress(state, stage="cost model")
 
-        cost = self._cost(genome, config.batch_size)
+        cost = self._cost(genome, config)
         cost_attrs = {
             "params": cost.params,
             "flops": cost.train_step_flops,
@@ -210,6 +231,8 @@ class Objective:
                 raise optuna.TrialPruned(reason)
 
         out = self.trials_dir / str(trial.number) if self.trials_dir is not None else None
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()  # the measured peak is this trial's alone
         candidate = train_candidate(genome, self.data, config, out=out, callbacks=[report], progress=False)
         seconds.update(candidate.seconds)
         metrics = {name: candidate.metrics[name] for name in METRIC_ATTRS if name in candidate.metrics}
@@ -221,10 +244,9 @@ class Objective:
         trial.set_user_attr("stop_reasons", candidate.training.stop_reasons)
         trial.set_user_attr("seconds", {k: round(v, 3) for k, v in seconds.items()})
         if candidate.model_dir is not None:
-            trial.set_user_attr("model_dir", str(candidate.model_dir))
+            # absolute: export may run from another folder, or another machine on a shared file system
+            trial.set_user_attr("model_dir", str(candidate.model_dir.resolve()))
         if candidate.training.setup.device.type == "cuda":
-            import torch
-
             trial.set_user_attr("measured_peak_bytes", int(torch.cuda.max_memory_allocated()))
         self._progress(state, stage="done")
         return self._values({**metrics, **cost_attrs})

@@ -46,3 +46,9 @@ class SearchSettings:
             raise SkipnasError(f"--trials must be at least 1, got {self.trials}")
         if self.trial_seconds <= 0:
             raise SkipnasError(f"--trial-seconds must be positive, got {self.trial_seconds}")
+        if self.budget_mib is not None and self.budget_mib <= 0:
+            raise SkipnasError(f"--budget-mib must be a positive number of MiB, got {self.budget_mib:g}")
+        if self.keep_models is not None and self.keep_models < 1:
+            raise SkipnasError(f"--keep-models must be at least 1 (the best model is always kept), got {self.keep_models}")
+        if not 0 <= self.pretrain_fraction < 1:
+            raise SkipnasError(f"pretrain_fraction must be in [0, 1), got {self.pretrain_fraction}")

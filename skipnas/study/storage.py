@@ -16,6 +16,9 @@ _EXAMPLES = (
 )
 
 
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
 def default_storage_url(runs_dir: Path = DEFAULT_RUNS_DIR) -> str:
     return f"sqlite:///{runs_dir / DEFAULT_STORAGE_FILE}"
 
@@ -69,3 +72,21 @@ def make_storage(spec: str | None, runs_dir: Path = DEFAULT_RUNS_DIR, heartbeat_
     except Exception as exc:  # sqlalchemy raises OperationalError, ArgumentError, ... for a wrong URL
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else exc.__class__.__name__
         raise SkipnasError(f"--storage {spec}: cannot connect ({reason}); check the URL, {_EXAMPLES}") from None
+
+
+def open_existing_storage(spec: str | None) -> tuple[Any, str]:
+    """The storage and how to name it; a missing SQLite or journal file is an error, not a new empty one."""
+    label = spec or default_storage_url()
+    if label.startswith("sqlite:///"):
+        database = label.split(":///", 1)[1].split("?", 1)[0]
+        if database and database != ":memory:" and not Path(database).is_file():
+            hint = "give --storage URL" if spec is None else "check the path"
+            raise SkipnasError(f"{database}: no search storage there; run `skipnas search` first or {hint}")
+    elif not is_rdb_url(label):
+        path = Path(label)
+        if not path.is_file():
+            raise SkipnasError(f"--storage {label}: no such journal file; check the path or run `skipnas search --storage {label}` first")
+        with path.open("rb") as handle:
+            if handle.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC:
+                raise SkipnasError(f"--storage {label}: is an SQLite database, not a journal file; give --storage sqlite:///{label}")
+    return make_storage(spec), label

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from skipnas.data.augment import AugmentConfig, apply_transform, build_eval_transform, build_train_transform, seed_transform
+from skipnas.data.augment import AugmentConfig, apply_transform, build_eval_transform, build_train_transform
 from skipnas.data.dataset import DatasetIndex, LabeledImage, load_labeled
 from skipnas.data.io import image_range
 from skipnas.data.synth import SynthConfig, SyntheticGenerator
@@ -76,9 +76,6 @@ class TileDataset(Dataset):
             self.transform = build_eval_transform(mean, std, white)
         else:
             self.transform = build_train_transform(self.augment, mean, std, white, seed=self.seed)
-
-    def reseed(self, seed: int) -> None:
-        seed_transform(self.transform, seed)
 
     def __len__(self) -> int:
         return len(self.tiles)

@@ -50,7 +50,8 @@ def prepare_data(spec: str | Path, config: TrainConfig | None = None) -> Prepare
     started = time.perf_counter()
     config = config or TrainConfig()
     root = resolve_dataset(spec)
-    index = check_dataset(root, seed=config.seed)
+    # the split seed stays fixed (0) so evaluate and baseline-count see the same split as training
+    index = check_dataset(root)
     train, val = load_split(index, "train"), load_split(index, "val")
     mean, std = normalisation_stats(index)
     normalisation = Normalisation(tuple(mean), tuple(std), image_range(train[0].image.dtype))
@@ -104,7 +105,7 @@ def train_candidate(
             result.model,
             genome,
             data.normalisation,
-            postprocess.to_dict(),
+            postprocess,
             in_channels=data.channels,
             inference_tile=config.val_tile,
             train_config=asdict(config),

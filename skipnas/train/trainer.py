@@ -136,7 +136,7 @@ def validation_dice(
     """Pixel Dice at threshold 0.5 over full stitched validation images (all pixels pooled)."""
     tp = fp = fn = 0
     for probs, item in zip(predict_images(model, images, normalisation, setup, tile, overlap), images):
-        counts = pixel_confusion(probs >= 0.5, item.instances > 0)
+        counts = pixel_confusion(probs > 0.5, item.instances > 0)
         tp, fp, fn = tp + counts[0], fp + counts[1], fn + counts[2]
     return PixelMetrics.from_counts(tp, fp, fn).dice
 

@@ -52,13 +52,15 @@ def test_list_names_every_topology(capsys) -> None:
         ("bad.json", "{nope", "bad.json: not valid JSON"),
         ("bad.json", '{"skips": [[1, 0], [0, 7]]}', "bad.json: skips[1][1] must be 0 or 1"),
         ("missing.json", None, "missing.json: no such file"),
+        ("standard --tile 8", None, "tile 8 px is below 2**depth = 16 px"),
+        ("standard --batch 0", None, "batch must be at least 1"),
     ],
 )
 def test_bad_topologies_exit_2_with_one_line(tmp_path, arg: str, content: str | None, message: str) -> None:
     if content is not None:
         (tmp_path / arg).write_text(content)
     result = subprocess.run(
-        [sys.executable, "-m", "skipnas", "topology", "show", arg], cwd=tmp_path, capture_output=True, text=True
+        [sys.executable, "-m", "skipnas", "topology", "show", *arg.split()], cwd=tmp_path, capture_output=True, text=True
     )
     assert result.returncode == 2
     assert message in result.stderr

@@ -337,3 +337,20 @@ def test_fixture_crops_count_fibres_not_pieces() -> None:
         "test": (1, 1, 5),
     }
     assert splits["train"]["sizes"] == [[128, 128]] and splits["train"]["mask_kinds"] == {"instance": 1}
+
+
+def test_mixed_bit_depths_are_one_problem_naming_both_files(tmp_path) -> None:
+    import numpy as np
+
+    from skipnas.data.dataset import validate_dataset
+    from skipnas.data.io import write_image, write_mask
+
+    mask = np.zeros((16, 16), np.int32)
+    mask[4:8, 4:8] = 1
+    write_image(tmp_path / "images" / "a-1.tif", np.zeros((16, 16), np.uint8))
+    write_image(tmp_path / "images" / "b-1.tif", np.zeros((16, 16), np.uint16))
+    for stem in ("a-1", "b-1"):
+        write_mask(tmp_path / "masks" / f"{stem}.tif", mask)
+    errors = validate_dataset(tmp_path).errors
+    assert len(errors) == 1 and "different bit depths" in errors[0]
+    assert "a-1.tif is uint8" in errors[0] and "b-1.tif is uint16" in errors[0]

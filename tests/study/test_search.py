@@ -123,7 +123,9 @@ def test_cli_search_and_export_bad_input_exit_2(tmp_path: Path) -> None:
     cases = [
         (["search", "--storage", "nosuchdb://x", "--runs-dir", str(tmp_path)], "unknown scheme 'nosuchdb'"),
         (["search", "--space", str(tmp_path / "none.toml"), "--runs-dir", str(tmp_path)], "none.toml: no such search-space file"),
-        (["export", "--storage", f"sqlite:///{tmp_path / 'x.db'}", "--study", "nope", "--out", str(tmp_path / "o")], "study 'nope' not found"),
+        (["export", "--storage", f"sqlite:///{tmp_path / 'x.db'}", "--study", "nope", "--out", str(tmp_path / "o")], "x.db: no search storage there"),
+        (["search", "--budget-mib", "0", "--runs-dir", str(tmp_path)], "--budget-mib must be a positive"),
+        (["search", "--sampler", "bruteforce", "--runs-dir", str(tmp_path)], "bruteforce"),
     ]
     for args, message in cases:
         result = subprocess.run([sys.executable, "-m", "skipnas", *args], capture_output=True, text=True)
