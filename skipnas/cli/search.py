@@ -35,6 +35,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed (default 0)")
     parser.add_argument("--keep-models", type=int, default=None, metavar="K", help="keep the model folders of the best K trials only (default: all)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="where to train (default auto)")
+    parser.add_argument("--jobs", type=int, default=1, metavar="K", help="worker processes on this machine, sharing the study (default 1; one GPU each where there are GPUs)")
+    parser.add_argument("--jobs-per-gpu", type=int, default=None, metavar="K", help="pack K concurrent trials on each GPU")
+    parser.add_argument("--threads", type=int, default=None, metavar="T", help="CPU threads per worker (default: the cores shared among the workers)")
+    parser.add_argument("--heartbeat-seconds", type=int, default=defaults.heartbeat_seconds, metavar="S", help=f"RDB storages: a trial whose worker is silent for 2xS is failed and retried once (default {defaults.heartbeat_seconds})")
+    parser.add_argument("--synthetic", type=int, default=defaults.synthetic_images, metavar="N", help=f"semi-synthetic images to pretrain on (default {defaults.synthetic_images})")
+    parser.add_argument("--quiet", action="store_true", help="no live display (workers started by --jobs run this way)")
     parser.add_argument("--runs-dir", type=Path, default=defaults.runs_dir, metavar="DIR", help="where studies keep their files (default runs/)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary at the end instead of the table")
     parser.set_defaults(func=_search)
@@ -49,12 +55,15 @@ def _search(args: argparse.Namespace) -> int:
         trials=args.trials, data=args.data, space=args.space, storage=args.storage, study=args.study,
         budget_mib=args.budget_mib, trial_seconds=args.trial_seconds, sampler=args.sampler, pruner=args.pruner,
         objective=args.objective, seed=args.seed, device=args.device, runs_dir=args.runs_dir, keep_models=args.keep_models,
+        jobs=args.jobs, jobs_per_gpu=args.jobs_per_gpu, threads=args.threads, heartbeat_seconds=args.heartbeat_seconds,
+        synthetic_images=args.synthetic,
     )
     notes = status_console()
-    notes.print(f"preparing data from {args.data} and opening the study ...")
-    display = SearchDisplay(settings.trials, settings.study or "", enabled=not args.json)
+    if not args.quiet:
+        notes.print(f"preparing data from {args.data} and opening the study ...")
+    display = SearchDisplay(settings.trials, settings.study or "", enabled=not (args.json or args.quiet))
     with display:
-        result = search(settings, on_progress=display.on_progress, on_trial_end=display.on_trial_end)
+        result = search(settings, on_progress=display.on_progress, on_study=display.on_study)
     rows = trial_rows(result.study, limit=None)
     summary = {
         "study": result.study_name,
@@ -64,9 +73,11 @@ def _search(args: argparse.Namespace) -> int:
         "best": rows[0] if rows else None,
         "baselines": [r for r in rows if r["baseline"]],
     }
+    for note in result.notes:
+        notes.print(note)
     if args.json:
         print_json(summary)
-    else:
+    elif not args.quiet:
         out = console()
         if rows:
             best = rows[0]

@@ -74,8 +74,9 @@ class SearchDisplay:
         self.current = state
         self._refresh()
 
-    def on_trial_end(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        from skipnas.study.driver import counted_trials
+    def on_study(self, study: optuna.Study) -> None:
+        """Refresh from the study (after each trial, or every few seconds while workers run)."""
+        from skipnas.study.trials import counted_trials
 
         self.study_name = study.study_name
         self.done = counted_trials(study)

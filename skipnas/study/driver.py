@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +25,9 @@ from skipnas.errors import SkipnasError
 from skipnas.genome import Genome
 from skipnas.space import SearchSpace, budget_bytes, load_space
 from skipnas.study.objective import Objective, TrialProgress, prune_model_folders
-from skipnas.study.settings import BASELINE_ATTR, BASELINES, DIRECTIONS, SearchSettings
+from skipnas.study.settings import BASELINE_ATTR, BASELINES, BASELINES_QUEUED_ATTR, DIRECTIONS, SearchSettings
 from skipnas.study.storage import default_storage_url, make_storage
+from skipnas.study.trials import counted_trials
 from skipnas.train.trainer import PhaseConfig, TrainConfig
 
 def study_name_for(settings: SearchSettings, data_root: Path, space: SearchSpace) -> str:
@@ -93,25 +98,25 @@ def open_study(settings: SearchSettings, space: SearchSpace, study_name: str, st
                 f"study {study_name!r} optimises {[d.name.lower() for d in study.directions]}, not {settings.objective}; "
                 "give another --study name"
             ) from None
-        # a resumed run must not replay the first run's random draws: offset the seed by the trials so far
-        study.sampler = make_sampler(settings.sampler, settings.seed + len(study.get_trials(deepcopy=False)))
+        # a resumed run (or another worker) must not replay the same random draws: offset the seed
+        # by the trials so far and the process
+        offset = len(study.get_trials(deepcopy=False)) + 1000 * (os.getpid() % 1000)
+        study.sampler = make_sampler(settings.sampler, settings.seed + offset)
+        _wait_for_baselines(study)
         return study, False
     study.set_user_attr("space", space.name)
     study.set_user_attr("objective", settings.objective)
     study.set_user_attr("data", settings.data)
-    enqueue_baselines(study, space, _baseline_fixed_params(space))
+    queued = enqueue_baselines(study, space, _baseline_fixed_params(space))
+    study.set_user_attr(BASELINES_QUEUED_ATTR, queued)  # other workers wait for this before their first trial
     return study, True
 
 
-def counted_trials(study: optuna.Study) -> int:
-    """Trials toward ``--trials``: every trial that ran or runs, except failed ones that were retried."""
-    trials = study.get_trials(deepcopy=False)
-    retried = {t.system_attrs.get("failed_trial") for t in trials if t.system_attrs.get("failed_trial") is not None}
-    return sum(
-        1
-        for t in trials
-        if t.state != optuna.trial.TrialState.WAITING and not (t.state == optuna.trial.TrialState.FAIL and t.number in retried)
-    )
+def _wait_for_baselines(study: optuna.Study, timeout: float = 60.0) -> None:
+    """A worker that loaded a study another worker is still creating waits until its baselines are queued."""
+    deadline = time.monotonic() + timeout
+    while BASELINES_QUEUED_ATTR not in study.user_attrs and time.monotonic() < deadline:
+        time.sleep(0.5)
 
 
 def base_train_config(settings: SearchSettings, space: SearchSpace) -> TrainConfig:
@@ -138,21 +143,7 @@ class SearchResult:
     notes: list[str] = field(default_factory=list)
 
 
-def search(
-    settings: SearchSettings | None = None,
-    on_progress: Callable[[TrialProgress], None] | None = None,
-    on_trial_end: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
-    **overrides: Any,
-) -> SearchResult:
-    """Run (or resume) a search until the study holds ``settings.trials`` trials.
-
-    ``skipnas.search(trials=6, data="demo")`` is the Python form of ``skipnas search --trials 6``.
-    Ctrl-C ends the running trial (recorded as failed, with the reason) and returns with
-    ``interrupted=True``; the study stays intact and the same call resumes it.
-    """
-    settings = dataclasses.replace(settings or SearchSettings(), **overrides)
-    # failed trials keep their reason in the study; Optuna's own warning would add a traceback
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
+def _validated_space(settings: SearchSettings) -> SearchSpace:
     space = load_space(settings.space)
     if settings.sampler == "bruteforce":
         from skipnas.space import FloatRange
@@ -163,30 +154,125 @@ def search(
                 f"--sampler bruteforce enumerates every candidate, but {space.source}: {', '.join(continuous)} "
                 "are continuous; fix them or give them choices (search_spaces/skips-only.toml fixes all)"
             )
+    return space
+
+
+def search(
+    settings: SearchSettings | None = None,
+    on_progress: Callable[[TrialProgress], None] | None = None,
+    on_study: Callable[[optuna.Study], None] | None = None,
+    **overrides: Any,
+) -> SearchResult:
+    """Run (or resume) a search until the study holds ``settings.trials`` trials.
+
+    ``skipnas.search(trials=6, data="demo")`` is the Python form of ``skipnas search --trials 6``.
+    ``on_progress`` hears about the running trial, ``on_study`` is called with the study after every
+    trial (every few seconds with several workers). With ``jobs`` > 1 (or ``jobs_per_gpu``) this
+    process starts that many worker processes on the same study and waits for them.
+    Ctrl-C ends the running trial (recorded as failed, with the reason) and returns with
+    ``interrupted=True``; the study stays intact and the same call resumes it.
+    """
+    settings = dataclasses.replace(settings or SearchSettings(), **overrides)
+    # failed trials keep their reason in the study; Optuna's own warning would add a traceback
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    if settings.jobs > 1 or settings.jobs_per_gpu is not None:
+        return _search_with_workers(settings, on_study)
+    if settings.threads is not None:
+        import torch
+
+        torch.set_num_threads(settings.threads)
+    space = _validated_space(settings)
     budget = budget_bytes(space, settings.budget_mib)
     from skipnas.train.run import prepare_data
 
     base = base_train_config(settings, space)
     data = prepare_data(settings.data, base)
     study_name = settings.study or study_name_for(settings, data.root, space)
-    storage = make_storage(settings.storage, settings.runs_dir)
+    storage = make_storage(settings.storage, settings.runs_dir, heartbeat_seconds=settings.heartbeat_seconds)
     storage_url = settings.storage or default_storage_url(settings.runs_dir)
     study, created = open_study(settings, space, study_name, storage)
     trials_dir = settings.runs_dir / study_name / "trials"
     objective = Objective(
         space, data, base, settings.objective, budget, trials_dir=trials_dir, on_progress=on_progress,
+        max_trials=settings.trials,
     )
     result = SearchResult(study, study_name, storage_url, created, trials_dir)
 
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if settings.keep_models is not None:
             prune_model_folders(study, settings.keep_models, settings.objective)
-        if on_trial_end is not None:
-            on_trial_end(study, trial)
+        if on_study is not None:
+            on_study(study)
 
     try:
         while counted_trials(study) < settings.trials:
             study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[after_trial])
     except KeyboardInterrupt:
         result.interrupted = True
+    return result
+
+
+def worker_assignments(settings: SearchSettings) -> list[dict[str, str]]:
+    """One environment per worker: a GPU each (or ``jobs_per_gpu`` per GPU) where there are GPUs."""
+    import torch
+
+    gpus = torch.cuda.device_count() if settings.device in ("auto", "cuda") else 0
+    if settings.jobs_per_gpu is not None:
+        if gpus == 0:
+            raise SkipnasError("--jobs-per-gpu packs trials on CUDA devices, and none is visible here; use --jobs")
+        return [{"CUDA_VISIBLE_DEVICES": str(i // settings.jobs_per_gpu)} for i in range(gpus * settings.jobs_per_gpu)]
+    if gpus:
+        return [{"CUDA_VISIBLE_DEVICES": str(i % gpus)} for i in range(settings.jobs)]
+    return [{} for _ in range(settings.jobs)]
+
+
+def worker_command(settings: SearchSettings, study_name: str, threads: int | None) -> list[str]:
+    """The ``skipnas search`` command line of one worker: the same study, one process."""
+    args = [
+        sys.executable, "-m", "skipnas", "search", "--quiet",
+        "--trials", str(settings.trials), "--data", settings.data, "--space", settings.space,
+        "--study", study_name, "--trial-seconds", str(settings.trial_seconds), "--sampler", settings.sampler,
+        "--pruner", settings.pruner, "--objective", settings.objective, "--seed", str(settings.seed),
+        "--device", settings.device, "--runs-dir", str(settings.runs_dir), "--synthetic", str(settings.synthetic_images),
+    ]
+    optional = {
+        "--storage": settings.storage, "--budget-mib": settings.budget_mib, "--keep-models": settings.keep_models,
+        "--threads": threads, "--heartbeat-seconds": settings.heartbeat_seconds,
+    }
+    for flag, value in optional.items():
+        if value is not None:
+            args += [flag, str(value)]
+    return args
+
+
+def _search_with_workers(settings: SearchSettings, on_study: Callable[[optuna.Study], None] | None) -> SearchResult:
+    """Create the study here (so its baselines are queued once), then run the workers and watch."""
+    from skipnas.data.dataset import resolve_dataset
+
+    space = _validated_space(settings)
+    environments = worker_assignments(settings)
+    study_name = settings.study or study_name_for(settings, resolve_dataset(settings.data), space)
+    storage = make_storage(settings.storage, settings.runs_dir)
+    study, created = open_study(settings, space, study_name, storage)
+    gpus = any(environments)
+    # CPU workers share the cores; GPU workers need one thread each for the data and the launches
+    threads = settings.threads or (1 if gpus else max(1, (os.cpu_count() or 1) // len(environments)))
+    command = worker_command(settings, study_name, threads)
+    result = SearchResult(study, study_name, settings.storage or default_storage_url(settings.runs_dir), created,
+                          settings.runs_dir / study_name / "trials")
+    processes = [subprocess.Popen(command, env={**os.environ, **env}) for env in environments]
+    try:
+        while any(p.poll() is None for p in processes):
+            time.sleep(2.0)
+            if on_study is not None:
+                on_study(study)
+    except KeyboardInterrupt:
+        result.interrupted = True  # the workers got the same Ctrl-C and end their trials cleanly
+        for process in processes:
+            process.wait()
+    failed = [p.returncode for p in processes if p.returncode not in (0, 130)]
+    if failed and not result.interrupted:
+        result.notes.append(f"{len(failed)} worker(s) exited with an error (codes {failed}); see their messages above")
+    if on_study is not None:
+        on_study(study)
     return result

@@ -24,7 +24,8 @@ from skipnas.cost import CostConfig, estimate_cost
 from skipnas.errors import SkipnasError
 from skipnas.genome import Genome
 from skipnas.space import SearchSpace
-from skipnas.study.settings import DIRECTIONS, OBJECTIVES
+from skipnas.study.settings import DIRECTIONS, OBJECTIVES, SURPLUS_ATTR
+from skipnas.study.trials import counted_before
 from skipnas.train.device import select_device
 from skipnas.train.losses import LossConfig, build_loss
 from skipnas.train.run import PreparedData, train_candidate
@@ -36,6 +37,11 @@ METRIC_ATTRS = (
 )
 # training hyperparameters a search space may declare, and where they go in TrainConfig
 TRAINING_HYPERPARAMETERS = ("lr", "finetune_lr", "weight_decay", "optimizer", "scheduler", "loss", "dice_weight", "batch_size")
+
+
+class StudyFull(Exception):
+    """Raised inside a trial started after the study reached ``--trials``; the trial is marked failed
+    with the ``surplus`` attribute and does not count."""
 
 
 def check_training_hyperparameters(space: SearchSpace, base: TrainConfig) -> None:
@@ -108,6 +114,7 @@ class Objective:
     budget_bytes: float = math.inf
     trials_dir: Path | None = None
     on_progress: Callable[[TrialProgress], None] | None = None
+    max_trials: int | None = None  # the study's --trials, so a surplus start by a parallel worker stops
     _cost_cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -162,7 +169,7 @@ class Objective:
         """One trial; a failure or Ctrl-C is recorded in the trial's ``fail_reason`` before Optuna marks it failed."""
         try:
             return self._run(trial)
-        except optuna.TrialPruned:
+        except (optuna.TrialPruned, StudyFull):
             raise
         except KeyboardInterrupt:
             trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
@@ -174,6 +181,10 @@ class Objective:
 
     def _run(self, trial: optuna.Trial) -> float | list[float]:
         started = time.perf_counter()
+        if self.max_trials is not None and counted_before(trial.study, trial.number) >= self.max_trials:
+            # another worker started the last trial first: this one must not run
+            trial.set_user_attr(SURPLUS_ATTR, True)
+            raise StudyFull(f"the study already holds {self.max_trials} trials")
         genome, hyperparameters = self.space.suggest(trial)
         config = training_config(self.base_config, hyperparameters)
         key = candidate_hash(genome, hyperparameters)

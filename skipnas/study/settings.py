@@ -14,6 +14,8 @@ SAMPLERS = ("tpe", "random", "nsga2", "bruteforce")
 PRUNERS = ("median", "hyperband", "none")
 BASELINES = ("standard", "semi-dense", "reverse", "dense", "none")
 BASELINE_ATTR = "baseline"
+BASELINES_QUEUED_ATTR = "baselines_queued"  # study attr, set once the creating worker queued them
+SURPLUS_ATTR = "surplus"  # trial attr: started by a worker after the study already held --trials
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,10 @@ class SearchSettings:
     device: str = "auto"
     runs_dir: Path = DEFAULT_RUNS_DIR
     keep_models: int | None = None  # keep the model folders of the best K trials; None keeps all
+    jobs: int = 1  # worker processes on this machine, all on the same study
+    jobs_per_gpu: int | None = None  # with CUDA: this many workers per GPU (jobs = GPUs x this)
+    threads: int | None = None  # torch CPU threads per worker; None: torch's default (all cores)
+    heartbeat_seconds: int | None = 60  # RDB storages: a trial silent for 2x this is failed and retried once
 
     def __post_init__(self) -> None:
         checks = (("sampler", SAMPLERS), ("pruner", PRUNERS), ("objective", OBJECTIVES))
@@ -50,5 +56,9 @@ class SearchSettings:
             raise SkipnasError(f"--budget-mib must be a positive number of MiB, got {self.budget_mib:g}")
         if self.keep_models is not None and self.keep_models < 1:
             raise SkipnasError(f"--keep-models must be at least 1 (the best model is always kept), got {self.keep_models}")
+        if self.jobs < 1 or (self.jobs_per_gpu is not None and self.jobs_per_gpu < 1):
+            raise SkipnasError(f"--jobs and --jobs-per-gpu must be at least 1, got {self.jobs} and {self.jobs_per_gpu}")
+        if self.heartbeat_seconds is not None and self.heartbeat_seconds < 1:
+            raise SkipnasError(f"heartbeat_seconds must be at least 1, got {self.heartbeat_seconds}")
         if not 0 <= self.pretrain_fraction < 1:
             raise SkipnasError(f"pretrain_fraction must be in [0, 1), got {self.pretrain_fraction}")

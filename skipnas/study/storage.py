@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +28,15 @@ def is_rdb_url(spec: str) -> bool:
     return "://" in spec
 
 
-def make_storage(spec: str | None, runs_dir: Path = DEFAULT_RUNS_DIR, heartbeat_interval: int | None = None, grace_period: int | None = None, failed_trial_callback: Any = None) -> Any:
+def make_storage(spec: str | None, runs_dir: Path = DEFAULT_RUNS_DIR, heartbeat_seconds: int | None = None) -> Any:
     """An Optuna storage: ``None`` -> SQLite under ``runs_dir``; ``scheme://...`` -> RDBStorage;
     anything else -> the journal file storage at that path (as optuna-dashboard takes it).
+    With ``heartbeat_seconds`` an RDB storage records a heartbeat of every running trial; a trial
+    silent for twice that (its worker was killed) is failed by the next worker and retried once.
 
     Connection problems and unknown schemes raise :class:`SkipnasError` naming the URL.
     """
+    from optuna.exceptions import ExperimentalWarning
     from optuna.storages import JournalStorage, RDBStorage
     from optuna.storages.journal import JournalFileBackend
 
@@ -63,10 +67,22 @@ def make_storage(spec: str | None, runs_dir: Path = DEFAULT_RUNS_DIR, heartbeat_
     else:
         engine_kwargs["pool_pre_ping"] = True
     kwargs: dict[str, Any] = {}
-    if heartbeat_interval is not None:
-        kwargs.update(heartbeat_interval=heartbeat_interval, grace_period=grace_period, failed_trial_callback=failed_trial_callback)
+    if heartbeat_seconds is not None:
+        from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            retry = RetryHeartbeatStaleTrialCallback(max_retry=1)
+        kwargs.update(
+            heartbeat_interval=heartbeat_seconds,
+            grace_period=2 * heartbeat_seconds,
+            heartbeat_stale_trial_callback=retry,
+        )
     try:
-        return RDBStorage(spec, engine_kwargs=engine_kwargs, **kwargs)
+        with warnings.catch_warnings():
+            # heartbeats and their retry callback are marked experimental; they are what we rely on
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            return RDBStorage(spec, engine_kwargs=engine_kwargs, **kwargs)
     except ImportError as exc:
         raise SkipnasError(f"--storage {spec}: the database driver is missing ({exc.name}); for PostgreSQL: pip install 'psycopg[binary]'") from None
     except Exception as exc:  # sqlalchemy raises OperationalError, ArgumentError, ... for a wrong URL

@@ -15,7 +15,9 @@ import pytest
 
 from skipnas.cost import CostConfig, estimate_cost
 from skipnas.genome import Genome
-from skipnas.study.driver import SearchSettings, counted_trials, search
+from skipnas.study.driver import search
+from skipnas.study.settings import SearchSettings
+from skipnas.study.trials import counted_trials
 from skipnas.study.storage import make_storage
 
 SPACE = """
