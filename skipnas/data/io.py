@@ -167,7 +167,7 @@ def count_instances(instances: np.ndarray) -> int:
     return int(np.count_nonzero(distinct_values(instances)))
 
 
-def _relabel(ids: np.ndarray) -> np.ndarray:
+def relabel_consecutive(ids: np.ndarray) -> np.ndarray:
     """IDs relabelled 1..N in increasing order of the old ID, 0 staying background."""
     if _small_ids(ids):
         values = distinct_values(ids)
@@ -218,7 +218,7 @@ def _read_grey_mask(path: Path, array: np.ndarray) -> Mask:
     kind = _grey_kind(array)
     if kind == "binary":
         return Mask(_components(array != 0), "binary")
-    return Mask(_relabel(array), "instance")
+    return Mask(relabel_consecutive(array), "instance")
 
 
 def _color_layers(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -247,7 +247,7 @@ def _read_color_mask(
     if color_classes is not None:
         return _classes_from_colors(path, rgb, key, color_classes)
     if color_instances == "color":
-        return Mask(_relabel(key + 1), "color")
+        return Mask(relabel_consecutive(key + 1), "color")
     instances = np.zeros(key.shape, np.int32)
     next_id = 1
     for color in np.unique(key[foreground]):

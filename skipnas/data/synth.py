@@ -19,6 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from skipnas.data.io import relabel_consecutive
 from skipnas.errors import SkipnasError
 from skipnas.progress import progress_bar
 
@@ -108,15 +109,6 @@ class SynthConfig:
 
 
 # array helpers ----------------------------------------------------------------------------------
-
-
-def relabel_consecutive(instances: np.ndarray) -> np.ndarray:
-    """IDs renumbered 1..N in increasing order of the old ID (0 stays background), as int32."""
-    ids = np.unique(instances)
-    ids = ids[ids != 0]
-    lookup = np.zeros(int(instances.max(initial=0)) + 1, np.int32)
-    lookup[ids] = np.arange(1, len(ids) + 1, dtype=np.int32)
-    return lookup[instances]
 
 
 def _format_of(image: np.ndarray) -> tuple[np.dtype[Any], int]:
