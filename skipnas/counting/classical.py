@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from skipnas.counting.calibrate import CalibrationGrid, calibrate
-from skipnas.counting.postprocess import PostprocessConfig, PostprocessConfigError, count_particles, describe
+from skipnas.counting.postprocess import PostprocessConfig, PostprocessConfigError, describe
 from skipnas.data.dataset import Sample, resolve_dataset, scan_dataset
 from skipnas.data.io import image_range, read_image, read_mask
 from skipnas.errors import SkipnasError
