@@ -16,7 +16,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 import torch.utils._pytree as pytree
+
+# imported with the module, not inside a trial: loading them takes seconds the first time
+from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
 
 from skipnas.errors import SkipnasError
 from skipnas.genome import Genome
@@ -159,9 +163,6 @@ def _create_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optim
 
 def estimate_cost(genome: Genome, config: CostConfig | None = None, loss_fn: LossFn = default_loss) -> CostReport:
     """Parameters, FLOPs and the predicted peak memory of one training step; runs on fake tensors."""
-    from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch.utils.flop_counter import FlopCounterMode
-
     config = config or CostConfig()
     if config.tile < 2**genome.depth:
         raise CostConfigError(f"tile {config.tile} px is below 2**depth = {2**genome.depth} px, which a depth-{genome.depth} U-Net needs")
