@@ -1,14 +1,17 @@
 """Choosing the post-processing on validation images: a small grid search minimising count MAE.
 
-Every setting of the grid (threshold x erode x dilate x min_area, and method when asked) is
+Every setting of the grid (threshold x erode x dilate x min_area x counting method, each method
+with its own settings: the fibre method's maximum turn, the seeded method's seed threshold) is
 scored on all images. The best has the lowest count MAE; ties go to the higher pooled Dice, then to
-the simpler setting (blobs before watershed, fewer and smaller morphology steps, threshold nearer
-0.5, smaller min_area). Work is shared: each threshold, erosion and dilation is computed once per
-image, and the min_area values only filter the components already labelled.
+the simpler setting (the methods in the order of ``METHODS``, fewer and smaller morphology steps,
+threshold nearer 0.5, smaller min_area). Work is shared: each threshold, erosion and dilation is
+computed once per image for every method, and the min_area values only filter the particles
+already labelled. Methods that need the network's auxiliary map are tried only when it is given.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -16,6 +19,8 @@ from typing import Any
 import numpy as np
 
 from skipnas.counting.postprocess import (
+    AUXILIARY_METHODS,
+    METHODS,
     PostprocessConfig,
     PostprocessConfigError,
     dilate_mask,
@@ -38,7 +43,11 @@ class CalibrationGrid:
     erode: tuple[int, ...] = (0, 3)
     dilate: tuple[int, ...] = (0, 3)
     min_area: tuple[int, ...] = (0, 30, 100, 300, 600)
-    methods: tuple[str, ...] | None = ("blobs", "watershed")
+    methods: tuple[str, ...] | None = METHODS
+    # each method's own settings, tried only with that method
+    fibre_max_turn: tuple[float, ...] = (45.0,)
+    fibre_junction_scale: tuple[float, ...] = (1.5,)
+    seed_threshold: tuple[float, ...] = (0.3, 0.5, 0.7)
 
     def __post_init__(self) -> None:
         for item in fields(self):
@@ -59,6 +68,9 @@ class CalibrationGrid:
             PostprocessConfig(min_area=value)
         for method in self.methods or ():
             PostprocessConfig(method=method)
+        for name in ("fibre_max_turn", "fibre_junction_scale", "seed_threshold"):
+            for value in getattr(self, name):
+                PostprocessConfig(**{name: value})
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CalibrationGrid:
@@ -70,17 +82,29 @@ class CalibrationGrid:
             )
         return cls(**{key: (None if value is None else tuple(value)) for key, value in data.items()})
 
-    def size(self) -> int:
-        """The number of settings tried."""
-        methods = len(self.methods) if self.methods else 1
-        return len(self.thresholds) * len(self.erode) * len(self.dilate) * len(self.min_area) * methods
+    def method_settings(self, method: str) -> list[dict[str, Any]]:
+        """The method-specific settings tried with ``method`` (one empty dict for a method without any)."""
+        names = _METHOD_FIELDS.get(method, ())
+        return [dict(zip(names, values, strict=True)) for values in itertools.product(*(getattr(self, n) for n in names))]
+
+    def size(self, auxiliary: bool = True) -> int:
+        """The number of settings tried, with or without the network's auxiliary maps."""
+        methods = [m for m in self.methods or ("blobs",) if auxiliary or m not in AUXILIARY_METHODS]
+        per_mask = sum(len(self.method_settings(method)) for method in methods)
+        return len(self.thresholds) * len(self.erode) * len(self.dilate) * len(self.min_area) * per_mask
+
+
+_METHOD_FIELDS: dict[str, tuple[str, ...]] = {
+    "fibres": ("fibre_max_turn", "fibre_junction_scale"),
+    "seeded": ("seed_threshold",),
+}
 
 
 def _simplicity(config: PostprocessConfig) -> tuple[float, ...]:
     """Smaller is simpler: blobs, fewer then smaller morphology steps, threshold near 0.5, small min_area."""
     steps = int(config.erode > 0) + int(config.dilate > 0)
     return (
-        float(config.method != "blobs"),
+        float(METHODS.index(config.method)),
         float(steps),
         float(config.erode + config.dilate),
         abs(config.threshold - 0.5),
@@ -100,9 +124,15 @@ class _Scores:
     exact: int = 0
 
 
-def _check_inputs(probs: Sequence[np.ndarray], true_instances: Sequence[np.ndarray]) -> None:
+def _check_inputs(
+    probs: Sequence[np.ndarray], true_instances: Sequence[np.ndarray], auxiliary: Sequence[np.ndarray] | None
+) -> None:
     if len(probs) != len(true_instances):
         raise ValueError(f"calibrate: {len(probs)} probability maps but {len(true_instances)} masks")
+    if auxiliary is not None and (
+        len(auxiliary) != len(probs) or any(np.shape(a) != np.shape(p) for a, p in zip(auxiliary, probs))
+    ):
+        raise ValueError("calibrate: the auxiliary maps must match the probability maps one to one, shape for shape")
     if not probs:
         raise SkipnasError("no labelled validation images to calibrate the post-processing on; add masks to val/")
     for index, (prob, true) in enumerate(zip(probs, true_instances, strict=True)):
@@ -118,10 +148,13 @@ def calibrate(
     true_instances: Sequence[np.ndarray],
     base: PostprocessConfig | None = None,
     grid: CalibrationGrid | Mapping[str, Any] | None = None,
+    auxiliary: Sequence[np.ndarray] | None = None,
 ) -> tuple[PostprocessConfig, dict[str, Any]]:
     """The grid setting with the lowest count MAE on these images (ties: see the module), and the table.
 
-    ``base`` supplies the settings the grid does not vary (iterations, watershed parameters). The
+    ``base`` supplies the settings the grid does not vary (iterations, watershed parameters).
+    ``auxiliary``: the network's auxiliary maps, one per probability map, for the methods that
+    need them (without them those methods are left out). The
     table holds ``images``, ``settings``, ``objective``, ``best`` (the winning row) and
     ``results``: one row per setting, best first, with its config fields, ``count_mae``,
     ``count_mse``, ``exact_count_accuracy`` and ``dice``.
@@ -131,21 +164,29 @@ def calibrate(
         grid = CalibrationGrid()
     elif not isinstance(grid, CalibrationGrid):
         grid = CalibrationGrid.from_dict(grid)
-    _check_inputs(probs, true_instances)
+    _check_inputs(probs, true_instances, auxiliary)
+    methods = [m for m in grid.methods or (base.method,) if auxiliary is not None or m not in AUXILIARY_METHODS]
+    if not methods:
+        raise PostprocessConfigError(
+            f"calibration grid methods {', '.join(grid.methods or (base.method,))} all need the auxiliary map "
+            "of a model trained with an auxiliary head; add a method such as blobs"
+        )
+    settings = [base.replace(method=m, **extra) for m in methods for extra in grid.method_settings(m)]
     truths = [np.asarray(true) != 0 for true in true_instances]
     true_counts = [count_instances(true) for true in true_instances]
     scores: dict[PostprocessConfig, _Scores] = {}
-    for method in grid.methods or (base.method,):
-        for threshold in grid.thresholds:
-            binaries = [threshold_probabilities(prob, threshold) for prob in probs]
-            # the segmentation's Dice, as Evaluation measures it: the threshold alone decides it
-            confusion = np.sum([pixel_confusion(binary, truth)[:3] for binary, truth in zip(binaries, truths)], axis=0)
-            for erode in grid.erode:
-                eroded = [erode_mask(binary, erode, base.erode_iterations) for binary in binaries]
-                for dilate in grid.dilate:
-                    shared = base.replace(threshold=threshold, erode=erode, dilate=dilate, method=method)
-                    for image, mask in enumerate(eroded):
-                        labels = label_particles(dilate_mask(mask, dilate, base.dilate_iterations), shared)
+    for threshold in grid.thresholds:
+        binaries = [threshold_probabilities(prob, threshold) for prob in probs]
+        # the segmentation's Dice, as Evaluation measures it: the threshold alone decides it
+        confusion = np.sum([pixel_confusion(binary, truth)[:3] for binary, truth in zip(binaries, truths)], axis=0)
+        for erode in grid.erode:
+            eroded = [erode_mask(binary, erode, base.erode_iterations) for binary in binaries]
+            for dilate in grid.dilate:
+                masks = [dilate_mask(mask, dilate, base.dilate_iterations) for mask in eroded]
+                for setting in settings:
+                    shared = setting.replace(threshold=threshold, erode=erode, dilate=dilate)
+                    for image, mask in enumerate(masks):
+                        labels = label_particles(mask, shared, None if auxiliary is None else auxiliary[image])
                         areas = np.bincount(labels.ravel())[1:]
                         for min_area in grid.min_area:
                             count = int((areas >= max(min_area, 1)).sum())

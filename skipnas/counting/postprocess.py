@@ -3,8 +3,14 @@
 1. threshold the probability map (``prob > threshold``);
 2. erode (removes thin artefacts and specks), then dilate (restores the particles and reconnects
    strands broken by a pixel or two), each with an elliptical kernel, 0 skipping the step;
-3. label: ``"blobs"`` takes the 8-connected components; ``"watershed"`` also splits touching round
-   particles, seeding a watershed at the peaks of the distance transform;
+3. label, by ``method``:
+   - ``"blobs"``: the 8-connected components (the paper's counting);
+   - ``"watershed"``: also splits touching round particles, seeding a watershed at the peaks of the
+     distance transform;
+   - ``"fibres"``: follows each strand of the mask's skeleton through junctions by direction
+     continuity, so crossing fibres count one each (:mod:`skipnas.counting.fibres`);
+   - ``"seeded"``: one particle per core marked by the network's auxiliary head
+     (:mod:`skipnas.counting.seeded`);
 4. drop particles smaller than ``min_area`` pixels.
 
 Several classes (fibre / fragment / film): :func:`count_per_class` runs the same pipeline on each
@@ -25,10 +31,14 @@ from typing import Any
 import cv2
 import numpy as np
 
+from skipnas.counting.fibres import fibre_labels
+from skipnas.counting.seeded import flood_from_seeds, seeded_labels
 from skipnas.errors import SkipnasError
 from skipnas.fileio import write_json_atomic
 
-METHODS: tuple[str, ...] = ("blobs", "watershed")
+METHODS: tuple[str, ...] = ("blobs", "watershed", "fibres", "seeded")
+# methods that need the network's auxiliary map
+AUXILIARY_METHODS: tuple[str, ...] = ("seeded",)
 
 
 class PostprocessConfigError(SkipnasError, ValueError):
@@ -58,6 +68,10 @@ class PostprocessConfig:
     whose distance to the background is at least ``watershed_peak_fraction`` of the highest
     distance within ``watershed_min_distance`` px. Set the distance to about the radius of the
     particles to split: a neck narrower than the fraction of the particles' radius is cut.
+    ``method="fibres"`` continues a strand through a junction only into a branch that turns by at
+    most ``fibre_max_turn`` degrees; a junction spans ``fibre_junction_scale`` times the strands'
+    half-width there. ``method="seeded"`` seeds one particle per region of the auxiliary map above
+    ``seed_threshold``.
     """
 
     threshold: float = 0.5
@@ -69,6 +83,9 @@ class PostprocessConfig:
     method: str = "blobs"
     watershed_min_distance: int = 10
     watershed_peak_fraction: float = 0.7
+    fibre_max_turn: float = 45.0
+    fibre_junction_scale: float = 1.5
+    seed_threshold: float = 0.5
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "threshold", _check_float("threshold", self.threshold, 0.0, 1.0))
@@ -78,6 +95,10 @@ class PostprocessConfig:
             object.__setattr__(self, name, _check_int(name, getattr(self, name), 1))
         fraction = _check_float("watershed_peak_fraction", self.watershed_peak_fraction, 0.0, 1.0)
         object.__setattr__(self, "watershed_peak_fraction", fraction)
+        object.__setattr__(self, "fibre_max_turn", _check_float("fibre_max_turn", self.fibre_max_turn, 0.0, 180.0))
+        scale = _check_float("fibre_junction_scale", self.fibre_junction_scale, 0.5, 10.0)
+        object.__setattr__(self, "fibre_junction_scale", scale)
+        object.__setattr__(self, "seed_threshold", _check_float("seed_threshold", self.seed_threshold, 0.0, 1.0))
         if self.method not in METHODS:
             raise PostprocessConfigError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
 
@@ -213,40 +234,28 @@ def _watershed_seeds(mask: np.ndarray, config: PostprocessConfig) -> np.ndarray:
     return seeds.astype(np.uint8)
 
 
-def _fill_from_neighbours(labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Give unlabelled mask pixels (watershed lines, the image border) their highest neighbour's label."""
-    square = np.ones((3, 3), np.uint8)
-    for _ in range(8):  # lines are one pixel wide; a few rounds also cover the border corners
-        holes = (labels == 0) & (mask > 0)
-        if not holes.any():
-            break
-        grown = cv2.dilate(labels.astype(np.float32), square).astype(np.int32)
-        fillable = holes & (grown > 0)
-        if not fillable.any():
-            break
-        labels[fillable] = grown[fillable]
-    return labels
-
-
 def _watershed_labels(mask: np.ndarray, config: PostprocessConfig) -> np.ndarray:
-    seed_count, seeds = _components(_watershed_seeds(mask, config))
-    if seed_count == 0:
-        return seeds
-    # cv2.watershed floods in order of the colour step between neighbours: a flat particle (0) on a
-    # high background (255) makes it a breadth-first growth of every seed inside its particle, so
-    # touching particles split where the floods from their seeds meet, before any background is flooded
-    relief = np.where(mask > 0, 0, 255).astype(np.uint8)
-    markers = seeds.copy()
-    cv2.watershed(cv2.cvtColor(relief, cv2.COLOR_GRAY2BGR), markers)
-    labels = np.where((markers > 0) & (mask > 0), markers, 0).astype(np.int32)
-    return _fill_from_neighbours(labels, mask)
+    _, seeds = _components(_watershed_seeds(mask, config))
+    return flood_from_seeds(mask, seeds)
 
 
-def label_particles(mask: np.ndarray, config: PostprocessConfig) -> np.ndarray:
-    """int32 labels of every particle in ``mask`` by ``config.method``, before the ``min_area`` filter."""
+def label_particles(mask: np.ndarray, config: PostprocessConfig, auxiliary: np.ndarray | None = None) -> np.ndarray:
+    """int32 labels of every particle in ``mask`` by ``config.method``, before the ``min_area`` filter.
+
+    ``auxiliary`` is the network's auxiliary map (HxW), needed by ``method="seeded"`` only.
+    """
     mask = np.ascontiguousarray(mask, dtype=np.uint8)
     if config.method == "watershed":
         return _watershed_labels(mask, config)
+    if config.method == "fibres":
+        return fibre_labels(mask, config.fibre_max_turn, config.fibre_junction_scale)
+    if config.method == "seeded":
+        if auxiliary is None:
+            raise PostprocessConfigError(
+                "method 'seeded' needs the auxiliary map of a model trained with an auxiliary head; "
+                "choose another method or retrain with --auxiliary distance"
+            )
+        return seeded_labels(mask, auxiliary, config.seed_threshold)
     return _components(mask)[1]
 
 
@@ -316,14 +325,19 @@ def detections_from_labels(labels: np.ndarray, prob: np.ndarray, min_area: int =
     return Detections(labels, bbox.astype(np.int64), area, centroid, _confidence(labels, prob, count, area))
 
 
-def count_particles(prob: np.ndarray, config: PostprocessConfig | None = None) -> Detections:
-    """The particles of one probability map (HxW, values in [0, 1]; a 0/1 map works too)."""
+def count_particles(
+    prob: np.ndarray, config: PostprocessConfig | None = None, auxiliary: np.ndarray | None = None
+) -> Detections:
+    """The particles of one probability map (HxW, values in [0, 1]; a 0/1 map works too).
+
+    ``auxiliary``: the network's auxiliary map of the same size, used by ``method="seeded"``.
+    """
     config = config or PostprocessConfig()
     prob = as_probabilities(prob)
     mask = mask_from_probabilities(prob, config)
     if config.method == "blobs":
         return _blob_detections(mask, prob, config.min_area)
-    return detections_from_labels(label_particles(mask, config), prob, config.min_area)
+    return detections_from_labels(label_particles(mask, config, auxiliary), prob, config.min_area)
 
 
 def count_per_class(
@@ -364,12 +378,17 @@ def describe(config: PostprocessConfig) -> str:
     parts.append(f"min area {config.min_area} px")
     if config.method == "watershed":
         parts.append(f"watershed (min distance {config.watershed_min_distance})")
+    elif config.method == "fibres":
+        parts.append(f"fibres (max turn {config.fibre_max_turn:g} deg)")
+    elif config.method == "seeded":
+        parts.append(f"seeded by the auxiliary head (seeds above {config.seed_threshold:g})")
     else:
         parts.append(config.method)
     return ", ".join(parts)
 
 
 __all__ = [
+    "AUXILIARY_METHODS",
     "METHODS",
     "Detections",
     "PostprocessConfig",

@@ -1,12 +1,12 @@
 from __future__ import annotations
 
-
 import cv2
 import numpy as np
 import pytest
 
 from skipnas.counting.calibrate import CalibrationGrid, calibrate
 from skipnas.counting.postprocess import PostprocessConfig
+from skipnas.counting.seeded import instance_distance_map
 from skipnas.errors import SkipnasError
 from skipnas.train.metrics import Evaluation
 
@@ -101,10 +101,43 @@ def test_grid_keeps_the_base_settings_it_does_not_vary() -> None:
     assert {row["method"] for row in table["results"]} == {"watershed"}
 
 
-def test_default_grid_tries_both_counting_methods() -> None:
+def test_default_grid_tries_every_counting_method_with_its_own_settings() -> None:
     grid = CalibrationGrid()
-    assert set(grid.methods or ()) == {"blobs", "watershed"}
-    assert grid.size() == len(grid.thresholds) * len(grid.erode) * len(grid.dilate) * len(grid.min_area) * 2
+    assert set(grid.methods or ()) == {"blobs", "watershed", "fibres", "seeded"}
+    masks = len(grid.thresholds) * len(grid.erode) * len(grid.dilate) * len(grid.min_area)
+    # blobs, watershed, one fibre setting, three seed thresholds
+    assert grid.method_settings("fibres") == [{"fibre_max_turn": 45.0, "fibre_junction_scale": 1.5}]
+    assert grid.size() == masks * (3 + 3)
+    assert grid.size(auxiliary=False) == masks * 3
+
+
+def _touching_pairs(images: int = 2, size: int = 64) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Pairs of touching discs: one blob each, two particles each."""
+    probs, truths = [], []
+    for image in range(images):
+        truth = np.zeros((size, size), np.int32)
+        for pair in range(image + 1):
+            y = 14 + 24 * pair
+            cv2.circle(truth, (20, y), 8, 2 * pair + 1, -1)
+            cv2.circle(truth, (36, y), 8, 2 * pair + 2, -1)
+        probs.append(np.where(truth > 0, 0.9, 0.05).astype(np.float32))
+        truths.append(truth)
+    return probs, truths
+
+
+def test_methods_needing_the_auxiliary_map_run_only_with_it() -> None:
+    probs, truths = _touching_pairs()
+    grid = {"thresholds": [0.5], "erode": [0], "dilate": [0], "min_area": [10], "methods": ["blobs", "seeded"]}
+    _, table = calibrate(probs, truths, grid=grid)
+    assert {row["method"] for row in table["results"]} == {"blobs"}
+    auxiliary = [instance_distance_map(truth) for truth in truths]
+    best, table = calibrate(probs, truths, grid=grid, auxiliary=auxiliary)
+    assert {row["method"] for row in table["results"]} == {"blobs", "seeded"}
+    assert table["settings"] == CalibrationGrid.from_dict(grid).size() == 4
+    # the true cores split every touching pair: seeded counts exactly
+    assert best.method == "seeded" and table["best"]["count_mae"] == 0
+    with pytest.raises(SkipnasError, match="auxiliary"):
+        calibrate(probs, truths, grid={**grid, "methods": ["seeded"]})
 
 
 def test_bad_input_is_a_user_error() -> None:

@@ -1,0 +1,67 @@
+"""The auxiliary target and counting from the cores it marks."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from skipnas.counting.postprocess import PostprocessConfig, PostprocessConfigError, count_particles
+from skipnas.counting.seeded import flood_from_seeds, instance_distance_map, seeded_labels
+
+
+def _touching_discs() -> np.ndarray:
+    truth = np.zeros((48, 64), np.int32)
+    cv2.circle(truth, (20, 24), 10, 1, -1)
+    cv2.circle(truth, (39, 24), 10, 2, -1)  # overlaps the first: they touch along a chord
+    return truth
+
+
+def test_distance_target_peaks_once_per_particle_with_a_valley_where_they_touch() -> None:
+    truth = _touching_discs()
+    target = instance_distance_map(truth)
+    assert target.dtype == np.float32 and target.min() == 0.0 and target.max() == pytest.approx(1.0)
+    assert not target[truth == 0].any()
+    for particle in (1, 2):
+        assert target[truth == particle].max() == pytest.approx(1.0)
+    # along the line through both centres: high, down to 0 at the contact, high again
+    row = target[24]
+    contact = [x for x in range(21, 39) if truth[24, x] != truth[24, x + 1]][0]
+    assert row[contact] == 0.0 and row[20] > 0.8 and row[39] > 0.8
+    # the plain distance transform of the merged blob has no such valley
+    merged = cv2.distanceTransform((truth > 0).astype(np.uint8), cv2.DIST_L2, 5)
+    assert merged[24, contact] > 5
+
+
+def test_touching_discs_split_by_their_cores() -> None:
+    truth = _touching_discs()
+    prob = (truth > 0).astype(np.float32)
+    auxiliary = instance_distance_map(truth)
+    assert count_particles(prob, PostprocessConfig(method="blobs")).count == 1
+    detections = count_particles(prob, PostprocessConfig(method="seeded", seed_threshold=0.5), auxiliary)
+    assert detections.count == 2
+    # each true disc is mostly one detection
+    for particle in (1, 2):
+        values, counts = np.unique(detections.labels[truth == particle], return_counts=True)
+        assert counts.max() / counts.sum() > 0.9
+
+
+def test_seeded_needs_the_auxiliary_map() -> None:
+    with pytest.raises(PostprocessConfigError, match="auxiliary"):
+        count_particles(np.ones((8, 8), np.float32), PostprocessConfig(method="seeded"))
+    with pytest.raises(ValueError, match="auxiliary map"):
+        seeded_labels(np.ones((8, 8), np.uint8), np.ones((8, 9), np.float32), 0.5)
+
+
+def test_a_blob_without_a_seed_is_one_particle_and_nothing_leaks_between_blobs() -> None:
+    mask = np.zeros((32, 32), np.uint8)
+    mask[2:10, 2:10] = 1
+    mask[20:30, 20:30] = 1
+    seeds = np.zeros((32, 32), np.int32)
+    seeds[5, 5] = 7
+    labels = flood_from_seeds(mask, seeds)
+    assert set(np.unique(labels[2:10, 2:10])) == {7}
+    assert len(set(np.unique(labels[20:30, 20:30]))) == 1 and labels[25, 25] not in (0, 7)
+    assert not labels[mask == 0].any()
+    # auxiliary cores low everywhere: each blob is one particle
+    assert count_particles(mask.astype(np.float32), PostprocessConfig(method="seeded", min_area=1), np.zeros((32, 32))).count == 2
