@@ -22,6 +22,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
+from skipnas.counting.seeded import AUXILIARY_TARGETS
 from skipnas.errors import SkipnasError
 from skipnas.genome import Genome
 from skipnas.models import build_model
@@ -37,12 +38,14 @@ class CostConfigError(SkipnasError, ValueError):
 
 @dataclass(frozen=True)
 class CostConfig:
-    """The shape of one training step: tile size, batch, precision, optimiser."""
+    """The shape of one training step: tile size, batch, precision, optimiser, and the auxiliary head
+    (its target name) when the trained model has one."""
 
     tile: int = 64
     batch: int = 8
     in_channels: int = 1
     classes: int = 1
+    auxiliary: str | None = None
     dtype: str = "float32"  # autocast dtype of the forward pass; weights stay fp32
     optimizer: str = "adam"
     channels_last: bool = False
@@ -52,6 +55,8 @@ class CostConfig:
             raise CostConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.optimizer not in OPTIMIZERS:
             raise CostConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.auxiliary is not None and self.auxiliary not in AUXILIARY_TARGETS:
+            raise CostConfigError(f"auxiliary must be one of {', '.join(AUXILIARY_TARGETS)} or None, got {self.auxiliary!r}")
         for name in ("tile", "batch", "in_channels", "classes"):
             if getattr(self, name) < 1:
                 raise CostConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -59,6 +64,11 @@ class CostConfig:
     @property
     def amp_dtype(self) -> torch.dtype | None:
         return None if self.dtype == "float32" else DTYPES[self.dtype]
+
+    @property
+    def out_channels(self) -> int:
+        """Logit (and target) channels: the classes, and the auxiliary map."""
+        return self.classes + (self.auxiliary is not None)
 
 
 @dataclass(frozen=True)
@@ -95,7 +105,7 @@ def make_optimizer(name: str, params: Any, lr: float = 1e-3) -> torch.optim.Opti
 
 def _step_inputs(config: CostConfig, device: torch.device | str | None) -> tuple[torch.Tensor, torch.Tensor]:
     images = torch.randn(config.batch, config.in_channels, config.tile, config.tile, device=device)
-    targets = torch.rand(config.batch, config.classes, config.tile, config.tile, device=device)
+    targets = torch.rand(config.batch, config.out_channels, config.tile, config.tile, device=device)
     if config.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     return images, targets
@@ -103,7 +113,7 @@ def _step_inputs(config: CostConfig, device: torch.device | str | None) -> tuple
 
 def _prepare(genome: Genome, config: CostConfig, device: torch.device | str | None) -> tuple[Any, Any]:
     """Model and optimiser on ``device``; ``None`` builds on the current default device (meta, fake)."""
-    model = build_model(genome, in_channels=config.in_channels, classes=config.classes)
+    model = build_model(genome, in_channels=config.in_channels, classes=config.classes, auxiliary=config.auxiliary)
     if device is not None:
         model = model.to(device)
     if config.channels_last:

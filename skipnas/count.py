@@ -4,7 +4,9 @@ Writes into ``out_dir``: ``counts.csv`` (one row per image: file, count per clas
 count where a mask is found in a sibling ``masks/`` folder), ``particles.csv`` (one row per
 particle: image, id, class, bounding box, area, confidence = mean probability inside it) and
 ``overlays/<image>.png`` with a numbered box per particle, so each detection can be checked and
-false positives rejected by id. Every file is written atomically.
+false positives rejected by id, and ``summary.json`` (the model, the counting method and its
+settings, the totals). Only the class channels are counted: a model's auxiliary map (its last
+channel) is what ``method="seeded"`` counts them with. Every file is written atomically.
 """
 
 from __future__ import annotations
@@ -22,15 +24,16 @@ import numpy as np
 from skipnas.counting.postprocess import Detections, count_per_class, describe
 from skipnas.data.io import IMAGE_SUFFIXES, count_instances, read_image, read_mask
 from skipnas.errors import SkipnasError
-from skipnas.fileio import atomic_open, atomic_path
+from skipnas.fileio import atomic_open, atomic_path, write_json_atomic
 from skipnas.modelio import ModelFolder, load_model_folder
-from skipnas.predict import predict_probabilities
+from skipnas.predict import predict_image
 from skipnas.progress import progress_bar
 from skipnas.train.data import prepare_image
 from skipnas.train.device import DeviceSetup, place_model, select_device
 
 COUNTS_FILE = "counts.csv"
 PARTICLES_FILE = "particles.csv"
+SUMMARY_FILE = "summary.json"
 OVERLAY_DIR = "overlays"
 # one BGR colour per class in overlays
 _PALETTE = [(0, 200, 255), (80, 220, 80), (255, 120, 40), (200, 80, 255), (40, 40, 255)]
@@ -116,7 +119,9 @@ class CountResult:
     out_dir: Path
     images: list[dict[str, Any]]  # one row per image
     particles: list[dict[str, Any]]  # one row per particle
-    counting: str  # the post-processing that counted
+    counting: str  # the post-processing that counted, in words
+    method: str  # the counting method ("blobs", "watershed", "fibres", "seeded")
+    auxiliary: str | None = None  # the model's auxiliary head, if it has one
 
     @property
     def total(self) -> int:
@@ -124,9 +129,10 @@ class CountResult:
 
 
 def count_image(folder: ModelFolder, image: np.ndarray, setup: DeviceSetup, overlap: int = 32, progress: bool = False) -> dict[str, Detections]:
-    """Class name -> detections for one image of any size."""
-    probs = predict_probabilities(folder.model, prepare_image(image, folder.normalisation), setup, folder.tile, overlap, progress=progress)
-    return count_per_class(probs, folder.postprocess, names=folder.class_names)
+    """Class name -> detections for one image of any size; the auxiliary map is never counted as a class."""
+    prepared = prepare_image(image, folder.normalisation)
+    prediction = predict_image(folder.model, prepared, setup, folder.tile, overlap, progress=progress)
+    return count_per_class(prediction.classes, folder.postprocess, names=folder.class_names, auxiliary=prediction.auxiliary)
 
 
 def _write_csv(path: Path, rows: Sequence[dict[str, Any]], fields: Sequence[str]) -> None:
@@ -188,6 +194,16 @@ def count_images(
     image_fields = ["file", "count", *(f"count_{n}" for n in names if len(names) > 1), "true_count", *(["overlay"] if overlays else [])]
     _write_csv(out / COUNTS_FILE, image_rows, image_fields)
     _write_csv(out / PARTICLES_FILE, particle_rows, ["file", "id", "class", "x", "y", "width", "height", "area", "confidence"])
-    counting = describe(folder.postprocess)
-    return CountResult(out, image_rows, particle_rows, counting)
+    result = CountResult(out, image_rows, particle_rows, describe(folder.postprocess), folder.postprocess.method, folder.auxiliary)
+    summary = {
+        "model": str(folder.path),
+        "method": result.method,
+        "auxiliary": result.auxiliary,
+        "counting": result.counting,
+        "postprocess": folder.postprocess.to_dict(),
+        "images": len(image_rows),
+        "total": result.total,
+    }
+    write_json_atomic(out / SUMMARY_FILE, summary)
+    return result
 

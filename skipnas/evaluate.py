@@ -12,7 +12,7 @@ from skipnas.errors import SkipnasError
 from skipnas.modelio import load_model_folder
 from skipnas.predict import predict_images
 from skipnas.train.device import place_model, select_device
-from skipnas.train.run import evaluate_probabilities
+from skipnas.train.run import evaluate_predictions
 
 SPLITS = ("train", "val", "test")
 
@@ -23,7 +23,8 @@ def evaluate_model_folder(
     """Pixel and counting metrics of a model folder on one split's labelled images.
 
     Unlabelled images of the split (test images without masks) are skipped and counted in
-    ``unlabelled_images``.
+    ``unlabelled_images``. ``counting_method`` names the method that counted (``"seeded"`` counts
+    from the auxiliary head, named in ``auxiliary``), ``postprocess`` all its settings.
     """
     if split not in SPLITS:
         raise SkipnasError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
@@ -35,9 +36,9 @@ def evaluate_model_folder(
     if not images:
         raise SkipnasError(f"{index.root}: the {split} split has no labelled images; add masks or choose another --split")
     place_model(folder.model, setup)
-    probs = predict_images(folder.model, images, folder.normalisation, setup, folder.tile, overlap)
+    predictions = predict_images(folder.model, images, folder.normalisation, setup, folder.tile, overlap)
     postprocess = folder.postprocess
-    metrics = evaluate_probabilities(probs, images, postprocess)
+    metrics = evaluate_predictions(predictions, images, postprocess)
     metrics.update(
         {
             "split": split,
@@ -45,6 +46,7 @@ def evaluate_model_folder(
             "model": str(folder.path),
             "topology": folder.genome.name,
             "counting_method": postprocess.method,
+            "auxiliary": folder.auxiliary,
             "postprocess": describe(postprocess),
             "unlabelled_images": len(samples) - len(images),
         }

@@ -1,7 +1,8 @@
 """Model folders: everything needed to rebuild and use a trained model, and nothing executable.
 
-A model folder holds ``genome.json`` (the topology), ``model.json`` (channels, classes,
-normalisation statistics, inference tiling, the training config and summary), ``postprocess.json``
+A model folder holds ``genome.json`` (the topology), ``model.json`` (channels, classes, the
+auxiliary head's target if the model has one, normalisation statistics, inference tiling, the
+training config and summary), ``postprocess.json``
 (the calibrated counting settings), ``metrics.json`` (validation metrics) and ``weights.pt`` (a
 plain ``state_dict``). Loading uses ``torch.load(weights_only=True)``, so a model folder never
 unpickles arbitrary objects. Folders are written to a temp folder and renamed into place.
@@ -20,7 +21,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from skipnas.counting.postprocess import PostprocessConfig, read_postprocess_config, write_postprocess_config
+from skipnas.counting.postprocess import (
+    AUXILIARY_METHODS,
+    PostprocessConfig,
+    read_postprocess_config,
+    write_postprocess_config,
+)
+from skipnas.counting.seeded import AUXILIARY_TARGETS
 from skipnas.errors import SkipnasError
 from skipnas.fileio import write_json_atomic
 from skipnas.genome import Genome, GenomeError
@@ -60,6 +67,11 @@ class ModelFolder:
     def tile(self) -> int:
         return int(self.info.get("inference_tile", 256))
 
+    @property
+    def auxiliary(self) -> str | None:
+        """The auxiliary head's target (``"distance"``), or None for a model without one."""
+        return self.info.get("auxiliary")
+
 
 def is_model_folder(path: Path) -> bool:
     return all((path / name).is_file() for name in (GENOME_FILE, WEIGHTS_FILE))
@@ -82,6 +94,7 @@ def save_model_folder(
     *,
     in_channels: int,
     classes: int = 1,
+    auxiliary: str | None = None,
     class_names: list[str] | None = None,
     inference_tile: int = 256,
     train_config: dict[str, Any] | None = None,
@@ -100,6 +113,7 @@ def save_model_folder(
             "format_version": MODEL_FORMAT_VERSION,
             "in_channels": in_channels,
             "classes": classes,
+            "auxiliary": auxiliary,
             "class_names": class_names or (["particle"] if classes == 1 else [f"class{i}" for i in range(classes)]),
             "normalisation": normalisation.to_dict(),
             "inference_tile": inference_tile,
@@ -177,15 +191,26 @@ def load_model_folder(path: str | os.PathLike[str], map_location: str | torch.de
             f"{folder / MODEL_FILE}: not a version-{MODEL_FORMAT_VERSION} skipnas model description "
             f"(needs {', '.join(required)}); re-export the model folder"
         )
+    auxiliary = info.get("auxiliary")  # older folders have no key: no head
+    if auxiliary is not None and auxiliary not in AUXILIARY_TARGETS:
+        raise SkipnasError(
+            f"{folder / MODEL_FILE}: unknown auxiliary head {auxiliary!r} (known: {', '.join(AUXILIARY_TARGETS)}); "
+            "this folder needs a newer skipnas, or re-export it"
+        )
     postprocess = read_postprocess_config(folder / POSTPROCESS_FILE)
+    if postprocess.method in AUXILIARY_METHODS and auxiliary is None:
+        raise SkipnasError(
+            f"{folder / POSTPROCESS_FILE}: method {postprocess.method!r} counts from an auxiliary head, but the model "
+            f"in {MODEL_FILE} has none; choose another method there or retrain with --auxiliary distance"
+        )
     metrics = _read_json(folder / METRICS_FILE) if (folder / METRICS_FILE).exists() else {}
     state = load_state_dict(folder / WEIGHTS_FILE, map_location)
-    model = build_model(genome, in_channels=int(info["in_channels"]), classes=int(info["classes"]))
+    model = build_model(genome, in_channels=int(info["in_channels"]), classes=int(info["classes"]), auxiliary=auxiliary)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise SkipnasError(
-            f"{folder / WEIGHTS_FILE}: weights do not fit the genome in {GENOME_FILE} "
+            f"{folder / WEIGHTS_FILE}: weights do not fit the genome in {GENOME_FILE} and the heads in {MODEL_FILE} "
             f"({str(exc).splitlines()[0][:120]}); keep the folder's files together"
         ) from None
     model.to(map_location).eval()

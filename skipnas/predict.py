@@ -1,8 +1,13 @@
-"""Tiled inference: full images of any size in, stitched per-pixel probabilities out."""
+"""Tiled inference: full images of any size in, stitched per-pixel probabilities out.
+
+A model with an auxiliary head has one more sigmoid channel after its classes; it is stitched like
+the others and :func:`split_channels` takes it apart from the class maps.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -50,6 +55,40 @@ def predict_probabilities(
     return probs
 
 
+@dataclass(frozen=True)
+class Prediction:
+    """One image's stitched sigmoid maps: ``classes`` (K, H, W) and, from a model with an auxiliary
+    head, ``auxiliary`` (H, W) in [0, 1]."""
+
+    classes: np.ndarray
+    auxiliary: np.ndarray | None = None
+
+    @property
+    def foreground(self) -> np.ndarray:
+        """The first class's probability map (H, W): the particles of a one-class model."""
+        return self.classes[0]
+
+
+def split_channels(model: nn.Module, probs: np.ndarray) -> Prediction:
+    """Class maps and the auxiliary map of ``model``'s (K [+ 1], H, W) output."""
+    if getattr(model, "auxiliary", None) is None:
+        return Prediction(probs)
+    return Prediction(probs[:-1], probs[-1])
+
+
+def predict_image(
+    model: nn.Module,
+    image_chw: np.ndarray,
+    setup: DeviceSetup,
+    tile: int = 256,
+    overlap: int = 32,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> Prediction:
+    """:func:`predict_probabilities` split into the class maps and the auxiliary map."""
+    return split_channels(model, predict_probabilities(model, image_chw, setup, tile, overlap, batch_size, progress))
+
+
 def predict_images(
     model: nn.Module,
     images: Sequence[LabeledImage],
@@ -57,6 +96,6 @@ def predict_images(
     setup: DeviceSetup,
     tile: int = 256,
     overlap: int = 32,
-) -> list[np.ndarray]:
-    """Foreground probability maps (H x W) of full labelled images."""
-    return [predict_probabilities(model, prepare_image(item.image, normalisation), setup, tile, overlap)[0] for item in images]
+) -> list[Prediction]:
+    """The predictions of full labelled images."""
+    return [predict_image(model, prepare_image(item.image, normalisation), setup, tile, overlap) for item in images]

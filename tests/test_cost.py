@@ -76,3 +76,16 @@ def test_invalid_config_is_rejected() -> None:
         CostConfig(dtype="int8")
     with pytest.raises(ValueError, match="optimizer"):
         CostConfig(optimizer="lion")
+
+
+def test_a_config_with_an_auxiliary_head_costs_the_model_with_the_head(costs) -> None:
+    from skipnas.train.losses import AuxiliaryLoss, LossConfig, build_loss
+
+    genome = Genome.named("standard", base_width=4)
+    config = CostConfig(tile=32, batch=2, auxiliary="distance")
+    cost = estimate_cost(genome, config, loss_fn=AuxiliaryLoss(build_loss(LossConfig())))
+    assert cost.params == count_params(build_model(genome, auxiliary="distance")) == costs["standard"].params + 4 + 1
+    assert cost.predicted_peak_bytes > costs["standard"].predicted_peak_bytes
+    assert cost.train_step_flops > costs["standard"].train_step_flops
+    with pytest.raises(ValueError, match="auxiliary must be one of distance"):
+        CostConfig(auxiliary="centres")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from skipnas.cli import main
+from skipnas.counting.postprocess import AUXILIARY_METHODS, METHODS
 
 FAST = ["--pretrain-seconds", "1", "--finetune-seconds", "2", "--width", "4", "--tile", "32", "--batch", "4", "--synthetic", "4", "--device", "cpu"]
 
@@ -35,7 +36,9 @@ def test_evaluate_json_has_the_contract_keys(model_dir: Path, tiny_dataset: Path
     metrics = json.loads(capsys.readouterr().out)
     required = {"dice", "precision", "recall", "count_mae", "count_mse", "exact_count_accuracy", "images"}
     assert required <= set(metrics)
-    assert metrics["images"] == 2 and metrics["split"] == "test" and metrics["counting_method"] in ("blobs", "watershed")
+    assert metrics["images"] == 2 and metrics["split"] == "test" and metrics["auxiliary"] is None
+    # a model without an auxiliary head is never calibrated to a method that needs one
+    assert metrics["counting_method"] in METHODS and metrics["counting_method"] not in AUXILIARY_METHODS
 
 
 def test_count_writes_csvs_and_overlays_for_images_of_any_size(model_dir: Path, tiny_dataset: Path, tmp_path: Path, capsys) -> None:
@@ -74,3 +77,68 @@ def test_count_and_evaluate_bad_input_exit_2(model_dir: Path, tmp_path: Path) ->
         assert result.returncode == 2, result.stderr
         assert message in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "o").exists()
+
+
+@pytest.fixture(scope="module")
+def auxiliary_model_dir(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("model") / "auxiliary"
+    args = ["train", "--data", str(tiny_dataset), "--topology", "reverse", *FAST, "--auxiliary", "distance", "--out", str(out), "--json"]
+    assert main(args) == 0
+    return out
+
+
+def test_train_with_an_auxiliary_head_then_evaluate_and_count_say_which_method_counted(
+    auxiliary_model_dir: Path, tiny_dataset: Path, tmp_path: Path, capsys
+) -> None:
+    capsys.readouterr()
+    info = json.loads((auxiliary_model_dir / "model.json").read_text())
+    assert info["auxiliary"] == "distance" and info["classes"] == 1
+    method = json.loads((auxiliary_model_dir / "postprocess.json").read_text())["method"]
+    assert main(["evaluate", str(auxiliary_model_dir), "--data", str(tiny_dataset), "--split", "test", "--json", "--device", "cpu"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["counting_method"] == method and metrics["auxiliary"] == "distance"
+    assert main(["count", str(auxiliary_model_dir), str(tiny_dataset / "test"), "--out", str(tmp_path / "c"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["method"] == method and summary["auxiliary"] == "distance"
+    assert json.loads((tmp_path / "c" / "summary.json").read_text())["method"] == method
+
+
+def test_seeded_counting_uses_the_auxiliary_map_and_counts_only_the_particle_class(
+    auxiliary_model_dir: Path, tiny_dataset: Path, tmp_path: Path, capsys
+) -> None:
+    import shutil
+
+    import numpy as np
+
+    from skipnas.count import count_images
+    from skipnas.counting.postprocess import PostprocessConfig, count_particles, write_postprocess_config
+    from skipnas.data.io import read_image
+    from skipnas.modelio import load_model_folder
+    from skipnas.predict import predict_probabilities
+    from skipnas.train.data import prepare_image
+    from skipnas.train.device import select_device
+
+    seeded = tmp_path / "seeded"
+    shutil.copytree(auxiliary_model_dir, seeded)
+    config = PostprocessConfig(method="seeded", threshold=0.3, min_area=1, seed_threshold=0.5)
+    write_postprocess_config(seeded / "postprocess.json", config)
+    capsys.readouterr()
+    assert main(["evaluate", str(seeded), "--data", str(tiny_dataset), "--split", "test", "--device", "cpu"]) == 0
+    assert "counted by: seeded, from the model's auxiliary distance head" in capsys.readouterr().out
+
+    result = count_images(seeded, [tiny_dataset / "test"], tmp_path / "counts", device="cpu", progress=False)
+    assert result.method == "seeded"
+    rows = list(csv.DictReader((tmp_path / "counts" / "counts.csv").open()))
+    assert set(rows[0]) == {"file", "count", "true_count", "overlay"}  # no column for the auxiliary channel
+    particles = list(csv.DictReader((tmp_path / "counts" / "particles.csv").open()))
+    assert {p["class"] for p in particles} <= {"particle"}
+    # the counts are the particle channel's, seeded by the auxiliary channel
+    folder = load_model_folder(seeded)
+    setup = select_device("cpu")
+    for row in rows:
+        probs = predict_probabilities(folder.model, prepare_image(read_image(Path(row["file"])), folder.normalisation), setup, folder.tile)
+        assert probs.shape[0] == 2
+        assert int(row["count"]) == count_particles(probs[0], config, auxiliary=probs[1]).count
+    # without the auxiliary map the seeded method cannot count: it really is used
+    with pytest.raises(ValueError, match="needs the auxiliary map"):
+        count_particles(np.asarray(probs[0]), config)

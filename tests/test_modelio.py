@@ -94,3 +94,44 @@ def test_a_broken_postprocess_file_names_itself(tmp_path: Path) -> None:
     (tmp_path / "m" / "postprocess.json").write_text('{"threshold": 7}')
     with pytest.raises(SkipnasError, match="postprocess.json: .*threshold"):
         load_model_folder(tmp_path / "m")
+
+
+def test_a_model_with_an_auxiliary_head_round_trips_and_records_its_target(tmp_path: Path) -> None:
+    genome = Genome.named("semi-dense", base_width=4)
+    torch.manual_seed(0)
+    model = build_model(genome, in_channels=1, auxiliary="distance").eval()
+    seeded = PostprocessConfig(method="seeded", seed_threshold=0.4)
+    save_model_folder(tmp_path / "m", model, genome, Normalisation((0.4,), (0.1,), 255.0), seeded, in_channels=1, auxiliary="distance")
+    assert json.loads((tmp_path / "m" / "model.json").read_text())["auxiliary"] == "distance"
+    folder = load_model_folder(tmp_path / "m")
+    assert folder.auxiliary == "distance" and folder.postprocess == seeded
+    x = torch.randn(1, 1, 40, 40)
+    assert folder.model(x).shape == (1, 2, 40, 40)
+    assert torch.equal(model(x), folder.model(x))
+
+
+def test_a_folder_from_before_auxiliary_heads_loads_without_one(tmp_path: Path) -> None:
+    model = _save(tmp_path / "m")
+    info = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert info["auxiliary"] is None
+    del info["auxiliary"]
+    (tmp_path / "m" / "model.json").write_text(json.dumps(info))
+    folder = load_model_folder(tmp_path / "m")
+    x = torch.randn(1, 1, 40, 40)
+    assert folder.auxiliary is None and torch.equal(model(x), folder.model(x))
+
+
+def test_auxiliary_settings_that_cannot_work_name_the_file(tmp_path: Path) -> None:
+    _save(tmp_path / "m")
+    model_json = tmp_path / "m" / "model.json"
+    info = json.loads(model_json.read_text())
+    (tmp_path / "m" / "postprocess.json").write_text('{"method": "seeded"}')
+    with pytest.raises(SkipnasError, match="postprocess.json: method 'seeded' counts from an auxiliary head.*retrain"):
+        load_model_folder(tmp_path / "m")
+    model_json.write_text(json.dumps({**info, "auxiliary": "centres"}))
+    with pytest.raises(SkipnasError, match="model.json: unknown auxiliary head 'centres'"):
+        load_model_folder(tmp_path / "m")
+    # a head the weights do not have
+    model_json.write_text(json.dumps({**info, "auxiliary": "distance"}))
+    with pytest.raises(SkipnasError, match="weights do not fit the genome in genome.json and the heads in model.json"):
+        load_model_folder(tmp_path / "m")

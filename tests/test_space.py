@@ -94,3 +94,11 @@ def test_missing_space_file_and_unknown_name() -> None:
 
 def test_no_budget_means_infinite() -> None:
     assert math.isinf(budget_bytes(space_from_dict({})))
+
+
+def test_the_auxiliary_head_is_a_training_setting_of_the_space() -> None:
+    space = space_from_dict({"hyperparameters": {"auxiliary": "distance", "auxiliary_weight": {"choices": [0.5, 1.0]}}})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    genome, hps = space.suggest(study.ask())
+    assert hps["auxiliary"] == "distance" and hps["auxiliary_weight"] in (0.5, 1.0)
+    assert not any("auxiliary" in key for key in genome.to_dict())  # the genome knows nothing of it

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from skipnas.cli._common import console, print_json
+from skipnas.cli.evaluate import counting_line
 from skipnas.cli.train import add_device_arguments
 
 
@@ -16,8 +17,8 @@ def register(subparsers: Any) -> None:
         help="count particles in images of any size: CSVs and overlay images with numbered boxes",
         description="Tiled inference with a model folder on images of any size, then the folder's calibrated "
         "counting. Writes counts.csv (one row per image; the true count where a masks/ folder sits beside "
-        "images/), particles.csv (one row per particle: box, area, confidence) and overlays/IMAGE.png with "
-        "numbered boxes.",
+        "images/), particles.csv (one row per particle: box, area, confidence), overlays/IMAGE.png with "
+        "numbered boxes and summary.json (the counting method and the totals).",
     )
     parser.add_argument("model_dir", type=Path, metavar="MODEL_DIR", help="folder written by skipnas train or export")
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders of images")
@@ -37,7 +38,10 @@ def _count(args: argparse.Namespace) -> int:
         args.model_dir, args.inputs, args.out, device=args.device, overlays=not args.no_overlays, progress=not args.json
     )
     if args.json:
-        print_json({"out_dir": str(result.out_dir), "counting": result.counting, "total": result.total, "images": result.images})
+        print_json(
+            {"out_dir": str(result.out_dir), "counting": result.counting, "method": result.method, "auxiliary": result.auxiliary,
+             "total": result.total, "images": result.images}
+        )
         return 0
     table = Table()
     columns = [key for key in result.images[0] if key not in ("file", "overlay")]
@@ -49,5 +53,6 @@ def _count(args: argparse.Namespace) -> int:
     out = console()
     out.print(f"[bold]counts[/] (counting: {result.counting})")
     out.print(table)
+    out.print(counting_line(result.method, result.auxiliary))
     out.print(f"{result.total} particles in {len(result.images)} images -> {result.out_dir}")
     return 0

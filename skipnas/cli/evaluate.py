@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from skipnas.cli._common import print_json
+from skipnas.cli._common import console, print_json
 from skipnas.cli.train import add_device_arguments, print_metrics
 
 
@@ -37,4 +37,15 @@ def _evaluate(args: argparse.Namespace) -> int:
         f"{metrics['topology']} on {args.split} ({metrics['images']} images{skipped}); counting: {metrics['postprocess']}",
         metrics,
     )
+    console().print(counting_line(metrics["counting_method"], metrics.get("auxiliary")))
     return 0
+
+
+def counting_line(method: str, auxiliary: str | None) -> str:
+    """Which method counted, and whether it used the model's auxiliary head."""
+    from skipnas.counting.postprocess import AUXILIARY_METHODS
+
+    if method in AUXILIARY_METHODS:
+        return f"counted by: {method}, from the model's auxiliary {auxiliary} head"
+    head = f" (the model's auxiliary {auxiliary} head is not used)" if auxiliary else ""
+    return f"counted by: {method}{head}"

@@ -23,6 +23,10 @@ METRIC_ROWS = (
 )
 
 
+# skipnas.counting.seeded.AUXILIARY_TARGETS, spelled out so --help need not import OpenCV
+AUXILIARY_CHOICES = ("distance",)
+
+
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="where to run (default: auto)")
 
@@ -50,6 +54,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--loss", choices=("bce_dice", "focal", "bce"), default="bce_dice", help="loss (default bce_dice)")
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam", help="optimiser (default adam)")
     parser.add_argument("--scheduler", choices=("plateau", "step", "none"), default="plateau", help="LR schedule (default plateau)")
+    parser.add_argument(
+        "--auxiliary", choices=AUXILIARY_CHOICES, default=None,
+        help="add a second head trained on this target from the instance masks (distance: each particle's distance "
+        "to its own border), so calibration may count by its seeds and split touching particles (default: none)",
+    )
+    parser.add_argument("--auxiliary-weight", type=float, default=1.0, metavar="W", help="the auxiliary loss's weight (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     add_device_arguments(parser)
     parser.add_argument("--out", type=Path, default=None, metavar="MODEL_DIR", help="model folder (default: runs/models/TOPOLOGY-wWIDTH)")
@@ -90,6 +100,8 @@ def _train(args: argparse.Namespace) -> int:
         loss=LossConfig(kind=args.loss),
         optimizer=args.optimizer,
         scheduler=args.scheduler,
+        auxiliary=args.auxiliary,
+        auxiliary_weight=args.auxiliary_weight,
         device=args.device,
         seed=args.seed,
     )
@@ -100,6 +112,7 @@ def _train(args: argparse.Namespace) -> int:
     notes.print(
         f"{len(data.train)} train / {len(data.val)} val images, {len(data.synthetic)} semi-synthetic; "
         f"training {genome.name} (width {genome.base_width})"
+        + (f" with an auxiliary {args.auxiliary} head" if args.auxiliary else "")
     )
     result = train_candidate(genome, data, config, out=out, progress=not args.json)
     if args.json:

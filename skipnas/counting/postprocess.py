@@ -346,6 +346,7 @@ def count_per_class(
     names: Sequence[str] | None = None,
     *,
     exclusive: bool = False,
+    auxiliary: np.ndarray | None = None,
 ) -> dict[str, Detections]:
     """Count each class channel of a ``(K, H, W)`` stack: class name (default ``"0"``, ``"1"``, ...) -> detections.
 
@@ -353,6 +354,7 @@ def count_per_class(
     config for every class or one per class. Channels are counted independently (sigmoid outputs:
     a pixel may belong to two classes); ``exclusive=True`` first zeroes every channel where it is
     not the most probable class, so each pixel counts in one class at most (softmax outputs).
+    ``auxiliary``: the network's auxiliary map (HxW, one for all classes), for ``method="seeded"``.
     """
     stack = np.asarray(prob_per_class)
     if stack.ndim != 3:
@@ -365,7 +367,7 @@ def count_per_class(
     if exclusive and classes > 1:
         winner = np.argmax(stack, axis=0)
         stack = np.where(np.arange(classes)[:, None, None] == winner[None], stack, 0)
-    return {name: count_particles(stack[index], configs[index]) for index, name in enumerate(names)}
+    return {name: count_particles(stack[index], configs[index], auxiliary) for index, name in enumerate(names)}
 
 
 def describe(config: PostprocessConfig) -> str:

@@ -1,10 +1,11 @@
-"""The only place a genome becomes an ``nn.Module``: encoder -> decoder -> head."""
+"""The only place a genome becomes an ``nn.Module``: encoder -> decoder -> head (and the auxiliary head)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from skipnas.counting.seeded import AUXILIARY_TARGETS
 from skipnas.genome import Genome
 from skipnas.models.blocks import DecoderBlock, DoubleConv, EncoderStage, SegmentationHead, resize_to_level
 
@@ -67,32 +68,52 @@ class UNetDecoder(nn.Module):
 
 
 class SkipUNet(nn.Module):
-    """A U-Net whose skip connections follow a genome. Returns logits of shape (N, classes, H, W)."""
+    """A U-Net whose skip connections follow a genome. Returns logits of shape (N, classes, H, W).
 
-    def __init__(self, genome: Genome, in_channels: int = 1, classes: int = 1) -> None:
+    With ``auxiliary`` set (one of :data:`AUXILIARY_TARGETS`), a second 1x1 head on the same last
+    decoder features adds one channel after the class channels: (N, classes + 1, H, W). It is a
+    separate module (``auxiliary_head``), so a model without it has exactly the parameters it had
+    before the head existed and old weights load unchanged.
+    """
+
+    def __init__(self, genome: Genome, in_channels: int = 1, classes: int = 1, auxiliary: str | None = None) -> None:
         super().__init__()
         self.genome = genome
         self.in_channels = in_channels
         self.classes = classes
+        self.auxiliary = auxiliary
         self.encoder = UNetEncoder(genome, in_channels)
         self.decoder = UNetDecoder(genome)
         self.head = SegmentationHead(self.decoder.out_channels, classes)
+        self.auxiliary_head = SegmentationHead(self.decoder.out_channels, 1) if auxiliary is not None else None
 
     @property
     def min_input_size(self) -> int:
         """The smallest side that survives ``depth`` poolings into the bottleneck."""
         return 2**self.genome.depth
 
+    @property
+    def out_channels(self) -> int:
+        """Logit channels: the classes, then the auxiliary map when there is a head for it."""
+        return self.classes + (self.auxiliary_head is not None)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features, bottleneck = self.encoder(x)
-        return self.head(self.decoder(features, bottleneck))
+        decoded = self.decoder(features, bottleneck)
+        logits = self.head(decoded)
+        if self.auxiliary_head is None:
+            return logits
+        return torch.cat([logits, self.auxiliary_head(decoded)], dim=1)
 
 
-def build_model(genome: Genome, in_channels: int = 1, classes: int = 1) -> SkipUNet:
-    """Build the U-Net of ``genome``: ``in_channels`` image channels, ``classes`` logit channels."""
+def build_model(genome: Genome, in_channels: int = 1, classes: int = 1, auxiliary: str | None = None) -> SkipUNet:
+    """Build the U-Net of ``genome``: ``in_channels`` image channels, ``classes`` logit channels, and
+    with ``auxiliary`` (e.g. ``"distance"``) one more channel, the auxiliary map's logits, after them."""
     if in_channels < 1 or classes < 1:
         raise ValueError(f"in_channels and classes must be >= 1, got {in_channels} and {classes}")
-    return SkipUNet(genome, in_channels=in_channels, classes=classes)
+    if auxiliary is not None and auxiliary not in AUXILIARY_TARGETS:
+        raise ValueError(f"auxiliary must be None or one of {', '.join(AUXILIARY_TARGETS)}, got {auxiliary!r}")
+    return SkipUNet(genome, in_channels=in_channels, classes=classes, auxiliary=auxiliary)
 
 
 __all__ = ["DoubleConv", "SkipUNet", "UNetDecoder", "UNetEncoder", "build_model", "decoder_widths"]

@@ -27,16 +27,21 @@ from skipnas.space import SearchSpace
 from skipnas.study.settings import DIRECTIONS, OBJECTIVES, SURPLUS_ATTR
 from skipnas.study.trials import counted_before
 from skipnas.train.device import select_device
-from skipnas.train.losses import LossConfig, build_loss
+from skipnas.train.losses import LossConfig
 from skipnas.train.run import PreparedData, train_candidate
-from skipnas.train.trainer import EpochResult, TrainConfig
+from skipnas.train.trainer import EpochResult, TrainConfig, training_loss
 
 METRIC_ATTRS = (
     "dice", "precision", "recall", "iou", "count_mae", "count_mse", "exact_count_accuracy",
     "relative_count_error", "object_precision", "object_recall",
 )
 # training hyperparameters a search space may declare, and where they go in TrainConfig
-TRAINING_HYPERPARAMETERS = ("lr", "finetune_lr", "weight_decay", "optimizer", "scheduler", "loss", "dice_weight", "batch_size")
+TRAINING_HYPERPARAMETERS = (
+    "lr", "finetune_lr", "weight_decay", "optimizer", "scheduler", "loss", "dice_weight", "batch_size",
+    "auxiliary", "auxiliary_weight",
+)
+# TOML has no null: a space file writes auxiliary = "none" for a model without the head
+NO_AUXILIARY = "none"
 
 
 class StudyFull(Exception):
@@ -67,7 +72,8 @@ def check_training_hyperparameters(space: SearchSpace, base: TrainConfig) -> Non
 
 
 def training_config(base: TrainConfig, hyperparameters: dict[str, Any]) -> TrainConfig:
-    """``base`` with a trial's training hyperparameters applied (``finetune_lr`` defaults to ``lr``)."""
+    """``base`` with a trial's training hyperparameters applied (``finetune_lr`` defaults to ``lr``;
+    ``auxiliary = "none"`` trains without the auxiliary head)."""
     hp = dict(hyperparameters)
     changes: dict[str, Any] = {}
     if "lr" in hp or "finetune_lr" in hp:
@@ -77,6 +83,10 @@ def training_config(base: TrainConfig, hyperparameters: dict[str, Any]) -> Train
     for key in ("weight_decay", "optimizer", "scheduler", "batch_size"):
         if key in hp:
             changes[key] = hp[key]
+    if "auxiliary" in hp:
+        changes["auxiliary"] = None if hp["auxiliary"] in (None, NO_AUXILIARY) else hp["auxiliary"]
+    if "auxiliary_weight" in hp:
+        changes["auxiliary_weight"] = float(hp["auxiliary_weight"])
     if "loss" in hp or "dice_weight" in hp:
         changes["loss"] = LossConfig(kind=hp.get("loss", base.loss.kind), dice_weight=float(hp.get("dice_weight", base.loss.dice_weight)))
     return dataclasses.replace(base, **changes)
@@ -131,18 +141,19 @@ class Objective:
 
     def _cost(self, genome: Genome, config: TrainConfig) -> Any:
         """The trial's own training step: its batch, optimiser and loss, and the device's precision."""
-        key = f"{genome.hash}:{config.batch_size}:{config.optimizer}:{config.loss}"
+        key = f"{genome.hash}:{config.batch_size}:{config.optimizer}:{config.loss}:{config.auxiliary}"
         if key not in self._cost_cache:
             setup = select_device(config.device, config.precision, config.channels_last)
             cost_config = CostConfig(
                 tile=config.tile.size,
                 batch=config.batch_size,
                 in_channels=self.data.channels,
+                auxiliary=config.auxiliary,
                 dtype="float32" if setup.amp_dtype is None else str(setup.amp_dtype).removeprefix("torch."),
                 optimizer=config.optimizer,
                 channels_last=setup.channels_last,
             )
-            self._cost_cache[key] = estimate_cost(genome, cost_config, loss_fn=build_loss(config.loss))
+            self._cost_cache[key] = estimate_cost(genome, cost_config, loss_fn=training_loss(config))
         return self._cost_cache[key]
 
     def _values(self, attrs: dict[str, Any]) -> float | list[float]:
@@ -192,6 +203,7 @@ class Objective:
         trial.set_user_attr("genome_hash", genome.hash)
         trial.set_user_attr("candidate_hash", key)
         trial.set_user_attr("topology", genome.name)
+        trial.set_user_attr("auxiliary", config.auxiliary)
         state = TrialProgress(number=trial.number, topology=genome.name)
         self._progress(state, stage="cost model")
 

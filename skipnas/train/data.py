@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from skipnas.counting.seeded import AUXILIARY_TARGETS, instance_distance_map
 from skipnas.data.augment import AugmentConfig, apply_transform, build_eval_transform, build_train_transform
 from skipnas.data.dataset import DatasetIndex, LabeledImage, load_labeled
 from skipnas.data.io import image_range
@@ -56,17 +57,31 @@ def foreground_target(instances: np.ndarray) -> torch.Tensor:
     return torch.from_numpy((instances > 0).astype(np.float32))[None]
 
 
+def auxiliary_target(name: str, instances: np.ndarray) -> np.ndarray:
+    """The auxiliary head's float32 HxW target in [0, 1] made from an instance mask."""
+    if name == "distance":
+        return instance_distance_map(instances)
+    raise ValueError(f"auxiliary target must be one of {', '.join(AUXILIARY_TARGETS)}, got {name!r}")
+
+
 @dataclass
 class TileDataset(Dataset):
-    """Training tiles of full images, augmented on every access; targets are binary foreground."""
+    """Training tiles of full images, augmented on every access; targets are binary foreground.
+
+    With ``auxiliary`` (a target name), the target gets a second channel, the auxiliary target made
+    from the tile's instance mask after augmentation, so it always matches the augmented image.
+    """
 
     images: Sequence[LabeledImage]
     normalisation: Normalisation
     tile: TileConfig = field(default_factory=TileConfig)
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)
     seed: int = 0
+    auxiliary: str | None = None
 
     def __post_init__(self) -> None:
+        if self.auxiliary is not None and self.auxiliary not in AUXILIARY_TARGETS:
+            raise ValueError(f"auxiliary target must be one of {', '.join(AUXILIARY_TARGETS)}, got {self.auxiliary!r}")
         rng = np.random.default_rng(self.seed)
         self.tiles = [pair for item in self.images for pair in training_tiles(item.image, item.instances, self.tile, rng)]
         if not self.tiles:
@@ -82,7 +97,11 @@ class TileDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, instances = apply_transform(self.transform, *self.tiles[index])
-        return to_tensor_image(image), foreground_target(instances)
+        target = foreground_target(instances)
+        if self.auxiliary is not None:
+            extra = torch.from_numpy(auxiliary_target(self.auxiliary, instances))[None]
+            target = torch.cat([target, extra])
+        return to_tensor_image(image), target
 
 
 def prepare_image(image: np.ndarray, normalisation: Normalisation) -> np.ndarray:

@@ -1,7 +1,12 @@
-"""Losses for sparse binary targets: particles cover a few percent of a micrograph."""
+"""Losses for sparse binary targets: particles cover a few percent of a micrograph.
+
+A model with an auxiliary head trains with :class:`AuxiliaryLoss`: the segmentation loss on the
+class channels plus a weighted BCE of its last channel against a soft target in [0, 1].
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -52,3 +57,31 @@ def build_loss(config: LossConfig) -> LossFn:
         return bce + config.dice_weight * soft_dice_loss(logits, targets)
 
     return bce_dice
+
+
+@dataclass(frozen=True)
+class AuxiliaryLoss:
+    """``segmentation`` on every channel but the last, plus ``weight`` x BCE-with-logits of the last
+    channel (the auxiliary head) against its soft target; targets carry the same channels."""
+
+    segmentation: LossFn
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.weight) and self.weight >= 0):
+            raise ValueError(f"auxiliary_weight must be a finite number >= 0, got {self.weight!r}")
+
+    def terms(self, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(segmentation loss, unweighted auxiliary loss)."""
+        if logits.shape[1] < 2 or logits.shape != targets.shape:
+            raise ValueError(
+                f"an auxiliary loss needs class channels plus one auxiliary channel in logits and targets alike, "
+                f"got {tuple(logits.shape)} and {tuple(targets.shape)}"
+            )
+        segmentation = self.segmentation(logits[:, :-1], targets[:, :-1])
+        auxiliary = F.binary_cross_entropy_with_logits(logits[:, -1:], targets[:, -1:])
+        return segmentation, auxiliary
+
+    def __call__(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        segmentation, auxiliary = self.terms(logits, targets)
+        return segmentation + self.weight * auxiliary

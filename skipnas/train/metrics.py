@@ -160,11 +160,15 @@ class Evaluation:
         true_instances: np.ndarray,
         config: PostprocessConfig | None = None,
         stem: str | None = None,
+        auxiliary: np.ndarray | None = None,
     ) -> dict[str, Any]:
-        """Post-process one probability map (``config``, else the evaluation's) and score it; returns its row."""
+        """Post-process one probability map (``config``, else the evaluation's) and score it; returns its row.
+
+        ``auxiliary`` is the auxiliary head's map of the same image, which ``method="seeded"`` counts from."""
         config = config or self.config
         prob = as_probabilities(prob)
-        return self.add_detections(count_particles(prob, config), true_instances, stem, foreground=prob > config.threshold)
+        detections = count_particles(prob, config, auxiliary=auxiliary)
+        return self.add_detections(detections, true_instances, stem, foreground=prob > config.threshold)
 
     def add_detections(
         self,

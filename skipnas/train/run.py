@@ -22,7 +22,7 @@ from skipnas.data.io import image_range
 from skipnas.genome import Genome
 from skipnas.modelio import save_model_folder
 from skipnas.models import build_model
-from skipnas.predict import predict_images
+from skipnas.predict import Prediction, predict_images
 from skipnas.train.data import Normalisation, load_split, synthetic_images
 from skipnas.train.metrics import Evaluation
 from skipnas.train.trainer import Callback, TrainConfig, TrainResult, fit_model
@@ -62,12 +62,32 @@ def prepare_data(spec: str | Path, config: TrainConfig | None = None) -> Prepare
 
 
 def evaluate_probabilities(
-    probs: Sequence[np.ndarray], images: Sequence[LabeledImage], postprocess: PostprocessConfig
+    probs: Sequence[np.ndarray],
+    images: Sequence[LabeledImage],
+    postprocess: PostprocessConfig,
+    auxiliary: Sequence[np.ndarray] | None = None,
 ) -> dict[str, Any]:
+    """:class:`Evaluation` summary of foreground maps (and their auxiliary maps) against the images' masks."""
+    maps: Sequence[np.ndarray | None] = [None] * len(probs) if auxiliary is None else auxiliary
     evaluation = Evaluation()
-    for prob, item in zip(probs, images, strict=True):
-        evaluation.add(prob, item.instances, postprocess, stem=item.stem)
+    for prob, extra, item in zip(probs, maps, images, strict=True):
+        evaluation.add(prob, item.instances, postprocess, stem=item.stem, auxiliary=extra)
     return evaluation.summary()
+
+
+def auxiliary_maps(predictions: Sequence[Prediction]) -> list[np.ndarray] | None:
+    """The predictions' auxiliary maps, or None when the model has no auxiliary head."""
+    maps = [p.auxiliary for p in predictions]
+    if not maps or any(m is None for m in maps):
+        return None
+    return maps  # type: ignore[return-value]
+
+
+def evaluate_predictions(
+    predictions: Sequence[Prediction], images: Sequence[LabeledImage], postprocess: PostprocessConfig
+) -> dict[str, Any]:
+    """:func:`evaluate_probabilities` of model predictions: the foreground and, where predicted, the auxiliary map."""
+    return evaluate_probabilities([p.foreground for p in predictions], images, postprocess, auxiliary_maps(predictions))
 
 
 @dataclass
@@ -91,12 +111,16 @@ def train_candidate(
     """Train ``genome`` on ``data``, calibrate counting on validation, and write a model folder to ``out``."""
     started = time.perf_counter()
     torch.manual_seed(config.seed)
-    model = build_model(genome, in_channels=data.channels, classes=1)
+    model = build_model(genome, in_channels=data.channels, classes=1, auxiliary=config.auxiliary)
     result = fit_model(model, config, data.normalisation, data.train, data.val, data.synthetic, callbacks, progress)
     trained = time.perf_counter()
-    probs = predict_images(result.model, data.val, data.normalisation, result.setup, config.val_tile, config.val_overlap)
-    postprocess, _ = calibrate(probs, [item.instances for item in data.val], PostprocessConfig())
-    metrics = evaluate_probabilities(probs, data.val, postprocess)
+    predictions = predict_images(result.model, data.val, data.normalisation, result.setup, config.val_tile, config.val_overlap)
+    probs = [p.foreground for p in predictions]
+    # with an auxiliary head the grid also tries the methods that count from its map
+    postprocess, _ = calibrate(
+        probs, [item.instances for item in data.val], PostprocessConfig(), auxiliary=auxiliary_maps(predictions)
+    )
+    metrics = evaluate_predictions(predictions, data.val, postprocess)
     evaluated = time.perf_counter()
     model_dir = None
     if out is not None:
@@ -107,6 +131,7 @@ def train_candidate(
             data.normalisation,
             postprocess,
             in_channels=data.channels,
+            auxiliary=config.auxiliary,
             inference_tile=config.val_tile,
             train_config=asdict(config),
             training=result.to_dict(),

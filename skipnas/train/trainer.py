@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from skipnas.counting.seeded import AUXILIARY_TARGETS
 from skipnas.data.augment import AugmentConfig
 from skipnas.data.synth import SynthConfig
 from skipnas.data.tiling import TileConfig
@@ -29,9 +31,9 @@ from skipnas.progress import progress_bar
 from skipnas.data.dataset import LabeledImage
 from skipnas.train.data import Normalisation, TileDataset
 from skipnas.train.device import DeviceSetup, place_model, select_device
-from skipnas.train.losses import LossConfig, build_loss
+from skipnas.train.losses import AuxiliaryLoss, LossConfig, build_loss
 from skipnas.train.metrics import PixelMetrics, pixel_confusion
-from skipnas.train.step import train_step
+from skipnas.train.step import LossFn, train_step
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULERS = ("plateau", "step", "none")
@@ -84,8 +86,15 @@ class TrainConfig:
     precision: str = "auto"
     channels_last: str = "auto"
     seed: int = 0
+    auxiliary: str | None = None  # a second head trained on this target from the instance masks ("distance")
+    auxiliary_weight: float = 1.0  # its BCE's weight next to the segmentation loss
 
     def __post_init__(self) -> None:
+        if self.auxiliary is not None and self.auxiliary not in AUXILIARY_TARGETS:
+            raise SkipnasError(f"auxiliary must be one of {', '.join(AUXILIARY_TARGETS)} or none, got {self.auxiliary!r}")
+        weight = self.auxiliary_weight
+        if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not (math.isfinite(weight) and weight >= 0):
+            raise SkipnasError(f"auxiliary_weight must be a finite number >= 0, got {self.auxiliary_weight!r}")
         if self.optimizer not in OPTIMIZERS:
             raise SkipnasError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.scheduler not in SCHEDULERS:
@@ -103,6 +112,7 @@ class EpochResult:
     val_dice: float
     lr: float
     seconds: float  # since training started
+    auxiliary_loss: float | None = None  # the auxiliary head's mean BCE over the epoch (unweighted), when there is one
 
 
 class Callback(Protocol):
@@ -130,13 +140,22 @@ class TrainResult:
         }
 
 
+def training_loss(config: TrainConfig) -> LossFn:
+    """The loss a model trains with under ``config``: the segmentation loss, plus the auxiliary term
+    when the config has an auxiliary head."""
+    segmentation = build_loss(config.loss)
+    if config.auxiliary is None:
+        return segmentation
+    return AuxiliaryLoss(segmentation, config.auxiliary_weight)
+
+
 def validation_dice(
     model: nn.Module, images: Sequence[LabeledImage], normalisation: Normalisation, setup: DeviceSetup, tile: int, overlap: int
 ) -> float:
     """Pixel Dice at threshold 0.5 over full stitched validation images (all pixels pooled)."""
     tp = fp = fn = 0
-    for probs, item in zip(predict_images(model, images, normalisation, setup, tile, overlap), images):
-        counts = pixel_confusion(probs > 0.5, item.instances > 0)
+    for prediction, item in zip(predict_images(model, images, normalisation, setup, tile, overlap), images):
+        counts = pixel_confusion(prediction.foreground > 0.5, item.instances > 0)
         tp, fp, fn = tp + counts[0], fp + counts[1], fn + counts[2]
     return PixelMetrics.from_counts(tp, fp, fn).dice
 
@@ -156,9 +175,14 @@ class Trainer:
         self.normalisation = normalisation
         self.callbacks = list(callbacks)
         self.progress = progress
+        if getattr(model, "auxiliary", None) != config.auxiliary:
+            raise ValueError(
+                f"the model's auxiliary head ({getattr(model, 'auxiliary', None)}) differs from the config's "
+                f"({config.auxiliary}): build it with build_model(..., auxiliary=config.auxiliary)"
+            )
         self.setup = select_device(config.device, config.precision, config.channels_last)
         self.model = place_model(model, self.setup)
-        self.loss_fn = build_loss(config.loss)
+        self.loss_fn = training_loss(config)
         self.history: list[EpochResult] = []
         self.steps = 0
         self._started = 0.0
@@ -180,7 +204,9 @@ class Trainer:
         return None
 
     def _loader(self, images: Sequence[LabeledImage], seed: int) -> DataLoader:
-        dataset = TileDataset(images, self.normalisation, self.config.tile, self.config.augment, seed=seed)
+        dataset = TileDataset(
+            images, self.normalisation, self.config.tile, self.config.augment, seed=seed, auxiliary=self.config.auxiliary
+        )
         generator = torch.Generator().manual_seed(seed)
         return DataLoader(
             dataset,
@@ -211,17 +237,29 @@ class Trainer:
                 return f"{phase.seconds:g} s"
             return ""
 
+        # the auxiliary term is summed on the device like the loss, so recording it costs no sync
+        auxiliary_sum = torch.zeros((), device=self.setup.device)
+        loss_fn = self.loss_fn
+        if isinstance(self.loss_fn, AuxiliaryLoss):
+            auxiliary_loss = self.loss_fn
+
+            def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+                segmentation, auxiliary = auxiliary_loss.terms(logits, targets)
+                auxiliary_sum.add_(auxiliary.detach())
+                return segmentation + auxiliary_loss.weight * auxiliary
+
         by_steps = phase.steps is not None and phase.seconds is None
         with progress_bar(name, total=phase.steps if by_steps else phase.seconds, enabled=self.progress, transient=False) as bar:
             while not reason:
                 epoch += 1
                 self.model.train()
                 loss_sum = torch.zeros((), device=self.setup.device)
+                auxiliary_sum.zero_()
                 batches = 0
                 for images, targets in loader:
                     images = images.to(self.setup.device, non_blocking=True).contiguous(memory_format=memory_format)
                     targets = targets.to(self.setup.device, non_blocking=True)
-                    loss = train_step(self.model, optimizer, images, targets, self.loss_fn, self.setup.amp_dtype)
+                    loss = train_step(self.model, optimizer, images, targets, loss_fn, self.setup.amp_dtype)
                     loss_sum += loss
                     batches += 1
                     phase_steps += 1
@@ -234,11 +272,14 @@ class Trainer:
                         break
                 self._check_finite(loss_sum, name, phase_steps)
                 train_loss = float(loss_sum) / max(batches, 1)
+                auxiliary_mean = float(auxiliary_sum) / max(batches, 1) if isinstance(self.loss_fn, AuxiliaryLoss) else None
                 val_dice = validation_dice(
                     self.model, val_images, self.normalisation, self.setup, self.config.val_tile, self.config.val_overlap
                 )
                 lr = optimizer.param_groups[0]["lr"]
-                result = EpochResult(name, epoch, self.steps, train_loss, val_dice, lr, time.perf_counter() - self._started)
+                result = EpochResult(
+                    name, epoch, self.steps, train_loss, val_dice, lr, time.perf_counter() - self._started, auxiliary_mean
+                )
                 self.history.append(result)
                 bar.update(detail=f"step {phase_steps}, val Dice {val_dice:.3f}")
                 if val_dice > best_dice:

@@ -81,3 +81,51 @@ def test_standard_genome_at_classic_widths_is_the_reference_unet() -> None:
 
 def test_reference_unet_runs_on_odd_sizes() -> None:
     assert ClassicUNet(width=4)(torch.randn(1, 1, 67, 93)).shape == (1, 1, 67, 93)
+
+
+@pytest.mark.parametrize("name", ["standard", "semi-dense", "reverse", "none"])
+def test_an_auxiliary_head_adds_one_channel_after_the_classes_for_any_genome(name: str) -> None:
+    torch.manual_seed(0)
+    genome = Genome.named(name, base_width=4)
+    model = build_model(genome, in_channels=1, classes=2, auxiliary="distance")
+    assert model.out_channels == 3
+    model.eval()
+    x = torch.randn(2, 1, 40, 36)
+    logits = model(x)
+    assert logits.shape == (2, 3, 40, 36)
+    # class logits first, then the auxiliary head's own output on the same decoder features
+    decoded = model.decoder(*model.encoder(x))
+    assert torch.equal(logits[:, :2], model.head(decoded))
+    assert torch.equal(logits[:, 2:], model.auxiliary_head(decoded))
+
+
+def test_gradients_reach_the_auxiliary_head_only_through_its_channel() -> None:
+    model = build_model(Genome.named("semi-dense", base_width=4), auxiliary="distance")
+    logits = model(torch.randn(2, 1, 32, 32))
+    logits[:, -1].square().mean().backward()
+    head = model.auxiliary_head
+    assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0 and head.bias.grad.abs().sum() > 0
+    assert model.head.weight.grad is None or not model.head.weight.grad.any()  # the class head does not feed it
+    assert model.encoder.stages[0].conv[0].weight.grad.abs().sum() > 0  # the shared body learns from it
+
+
+def test_without_an_auxiliary_head_the_model_is_unchanged() -> None:
+    genome = Genome.named("reverse", base_width=4)
+    torch.manual_seed(0)
+    plain = build_model(genome)
+    torch.manual_seed(0)
+    with_head = build_model(genome, auxiliary="distance")
+    plain_names = list(plain.state_dict())
+    assert plain.auxiliary_head is None and plain.out_channels == 1
+    assert [k for k in with_head.state_dict() if not k.startswith("auxiliary_head.")] == plain_names
+    assert sorted(set(with_head.state_dict()) - set(plain_names)) == ["auxiliary_head.bias", "auxiliary_head.weight"]
+    # a head-less model's weights are the class part of a model with the head: same class logits
+    with_head.load_state_dict(plain.state_dict(), strict=False)
+    x = torch.randn(2, 1, 32, 32)
+    plain.eval(), with_head.eval()
+    assert torch.equal(plain(x), with_head(x)[:, :1])
+
+
+def test_an_unknown_auxiliary_target_is_refused() -> None:
+    with pytest.raises(ValueError, match="auxiliary must be None or one of distance"):
+        build_model(Genome.named("standard", base_width=4), auxiliary="centres")

@@ -179,6 +179,8 @@ def test_ctrl_c_fails_the_running_trial_with_its_reason_and_keeps_the_study(tiny
         running = False
         while time.monotonic() < deadline and not running:
             time.sleep(0.5)
+            if process.poll() is not None:
+                pytest.fail(f"the search ended before its first trial trained: {process.communicate()[1][-2000:]}")
             if db.exists():
                 try:
                     study = optuna.load_study(study_name="interrupted", storage=f"sqlite:///{db}")

@@ -9,7 +9,8 @@ from skipnas.data.tiling import TileConfig
 from skipnas.genome import Genome
 from skipnas.models import build_model
 from skipnas.train.run import PreparedData, prepare_data
-from skipnas.train.trainer import EpochResult, PhaseConfig, TrainConfig, TrainingDiverged, fit_model
+from skipnas.errors import SkipnasError
+from skipnas.train.trainer import EpochResult, PhaseConfig, TrainConfig, TrainingDiverged, fit_model, training_loss
 
 
 def _config(**changes: object) -> TrainConfig:
@@ -111,3 +112,49 @@ def test_sgd_and_step_scheduler_and_focal_loss_train(data: PreparedData) -> None
     result = _fit(data, config)
     # the lr recorded with each epoch is the one it trained with; StepLR halves it after each
     assert [r.lr for r in result.history] == pytest.approx([1e-3, 5e-4, 2.5e-4])
+
+
+def test_a_model_with_an_auxiliary_head_trains_it_and_records_its_loss(data: PreparedData) -> None:
+    config = _config(pretrain=PhaseConfig(steps=2, lr=1e-2), finetune=PhaseConfig(epochs=4, lr=1e-2), auxiliary="distance")
+    torch.manual_seed(0)
+    model = build_model(Genome.named("standard", base_width=4), auxiliary="distance")
+    before = model.auxiliary_head.weight.detach().clone()
+    result = _fit(data, config, model=model)
+    assert {r.phase for r in result.history} == {"pretrain", "finetune"}  # both phases train the head
+    losses = [r.auxiliary_loss for r in result.history]
+    assert all(loss is not None and 0 < loss < r.train_loss for loss, r in zip(losses, result.history))
+    finetune = [r.auxiliary_loss for r in result.history if r.phase == "finetune"]
+    assert finetune[-1] < finetune[0]
+    assert not torch.equal(before, result.model.auxiliary_head.weight.detach().cpu())
+    assert result.to_dict()["history"][0]["auxiliary_loss"] == losses[0]
+
+
+def test_without_a_head_no_auxiliary_loss_is_recorded(data: PreparedData) -> None:
+    result = _fit(data, _config(pretrain=PhaseConfig(), finetune=PhaseConfig(steps=2, lr=1e-3)))
+    assert [r.auxiliary_loss for r in result.history] == [None]
+
+
+def test_model_and_config_must_agree_on_the_auxiliary_head(data: PreparedData) -> None:
+    with_head = build_model(Genome.named("standard", base_width=4), auxiliary="distance")
+    with pytest.raises(ValueError, match="auxiliary head"):
+        _fit(data, _config(), model=with_head)
+    with pytest.raises(ValueError, match="auxiliary head"):
+        _fit(data, _config(auxiliary="distance"))
+
+
+def test_auxiliary_settings_are_checked() -> None:
+    with pytest.raises(SkipnasError, match="auxiliary must be one of distance"):
+        _config(auxiliary="centres")
+    with pytest.raises(SkipnasError, match="auxiliary_weight must be a finite number >= 0"):
+        _config(auxiliary="distance", auxiliary_weight=float("nan"))
+
+
+def test_the_training_loss_follows_the_auxiliary_weight() -> None:
+    targets = torch.zeros(2, 2, 8, 8)
+    targets[:, :, 2:5, 2:5] = torch.tensor([1.0, 0.5])[:, None, None]
+    logits = torch.randn(2, 2, 8, 8)
+    light = training_loss(_config(auxiliary="distance", auxiliary_weight=0.5))(logits, targets)
+    heavy = training_loss(_config(auxiliary="distance", auxiliary_weight=2.0))(logits, targets)
+    plain = training_loss(_config())(logits[:, :1], targets[:, :1])
+    auxiliary = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 1:], targets[:, 1:])
+    assert light == pytest.approx(float(plain + 0.5 * auxiliary)) and heavy == pytest.approx(float(plain + 2 * auxiliary))

@@ -1,0 +1,77 @@
+"""The auxiliary head as a search setting: space file -> training config -> cost -> trained trial."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+
+from skipnas.errors import SkipnasError
+from skipnas.genome import Genome
+from skipnas.space import space_from_dict
+from skipnas.study.objective import candidate_hash, check_training_hyperparameters, training_config
+from skipnas.train.trainer import TrainConfig
+
+TINY_SPACE = """
+name = "tiny-auxiliary"
+depth = 2
+searchable = [[0, 1], [0, 0]]
+fixed = "standard"
+tile = 32
+batch = 4
+
+[hyperparameters]
+base_width = 4
+lr = 1e-3
+auxiliary = "distance"
+auxiliary_weight = 0.5
+"""
+
+
+def test_a_space_can_train_every_candidate_with_the_auxiliary_head() -> None:
+    base = TrainConfig()
+    config = training_config(base, {"auxiliary": "distance", "auxiliary_weight": 0.5})
+    assert config.auxiliary == "distance" and config.auxiliary_weight == 0.5
+    assert training_config(config, {"auxiliary": "none"}).auxiliary is None  # TOML has no null
+    assert training_config(base, {"lr": 1e-3}).auxiliary is None  # off unless asked for
+    genome = Genome.named("standard", base_width=4)
+    assert candidate_hash(genome, {"auxiliary": "distance"}) != candidate_hash(genome, {"auxiliary": "none"})
+
+
+def test_a_space_with_an_unknown_auxiliary_target_is_refused_before_any_trial() -> None:
+    space = space_from_dict({"hyperparameters": {"auxiliary": {"choices": ["none", "centres"]}}}, source="bad.toml")
+    with pytest.raises(SkipnasError, match="bad.toml: hyperparameters.auxiliary = 'centres' cannot be used"):
+        check_training_hyperparameters(space, TrainConfig())
+
+
+def test_a_search_with_the_auxiliary_head_costs_trains_and_records_it(tiny_dataset: Path, tmp_path: Path) -> None:
+    from skipnas.modelio import load_model_folder
+    from skipnas.study.driver import search
+    from skipnas.study.settings import SearchSettings
+
+    space = tmp_path / "tiny-auxiliary.toml"
+    space.write_text(TINY_SPACE)
+    settings = SearchSettings(
+        trials=1, data=str(tiny_dataset), space=str(space), trial_seconds=1.0, synthetic_images=4, device="cpu",
+        runs_dir=tmp_path / "runs", sampler="random", pruner="none", objective="count_mae",
+    )
+    result = search(settings)
+    trial = result.study.trials[0]
+    assert trial.state == optuna.trial.TrialState.COMPLETE, trial.user_attrs.get("fail_reason")
+    attrs = trial.user_attrs
+    assert attrs["auxiliary"] == "distance"
+    # the cost model built the net with its head: one 1x1 conv more than the plain net
+    from skipnas.cost import count_params
+    from skipnas.models import build_model
+
+    genome = Genome.named("standard", depth=2, base_width=4)
+    assert attrs["params"] == count_params(build_model(genome, auxiliary="distance"))
+    folder = load_model_folder(attrs["model_dir"])
+    assert folder.auxiliary == "distance" and folder.postprocess.method == attrs["counting_method"]
+    info = json.loads((Path(attrs["model_dir"]) / "model.json").read_text())
+    assert info["train_config"]["auxiliary"] == "distance" and info["train_config"]["auxiliary_weight"] == 0.5
+    # count_mae is the calibrated method's, the one stored with the model
+    assert trial.values == [attrs["count_mae"]]
+    assert json.loads((Path(attrs["model_dir"]) / "metrics.json").read_text())["count_mae"] == attrs["count_mae"]
