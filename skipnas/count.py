@@ -88,16 +88,29 @@ def _display_image(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(scaled, cv2.COLOR_RGB2BGR)
 
 
+def _particle_colours(count: int) -> np.ndarray:
+    """``count`` BGR colours, neighbours in ID far apart in hue (golden-ratio steps)."""
+    hues = (np.arange(count) * 0.618034 % 1.0 * 180).astype(np.uint8)
+    hsv = np.stack([hues, np.full(count, 200, np.uint8), np.full(count, 255, np.uint8)], axis=1)
+    return cv2.cvtColor(hsv[None], cv2.COLOR_HSV2BGR)[0].astype(np.int32)
+
+
 def draw_overlay(image: np.ndarray, detections: dict[str, Detections]) -> np.ndarray:
-    """Numbered boxes (and outlines) of every particle; one colour per class."""
+    """Every particle tinted in a colour of its own (so crossing fibres show as two), with its box and number.
+
+    With one class, box and number take the particle's colour; with several, its class's colour.
+    """
     canvas = _display_image(image)
     scale = max(0.35, min(canvas.shape[:2]) / 900)
     thickness = max(1, round(scale * 2))
+    several_classes = len(detections) > 1
     for class_index, found in enumerate(detections.values()):
-        colour = _PALETTE[class_index % len(_PALETTE)]
-        contours, _ = cv2.findContours((found.labels > 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(canvas, contours, -1, colour, 1)
+        colours = _particle_colours(found.count)
+        inside = found.labels > 0
+        tint = colours[found.labels[inside] - 1]
+        canvas[inside] = (0.55 * canvas[inside] + 0.45 * tint).astype(np.uint8)
         for row in found.rows():
+            colour = _PALETTE[class_index % len(_PALETTE)] if several_classes else tuple(int(c) for c in colours[row["id"] - 1])
             x, y, w, h = row["bbox"]
             cv2.rectangle(canvas, (x, y), (x + w - 1, y + h - 1), colour, thickness)
             cv2.putText(canvas, str(row["id"]), (x, max(y - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thickness, cv2.LINE_AA)
