@@ -90,6 +90,8 @@ def _display_image(image: np.ndarray) -> np.ndarray:
 
 def _particle_colours(count: int) -> np.ndarray:
     """``count`` BGR colours, neighbours in ID far apart in hue (golden-ratio steps)."""
+    if count == 0:
+        return np.zeros((0, 3), np.int32)
     hues = (np.arange(count) * 0.618034 % 1.0 * 180).astype(np.uint8)
     hsv = np.stack([hues, np.full(count, 200, np.uint8), np.full(count, 255, np.uint8)], axis=1)
     return cv2.cvtColor(hsv[None], cv2.COLOR_HSV2BGR)[0].astype(np.int32)

@@ -1,0 +1,35 @@
+"""Overlays of counted particles (skipnas/count.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from skipnas.count import _display_image, draw_overlay
+from skipnas.counting.postprocess import PostprocessConfig, count_particles
+
+
+def _crossing_fibres() -> np.ndarray:
+    prob = np.zeros((64, 64), np.float32)
+    for i in range(64):
+        prob[i, max(i - 2, 0) : i + 2] = 1.0
+        prob[63 - i, max(i - 2, 0) : i + 2] = 1.0
+    return prob
+
+
+def test_overlay_tints_each_particle_in_its_own_colour() -> None:
+    image = np.random.default_rng(0).integers(30, 60, (64, 64)).astype(np.uint8)
+    detections = count_particles(_crossing_fibres(), PostprocessConfig(method="fibres", min_area=5))
+    assert detections.count == 2
+    overlay = draw_overlay(image, {"particle": detections})
+    assert overlay.shape == (64, 64, 3)
+    colours = [tuple(np.median(overlay[detections.labels == k], axis=0)) for k in (1, 2)]
+    assert colours[0] != colours[1]
+    plain = _display_image(image)
+    assert np.all(np.any(overlay != plain, axis=2)[detections.labels > 0])  # every particle pixel is tinted
+
+
+def test_overlay_of_an_image_with_nothing_found_is_the_image() -> None:
+    image = np.full((32, 48), 90, np.uint8)
+    detections = count_particles(np.zeros((32, 48), np.float32))
+    overlay = draw_overlay(image, {"particle": detections})
+    assert np.array_equal(overlay, _display_image(image))
