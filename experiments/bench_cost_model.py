@@ -10,8 +10,6 @@ Target: prediction within 10% of ``torch.cuda.max_memory_allocated`` for every g
 from __future__ import annotations
 
 import argparse
-import csv
-import platform
 import random
 import statistics
 import time
@@ -21,7 +19,8 @@ from pathlib import Path
 import torch
 
 from skipnas.cost import CostConfig, estimate_cost, measure_peak_cuda
-from skipnas.fileio import atomic_open
+from skipnas.fileio import write_csv_atomic
+from skipnas.train.device import describe_machine
 from skipnas.genome import Genome
 
 
@@ -48,7 +47,7 @@ def main() -> None:
         args.genomes, args.widths, args.tile, args.batch = 3, [4], 32, 2
 
     cuda = torch.cuda.is_available()
-    device = torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine()
+    device = describe_machine()
     rows = []
     for width in args.widths:
         for genome in random_genomes(args.genomes, 4, args.seed):
@@ -72,12 +71,11 @@ def main() -> None:
             )
             print(rows[-1], flush=True)
 
-    with atomic_open(args.out) as handle:
-        handle.write(f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {device}, tile {args.tile}, "
-                     f"batch {args.batch}, {args.dtype}, channels_last={args.channels_last}\n")
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    comment = (
+        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {device}, tile {args.tile}, "
+        f"batch {args.batch}, {args.dtype}, channels_last={args.channels_last}"
+    )
+    write_csv_atomic(args.out, rows, comment=comment)
     errors = [abs(r["relative_error"]) for r in rows if r["relative_error"] != ""]
     if errors:
         within = sum(e <= 0.10 for e in errors)

@@ -11,9 +11,6 @@ Writes one CSV row per trial (``--out``), the totals in its header line, and pri
 from __future__ import annotations
 
 import argparse
-import csv
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -22,7 +19,8 @@ from pathlib import Path
 
 import optuna
 
-from skipnas.fileio import atomic_open
+from skipnas.fileio import write_csv_atomic
+from skipnas.train.device import describe_machine
 
 
 def main() -> None:
@@ -69,14 +67,10 @@ def main() -> None:
     trained_rows = [r for r in rows if r["not_training_share"] != ""]
     shares = [r["not_training_share"] for r in trained_rows]
     header = (
-        f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()} {os.cpu_count()} cores, "
+        f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {describe_machine()}, "
         f"{args.trials} trials, wall {wall:.1f} s"
     )
-    with atomic_open(args.out) as handle:
-        handle.write(header + "\n")
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv_atomic(args.out, rows, comment=header.removeprefix("# "))
     states = {s: sum(r["state"] == s for r in rows) for s in {r["state"] for r in rows}}
     print(header)
     print(f"trials by state: {states}")

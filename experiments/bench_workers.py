@@ -11,9 +11,6 @@ saturation at the number of cores.
 from __future__ import annotations
 
 import argparse
-import csv
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -22,7 +19,8 @@ from pathlib import Path
 
 import optuna
 
-from skipnas.fileio import atomic_open
+from skipnas.fileio import write_csv_atomic
+from skipnas.train.device import describe_machine
 
 
 def main() -> None:
@@ -60,14 +58,11 @@ def main() -> None:
             }
         )
         print(rows[-1], flush=True)
-    with atomic_open(args.out) as handle:
-        handle.write(
-            f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()} {os.cpu_count()} cores, "
-            f"{args.trials} trials of {args.trial_seconds:g} s per worker count, demo data, SQLite\n"
-        )
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    comment = (
+        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {describe_machine()}, "
+        f"{args.trials} trials of {args.trial_seconds:g} s per worker count, demo data, SQLite"
+    )
+    write_csv_atomic(args.out, rows, comment=comment)
 
 
 if __name__ == "__main__":

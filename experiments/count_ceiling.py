@@ -14,7 +14,6 @@ relative count error.
 from __future__ import annotations
 
 import argparse
-import csv
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from skipnas.counting.postprocess import PostprocessConfig, count_particles
 from skipnas.counting.seeded import instance_distance_map
 from skipnas.data.dataset import check_dataset, load_labeled, resolve_dataset
 from skipnas.data.io import count_instances
-from skipnas.fileio import atomic_open
+from skipnas.fileio import write_csv_atomic
 from skipnas.train.metrics import count_metrics
 
 METHODS = {
@@ -67,11 +66,8 @@ def main() -> None:
                 }
             )
             print(rows[-1])
-    with atomic_open(args.out) as handle:
-        handle.write(f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, counting ground-truth masks of {index.root}\n")
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    comment = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, counting ground-truth masks of {index.root}"
+    write_csv_atomic(args.out, rows, comment=comment)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,8 @@ channel) is what ``method="seeded"`` counts them with. Every file is written ato
 
 from __future__ import annotations
 
-import csv
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ import numpy as np
 from skipnas.counting.postprocess import Detections, count_per_class, describe
 from skipnas.data.io import IMAGE_SUFFIXES, count_instances, read_image, read_mask
 from skipnas.errors import SkipnasError
-from skipnas.fileio import atomic_open, atomic_path, write_json_atomic
+from skipnas.fileio import atomic_path, write_csv_atomic, write_json_atomic
 from skipnas.modelio import ModelFolder, load_model_folder
 from skipnas.predict import predict_image
 from skipnas.progress import progress_bar
@@ -150,13 +149,6 @@ def count_image(folder: ModelFolder, image: np.ndarray, setup: DeviceSetup, over
     return count_per_class(prediction.classes, folder.postprocess, names=folder.class_names, auxiliary=prediction.auxiliary)
 
 
-def _write_csv(path: Path, rows: Sequence[dict[str, Any]], fields: Sequence[str]) -> None:
-    with atomic_open(path) as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(fields), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def count_images(
     model_dir: str | os.PathLike[str],
     inputs: Iterable[str | os.PathLike[str]],
@@ -207,8 +199,8 @@ def count_images(
                         raise SkipnasError(f"{out / OVERLAY_DIR}: could not write the overlay; check space and permissions")
             bar.advance()
     image_fields = ["file", "count", *(f"count_{n}" for n in names if len(names) > 1), "true_count", *(["overlay"] if overlays else [])]
-    _write_csv(out / COUNTS_FILE, image_rows, image_fields)
-    _write_csv(out / PARTICLES_FILE, particle_rows, ["file", "id", "class", "x", "y", "width", "height", "area", "confidence"])
+    write_csv_atomic(out / COUNTS_FILE, image_rows, image_fields)
+    write_csv_atomic(out / PARTICLES_FILE, particle_rows, ["file", "id", "class", "x", "y", "width", "height", "area", "confidence"])
     result = CountResult(out, image_rows, particle_rows, describe(folder.postprocess), folder.postprocess.method, folder.auxiliary)
     summary = {
         "model": str(folder.path),

@@ -6,10 +6,11 @@ A crash or Ctrl-C mid-write leaves the previous file (or none), never half a fil
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -39,6 +40,22 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def write_csv_atomic(
+    path: str | os.PathLike[str],
+    rows: Sequence[Mapping[str, Any]],
+    fields: Sequence[str] | None = None,
+    comment: str | None = None,
+) -> None:
+    """A CSV of ``rows`` (columns ``fields``, default the first row's keys; other keys are left out),
+    after a ``# comment`` line when given (date, machine, command of a result file)."""
+    with atomic_open(path) as handle:
+        if comment is not None:
+            handle.write(f"# {comment}\n")
+        writer = csv.DictWriter(handle, fieldnames=list(fields if fields is not None else rows[0]), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 @contextlib.contextmanager

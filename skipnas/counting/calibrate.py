@@ -1,7 +1,8 @@
 """Choosing the post-processing on validation images: a small grid search minimising count MAE.
 
 Every setting of the grid (threshold x erode x dilate x min_area x counting method, each method
-with its own settings: the fibre method's maximum turn, the seeded method's seed threshold) is
+with its own settings: the fibre method's maximum turn, the seeded method's seed threshold and
+peak fraction) is
 scored on all images. The best has the lowest count MAE; ties go to the higher pooled Dice, then to
 the simpler setting (the methods in the order of ``METHODS``, fewer and smaller morphology steps,
 threshold nearer 0.5, smaller min_area). Work is shared: each threshold, erosion and dilation is
@@ -48,6 +49,7 @@ class CalibrationGrid:
     fibre_max_turn: tuple[float, ...] = (45.0,)
     fibre_junction_scale: tuple[float, ...] = (1.5,)
     seed_threshold: tuple[float, ...] = (0.3, 0.5, 0.7)
+    seed_peak_fraction: tuple[float, ...] = (0.0, 0.8)
 
     def __post_init__(self) -> None:
         for item in fields(self):
@@ -68,7 +70,7 @@ class CalibrationGrid:
             PostprocessConfig(min_area=value)
         for method in self.methods or ():
             PostprocessConfig(method=method)
-        for name in ("fibre_max_turn", "fibre_junction_scale", "seed_threshold"):
+        for name in ("fibre_max_turn", "fibre_junction_scale", "seed_threshold", "seed_peak_fraction"):
             for value in getattr(self, name):
                 PostprocessConfig(**{name: value})
 
@@ -96,7 +98,7 @@ class CalibrationGrid:
 
 _METHOD_FIELDS: dict[str, tuple[str, ...]] = {
     "fibres": ("fibre_max_turn", "fibre_junction_scale"),
-    "seeded": ("seed_threshold",),
+    "seeded": ("seed_threshold", "seed_peak_fraction"),
 }
 
 

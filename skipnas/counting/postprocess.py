@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from skipnas.counting.fibres import fibre_labels
-from skipnas.counting.seeded import flood_from_seeds, seeded_labels
+from skipnas.counting.seeded import flood_from_seeds, peak_seeds, seeded_labels
 from skipnas.errors import SkipnasError
 from skipnas.fileio import write_json_atomic
 
@@ -70,8 +70,9 @@ class PostprocessConfig:
     particles to split: a neck narrower than the fraction of the particles' radius is cut.
     ``method="fibres"`` continues a strand through a junction only into a branch that turns by at
     most ``fibre_max_turn`` degrees; a junction spans ``fibre_junction_scale`` times the strands'
-    half-width there. ``method="seeded"`` seeds one particle per region of the auxiliary map above
-    ``seed_threshold``.
+    half-width there. ``method="seeded"`` seeds one particle per core of the auxiliary map: pixels
+    above ``seed_threshold`` and at least ``seed_peak_fraction`` of the map's highest value within
+    ``watershed_min_distance`` px (0: every region above the threshold is one core).
     """
 
     threshold: float = 0.5
@@ -86,6 +87,7 @@ class PostprocessConfig:
     fibre_max_turn: float = 45.0
     fibre_junction_scale: float = 1.5
     seed_threshold: float = 0.5
+    seed_peak_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "threshold", _check_float("threshold", self.threshold, 0.0, 1.0))
@@ -99,6 +101,8 @@ class PostprocessConfig:
         scale = _check_float("fibre_junction_scale", self.fibre_junction_scale, 0.5, 10.0)
         object.__setattr__(self, "fibre_junction_scale", scale)
         object.__setattr__(self, "seed_threshold", _check_float("seed_threshold", self.seed_threshold, 0.0, 1.0))
+        peak = _check_float("seed_peak_fraction", self.seed_peak_fraction, 0.0, 1.0)
+        object.__setattr__(self, "seed_peak_fraction", peak)
         if self.method not in METHODS:
             raise PostprocessConfigError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
 
@@ -219,23 +223,9 @@ def _components(mask: np.ndarray) -> tuple[int, np.ndarray]:
     return count - 1, labels
 
 
-def _watershed_seeds(mask: np.ndarray, config: PostprocessConfig) -> np.ndarray:
-    """uint8 0/1 seed pixels: the cores of the particles, where the distance to the background is
-    at least ``watershed_peak_fraction`` of the highest distance within ``watershed_min_distance``
-    px (a max filter), plus each blob's highest point. A strand of even width has one core along
-    its ridge; two touching discs have one core each, cut apart at the narrow neck."""
-    blob_count, blobs = _components(mask)
-    distance = cv2.distanceTransform(mask, cv2.DIST_L2, 5)
-    blob_peak = np.zeros(blob_count + 1, np.float32)
-    np.maximum.at(blob_peak, blobs.ravel(), distance.ravel())
-    nearby_peak = cv2.dilate(distance, _ellipse(2 * config.watershed_min_distance + 1))
-    core = distance >= config.watershed_peak_fraction * nearby_peak
-    seeds = (mask > 0) & (core | (distance >= blob_peak[blobs]))
-    return seeds.astype(np.uint8)
-
-
 def _watershed_labels(mask: np.ndarray, config: PostprocessConfig) -> np.ndarray:
-    _, seeds = _components(_watershed_seeds(mask, config))
+    distance = cv2.distanceTransform(mask, cv2.DIST_L2, 5)
+    seeds = peak_seeds(distance, mask, config.watershed_min_distance, config.watershed_peak_fraction)
     return flood_from_seeds(mask, seeds)
 
 
@@ -255,7 +245,9 @@ def label_particles(mask: np.ndarray, config: PostprocessConfig, auxiliary: np.n
                 "method 'seeded' needs the auxiliary map of a model trained with an auxiliary head; "
                 "choose another method or retrain with --auxiliary distance"
             )
-        return seeded_labels(mask, auxiliary, config.seed_threshold)
+        return seeded_labels(
+            mask, auxiliary, config.seed_threshold, config.watershed_min_distance, config.seed_peak_fraction
+        )
     return _components(mask)[1]
 
 
@@ -383,7 +375,8 @@ def describe(config: PostprocessConfig) -> str:
     elif config.method == "fibres":
         parts.append(f"fibres (max turn {config.fibre_max_turn:g} deg)")
     elif config.method == "seeded":
-        parts.append(f"seeded by the auxiliary head (seeds above {config.seed_threshold:g})")
+        peaks = f", within {config.seed_peak_fraction:g} of local peaks" if config.seed_peak_fraction else ""
+        parts.append(f"seeded by the auxiliary head (seeds above {config.seed_threshold:g}{peaks})")
     else:
         parts.append(config.method)
     return ", ".join(parts)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import platform
 from dataclasses import dataclass
 
 import torch
@@ -54,3 +56,22 @@ def place_model(model: torch.nn.Module, setup: DeviceSetup) -> torch.nn.Module:
     """Move ``model`` to the setup's device and memory format."""
     model = model.to(setup.device)
     return model.to(memory_format=torch.channels_last) if setup.channels_last else model
+
+
+def cpu_name() -> str:
+    """The CPU's model name (on Linux ``platform.processor()`` gives only the architecture)."""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def describe_machine() -> str:
+    """One line for result files: CPU, cores, torch build and the GPU where there is one."""
+    parts = [cpu_name(), f"{os.cpu_count()} cores", f"torch {torch.__version__}"]
+    if torch.cuda.is_available():
+        parts.append(torch.cuda.get_device_name())
+    return ", ".join(parts)

@@ -243,10 +243,12 @@ class Trainer:
         if isinstance(self.loss_fn, AuxiliaryLoss):
             auxiliary_loss = self.loss_fn
 
-            def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+            def recording_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
                 segmentation, auxiliary = auxiliary_loss.terms(logits, targets)
                 auxiliary_sum.add_(auxiliary.detach())
                 return segmentation + auxiliary_loss.weight * auxiliary
+
+            loss_fn = recording_loss
 
         by_steps = phase.steps is not None and phase.seconds is None
         with progress_bar(name, total=phase.steps if by_steps else phase.seconds, enabled=self.progress, transient=False) as bar:

@@ -105,9 +105,10 @@ def test_default_grid_tries_every_counting_method_with_its_own_settings() -> Non
     grid = CalibrationGrid()
     assert set(grid.methods or ()) == {"blobs", "watershed", "fibres", "seeded"}
     masks = len(grid.thresholds) * len(grid.erode) * len(grid.dilate) * len(grid.min_area)
-    # blobs, watershed, one fibre setting, three seed thresholds
+    # blobs, watershed, one fibre setting, three seed thresholds x two peak fractions
     assert grid.method_settings("fibres") == [{"fibre_max_turn": 45.0, "fibre_junction_scale": 1.5}]
-    assert grid.size() == masks * (3 + 3)
+    assert len(grid.method_settings("seeded")) == 6
+    assert grid.size() == masks * (3 + 6)
     assert grid.size(auxiliary=False) == masks * 3
 
 
@@ -127,7 +128,10 @@ def _touching_pairs(images: int = 2, size: int = 64) -> tuple[list[np.ndarray], 
 
 def test_methods_needing_the_auxiliary_map_run_only_with_it() -> None:
     probs, truths = _touching_pairs()
-    grid = {"thresholds": [0.5], "erode": [0], "dilate": [0], "min_area": [10], "methods": ["blobs", "seeded"]}
+    grid = {
+        "thresholds": [0.5], "erode": [0], "dilate": [0], "min_area": [10], "methods": ["blobs", "seeded"],
+        "seed_peak_fraction": [0.0],
+    }
     _, table = calibrate(probs, truths, grid=grid)
     assert {row["method"] for row in table["results"]} == {"blobs"}
     auxiliary = [instance_distance_map(truth) for truth in truths]

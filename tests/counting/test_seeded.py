@@ -65,3 +65,17 @@ def test_a_blob_without_a_seed_is_one_particle_and_nothing_leaks_between_blobs()
     assert not labels[mask == 0].any()
     # auxiliary cores low everywhere: each blob is one particle
     assert count_particles(mask.astype(np.float32), PostprocessConfig(method="seeded", min_area=1), np.zeros((32, 32))).count == 2
+
+
+def test_local_peaks_split_touching_particles_on_a_blurred_map() -> None:
+    # a learned map is blurred: between touching particles it dips but stays above any useful threshold
+    truth = _touching_discs()
+    blurred = cv2.GaussianBlur(instance_distance_map(truth), (0, 0), 3)
+    blurred /= blurred.max()
+    contact = blurred[24, 29]
+    assert 0.25 < contact < 0.95  # above the threshold below
+    prob = (truth > 0).astype(np.float32)
+    by_threshold = PostprocessConfig(method="seeded", seed_threshold=0.25, seed_peak_fraction=0.0, watershed_min_distance=6)
+    assert count_particles(prob, by_threshold, blurred).count == 1
+    by_peaks = by_threshold.replace(seed_peak_fraction=0.95)
+    assert count_particles(prob, by_peaks, blurred).count == 2
