@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 import torch
 
-from skipnas.counting.postprocess import PostprocessConfig
+from skipnas.counting.postprocess import AUXILIARY_METHODS, METHODS, PostprocessConfig
 from skipnas.fileio import write_csv_atomic
 from skipnas.genome import Genome
 from skipnas.modelio import save_model_folder
@@ -150,7 +150,7 @@ def main() -> None:
     parser.add_argument("--tiles", type=int, nargs="+", default=[128, 256, 512, 1024])
     parser.add_argument("--width", type=int, default=16, help="base width of the standard genome")
     parser.add_argument("--train-steps", type=int, default=300, help="training steps (batch 8, 64 px crops)")
-    parser.add_argument("--method", choices=("blobs", "watershed"), default="blobs", help="the counting method")
+    parser.add_argument("--method", choices=[m for m in METHODS if m not in AUXILIARY_METHODS], default="blobs", help="the counting method")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--smoke", action="store_true", help="256 x 256 px, tiles 64 and 128, width 4, 5 steps")
     parser.add_argument("--out", type=Path, default=Path("experiments/results/count_large.csv"))

@@ -48,12 +48,12 @@ def main() -> None:
         if not images:
             continue
         truth = [count_instances(item.instances) for item in images]
+        masks = [(item.instances > 0).astype("float32") for item in images]
+        # the auxiliary target a perfectly trained head would predict, for the seeded method
+        maps = [instance_distance_map(item.instances) for item in images]
         for name, method in METHODS.items():
             config = method.replace(min_area=args.min_area)
-            counted = [
-                count_particles((item.instances > 0).astype("float32"), config, instance_distance_map(item.instances)).count
-                for item in images
-            ]
+            counted = [count_particles(mask, config, extra).count for mask, extra in zip(masks, maps, strict=True)]
             metrics = count_metrics(counted, truth)
             rows.append(
                 {
@@ -66,6 +66,8 @@ def main() -> None:
                 }
             )
             print(rows[-1])
+    if not rows:
+        raise SystemExit(f"{index.root}: no split holds labelled images; the ceiling needs instance masks")
     comment = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, counting ground-truth masks of {index.root}"
     write_csv_atomic(args.out, rows, comment=comment)
 

@@ -22,7 +22,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from skipnas.counting.seeded import AUXILIARY_TARGETS
+from skipnas.auxiliary import check_auxiliary
 from skipnas.errors import SkipnasError
 from skipnas.genome import Genome
 from skipnas.models import build_model
@@ -55,8 +55,7 @@ class CostConfig:
             raise CostConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.optimizer not in OPTIMIZERS:
             raise CostConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        if self.auxiliary is not None and self.auxiliary not in AUXILIARY_TARGETS:
-            raise CostConfigError(f"auxiliary must be one of {', '.join(AUXILIARY_TARGETS)} or None, got {self.auxiliary!r}")
+        check_auxiliary(self.auxiliary)
         for name in ("tile", "batch", "in_channels", "classes"):
             if getattr(self, name) < 1:
                 raise CostConfigError(f"{name} must be at least 1, got {getattr(self, name)}")

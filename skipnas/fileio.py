@@ -50,6 +50,8 @@ def write_csv_atomic(
 ) -> None:
     """A CSV of ``rows`` (columns ``fields``, default the first row's keys; other keys are left out),
     after a ``# comment`` line when given (date, machine, command of a result file)."""
+    if fields is None and not rows:
+        raise ValueError(f"{path}: no rows to write and no columns given")
     with atomic_open(path) as handle:
         if comment is not None:
             handle.write(f"# {comment}\n")

@@ -27,7 +27,7 @@ from skipnas.counting.postprocess import (
     read_postprocess_config,
     write_postprocess_config,
 )
-from skipnas.counting.seeded import AUXILIARY_TARGETS
+from skipnas.auxiliary import check_auxiliary
 from skipnas.errors import SkipnasError
 from skipnas.fileio import write_json_atomic
 from skipnas.genome import Genome, GenomeError
@@ -94,14 +94,20 @@ def save_model_folder(
     *,
     in_channels: int,
     classes: int = 1,
-    auxiliary: str | None = None,
     class_names: list[str] | None = None,
     inference_tile: int = 256,
     train_config: dict[str, Any] | None = None,
     training: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a model folder at ``out`` atomically; an existing model folder there is replaced."""
+    """Write a model folder at ``out`` atomically; an existing model folder there is replaced.
+
+    The auxiliary head, if any, is the model's own (``model.auxiliary``), so the folder always
+    describes the weights it holds.
+    """
+    auxiliary = getattr(model, "auxiliary", None)
+    if postprocess.method in AUXILIARY_METHODS and auxiliary is None:
+        raise ValueError(f"post-processing method {postprocess.method!r} needs an auxiliary head, and this model has none")
     target = check_model_target(out)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
@@ -191,12 +197,8 @@ def load_model_folder(path: str | os.PathLike[str], map_location: str | torch.de
             f"{folder / MODEL_FILE}: not a version-{MODEL_FORMAT_VERSION} skipnas model description "
             f"(needs {', '.join(required)}); re-export the model folder"
         )
-    auxiliary = info.get("auxiliary")  # older folders have no key: no head
-    if auxiliary is not None and auxiliary not in AUXILIARY_TARGETS:
-        raise SkipnasError(
-            f"{folder / MODEL_FILE}: unknown auxiliary head {auxiliary!r} (known: {', '.join(AUXILIARY_TARGETS)}); "
-            "this folder needs a newer skipnas, or re-export it"
-        )
+    # older folders have no key: no head; an unknown one needs a newer skipnas
+    auxiliary = check_auxiliary(info.get("auxiliary"), str(folder / MODEL_FILE))
     postprocess = read_postprocess_config(folder / POSTPROCESS_FILE)
     if postprocess.method in AUXILIARY_METHODS and auxiliary is None:
         raise SkipnasError(

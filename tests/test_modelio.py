@@ -101,7 +101,7 @@ def test_a_model_with_an_auxiliary_head_round_trips_and_records_its_target(tmp_p
     torch.manual_seed(0)
     model = build_model(genome, in_channels=1, auxiliary="distance").eval()
     seeded = PostprocessConfig(method="seeded", seed_threshold=0.4)
-    save_model_folder(tmp_path / "m", model, genome, Normalisation((0.4,), (0.1,), 255.0), seeded, in_channels=1, auxiliary="distance")
+    save_model_folder(tmp_path / "m", model, genome, Normalisation((0.4,), (0.1,), 255.0), seeded, in_channels=1)
     assert json.loads((tmp_path / "m" / "model.json").read_text())["auxiliary"] == "distance"
     folder = load_model_folder(tmp_path / "m")
     assert folder.auxiliary == "distance" and folder.postprocess == seeded
@@ -129,9 +129,18 @@ def test_auxiliary_settings_that_cannot_work_name_the_file(tmp_path: Path) -> No
     with pytest.raises(SkipnasError, match="postprocess.json: method 'seeded' counts from an auxiliary head.*retrain"):
         load_model_folder(tmp_path / "m")
     model_json.write_text(json.dumps({**info, "auxiliary": "centres"}))
-    with pytest.raises(SkipnasError, match="model.json: unknown auxiliary head 'centres'"):
+    with pytest.raises(SkipnasError, match="model.json: unknown auxiliary target 'centres'"):
         load_model_folder(tmp_path / "m")
     # a head the weights do not have
     model_json.write_text(json.dumps({**info, "auxiliary": "distance"}))
     with pytest.raises(SkipnasError, match="weights do not fit the genome in genome.json and the heads in model.json"):
         load_model_folder(tmp_path / "m")
+
+
+def test_a_folder_describes_the_heads_of_the_model_it_holds(tmp_path: Path) -> None:
+    genome = Genome.named("standard", base_width=4)
+    plain = build_model(genome, in_channels=1)
+    seeded = PostprocessConfig(method="seeded")
+    with pytest.raises(ValueError, match="needs an auxiliary head"):
+        save_model_folder(tmp_path / "m", plain, genome, Normalisation((0.4,), (0.1,), 255.0), seeded, in_channels=1)
+    assert not (tmp_path / "m").exists()

@@ -6,7 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from skipnas.auxiliary import AUXILIARY_TARGETS
 from skipnas.cli._common import console, print_json, status_console
+from skipnas.errors import SkipnasError
 
 METRIC_ROWS = (
     ("dice", "Dice"),
@@ -21,10 +23,6 @@ METRIC_ROWS = (
     ("object_recall", "object recall"),
     ("images", "images"),
 )
-
-
-# skipnas.counting.seeded.AUXILIARY_TARGETS, spelled out so --help need not import OpenCV
-AUXILIARY_CHOICES = ("distance",)
 
 
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,11 +53,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam", help="optimiser (default adam)")
     parser.add_argument("--scheduler", choices=("plateau", "step", "none"), default="plateau", help="LR schedule (default plateau)")
     parser.add_argument(
-        "--auxiliary", choices=AUXILIARY_CHOICES, default=None,
+        "--auxiliary", choices=AUXILIARY_TARGETS, default=None,
         help="add a second head trained on this target from the instance masks (distance: each particle's distance "
         "to its own border), so calibration may count by its seeds and split touching particles (default: none)",
     )
-    parser.add_argument("--auxiliary-weight", type=float, default=1.0, metavar="W", help="the auxiliary loss's weight (default 1)")
+    parser.add_argument(
+        "--auxiliary-weight", type=float, default=1.0, metavar="W", help="with --auxiliary: the auxiliary loss's weight (default 1)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     add_device_arguments(parser)
     parser.add_argument("--out", type=Path, default=None, metavar="MODEL_DIR", help="model folder (default: runs/models/TOPOLOGY-wWIDTH)")
@@ -90,6 +90,8 @@ def _train(args: argparse.Namespace) -> int:
     from skipnas.train.run import prepare_data, train_candidate
     from skipnas.train.trainer import PhaseConfig, TrainConfig
 
+    if args.auxiliary is None and args.auxiliary_weight != 1.0:
+        raise SkipnasError("--auxiliary-weight needs --auxiliary distance: without a head there is no auxiliary loss to weigh")
     genome = load_genome(args.topology, base_width=args.width)
     config = TrainConfig(
         pretrain=PhaseConfig(epochs=args.pretrain_epochs, seconds=args.pretrain_seconds, lr=args.lr),

@@ -70,9 +70,10 @@ class CalibrationGrid:
             PostprocessConfig(min_area=value)
         for method in self.methods or ():
             PostprocessConfig(method=method)
-        for name in ("fibre_max_turn", "fibre_junction_scale", "seed_threshold", "seed_peak_fraction"):
-            for value in getattr(self, name):
-                PostprocessConfig(**{name: value})
+        for names in _METHOD_FIELDS.values():
+            for name in names:
+                for value in getattr(self, name):
+                    PostprocessConfig(**{name: value})
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CalibrationGrid:
@@ -89,11 +90,16 @@ class CalibrationGrid:
         names = _METHOD_FIELDS.get(method, ())
         return [dict(zip(names, values, strict=True)) for values in itertools.product(*(getattr(self, n) for n in names))]
 
-    def size(self, auxiliary: bool = True) -> int:
-        """The number of settings tried, with or without the network's auxiliary maps."""
-        methods = [m for m in self.methods or ("blobs",) if auxiliary or m not in AUXILIARY_METHODS]
-        per_mask = sum(len(self.method_settings(method)) for method in methods)
-        return len(self.thresholds) * len(self.erode) * len(self.dilate) * len(self.min_area) * per_mask
+    def method_configs(self, base: PostprocessConfig, auxiliary: bool = True) -> list[PostprocessConfig]:
+        """``base`` with each method and its own settings (``methods=None``: base's method); the methods
+        needing the network's auxiliary map only when it is there."""
+        methods = [m for m in self.methods or (base.method,) if auxiliary or m not in AUXILIARY_METHODS]
+        return [base.replace(method=m, **extra) for m in methods for extra in self.method_settings(m)]
+
+    def size(self, base: PostprocessConfig | None = None, auxiliary: bool = True) -> int:
+        """The number of settings :func:`calibrate` tries with this ``base`` and with or without auxiliary maps."""
+        masks = len(self.thresholds) * len(self.erode) * len(self.dilate) * len(self.min_area)
+        return masks * len(self.method_configs(base or PostprocessConfig(), auxiliary))
 
 
 _METHOD_FIELDS: dict[str, tuple[str, ...]] = {
@@ -111,6 +117,8 @@ def _simplicity(config: PostprocessConfig) -> tuple[float, ...]:
         float(config.erode + config.dilate),
         abs(config.threshold - 0.5),
         float(config.min_area),
+        config.seed_peak_fraction,
+        abs(config.seed_threshold - 0.5),
     )
 
 
@@ -167,13 +175,12 @@ def calibrate(
     elif not isinstance(grid, CalibrationGrid):
         grid = CalibrationGrid.from_dict(grid)
     _check_inputs(probs, true_instances, auxiliary)
-    methods = [m for m in grid.methods or (base.method,) if auxiliary is not None or m not in AUXILIARY_METHODS]
-    if not methods:
+    settings = grid.method_configs(base, auxiliary is not None)
+    if not settings:
         raise PostprocessConfigError(
             f"calibration grid methods {', '.join(grid.methods or (base.method,))} all need the auxiliary map "
             "of a model trained with an auxiliary head; add a method such as blobs"
         )
-    settings = [base.replace(method=m, **extra) for m in methods for extra in grid.method_settings(m)]
     truths = [np.asarray(true) != 0 for true in true_instances]
     true_counts = [count_instances(true) for true in true_instances]
     scores: dict[PostprocessConfig, _Scores] = {}

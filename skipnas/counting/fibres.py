@@ -7,7 +7,7 @@ Counting connected blobs merges crossing fibres into one; this method separates 
    disc of ``junction_scale`` times the strand's half-width there, so the skeleton's distorted
    stretch around a crossing belongs to the junction; overlapping discs are one junction;
 3. cut the skeleton at the junctions into segments (simple paths, or rings with no junction), drop
-   spurs (a segment with a free tip that is shorter than its junction's radius: the skeleton's
+   spurs (a segment with a free tip no longer than its junction's radius, or 3 px: the skeleton's
    artefacts at a blob's corners) and absorb bridges (a segment joining two junctions that is no
    longer than their radii together: two nearby junctions are one crossing);
 4. at each junction, pair the segment ends that continue each other most straight (the smallest
@@ -27,13 +27,21 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from skipnas.errors import SkipnasError
+
 _NEIGHBOURS = np.ones((3, 3), np.float32)
 
 
 def skeleton_of(mask: np.ndarray) -> np.ndarray:
     """bool HxW one-pixel-wide skeleton of a 0/1 mask (scikit-image, Zhang's thinning)."""
     # imported here: scikit-image's import is slow and only this method needs it
-    from skimage.morphology import skeletonize
+    try:
+        from skimage.morphology import skeletonize
+    except ImportError:
+        raise SkipnasError(
+            "fibre counting needs scikit-image, which this environment lacks: pip install scikit-image "
+            "(or reinstall skipnas)"
+        ) from None
 
     return skeletonize(np.asarray(mask) > 0)
 
@@ -111,9 +119,10 @@ def skeleton_graph(skeleton: np.ndarray, half_width: np.ndarray, junction_scale:
         window = junctions[max(y - 1, 0) : y + 2, max(x - 1, 0) : x + 2]
         window_skeleton = skeleton[max(y - 1, 0) : y + 2, max(x - 1, 0) : x + 2]
         near = np.unique(window[window_skeleton & (window > 0)])
-        near = [int(k) for k in near] or [0]
+        # next to one junction only, its other end is a free tip (a stub the spur rule drops), not a loop
+        near = [int(k) for k in near] + [0, 0]
         rows.append((segment, near[0], y, x))
-        rows.append((segment, near[-1] if len(near) > 1 else near[0], y, x))
+        rows.append((segment, near[1], y, x))
     ends = np.asarray(rows, np.int64).reshape(-1, 4)
     return SkeletonGraph(segments, segment_count - 1, junctions, junction_count - 1, junction_radius, ends)
 

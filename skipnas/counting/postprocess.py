@@ -373,9 +373,13 @@ def describe(config: PostprocessConfig) -> str:
     if config.method == "watershed":
         parts.append(f"watershed (min distance {config.watershed_min_distance})")
     elif config.method == "fibres":
-        parts.append(f"fibres (max turn {config.fibre_max_turn:g} deg)")
+        parts.append(f"fibres (max turn {config.fibre_max_turn:g} deg, junctions {config.fibre_junction_scale:g}x the half-width)")
     elif config.method == "seeded":
-        peaks = f", within {config.seed_peak_fraction:g} of local peaks" if config.seed_peak_fraction else ""
+        peaks = (
+            f", within {config.seed_peak_fraction:g} of the peak within {config.watershed_min_distance} px"
+            if config.seed_peak_fraction
+            else ""
+        )
         parts.append(f"seeded by the auxiliary head (seeds above {config.seed_threshold:g}{peaks})")
     else:
         parts.append(config.method)

@@ -1,11 +1,15 @@
-"""Counting from a learned auxiliary map: the network's second head marks each particle's core.
+"""Seeds and floods: counting touching particles from the cores of a relief map.
 
-The auxiliary target is :func:`instance_distance_map`: for every true particle, the distance of
-its pixels to the particle's own border, scaled to 1 at its deepest point. Touching particles get
-one peak each with a valley at their contact line, which the plain distance transform of the
-foreground mask does not have (it sees one merged blob). At counting time, :func:`seeded_labels`
-takes the pixels of the predicted map above ``seed_threshold`` as seeds (one particle per
-8-connected seed) and grows them over the thresholded foreground.
+:func:`peak_seeds` finds one core per particle on a relief (pixels near its local peaks) and
+:func:`flood_from_seeds` grows the cores over the foreground mask until they meet. The
+``watershed`` method uses the mask's own distance transform as the relief; ``seeded`` uses the
+network's auxiliary map, whose target is :func:`instance_distance_map`: for every true particle,
+the distance of its pixels to the particle's own border, scaled to 1 at its deepest point.
+Touching particles get one peak each with a valley at their contact line, which the distance
+transform of the merged foreground does not have. At counting time, :func:`seeded_labels` takes
+as cores the pixels above ``seed_threshold`` and, with a ``peak_fraction`` above 0, near a local
+peak, so a blurred predicted map that dips between touching particles without reaching 0 still
+splits them.
 
 Numpy and OpenCV only: the training code imports :func:`instance_distance_map` to make targets.
 """
@@ -15,7 +19,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-AUXILIARY_TARGETS: tuple[str, ...] = ("distance",)
+from skipnas.auxiliary import AUXILIARY_TARGETS
 
 
 def instance_distance_map(instances: np.ndarray) -> np.ndarray:
@@ -74,15 +78,19 @@ def flood_from_seeds(mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
     # high background (255) makes it a breadth-first growth of every seed inside its particle, so
     # touching particles split where the floods from their seeds meet, before any background is flooded
     relief = np.where(mask > 0, 0, 255).astype(np.uint8)
-    cv2.watershed(cv2.cvtColor(relief, cv2.COLOR_GRAY2BGR), markers)
+    # cv2.watershed marks the image's outer pixel frame as boundary: pad so the frame is flooded too
+    relief = cv2.copyMakeBorder(relief, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=255)
+    padded = cv2.copyMakeBorder(markers, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    cv2.watershed(cv2.cvtColor(relief, cv2.COLOR_GRAY2BGR), padded)
+    markers = padded[1:-1, 1:-1]
     labels = np.where((markers > 0) & (mask > 0), markers, 0).astype(np.int32)
     return _fill_from_neighbours(labels, mask)
 
 
 def _fill_from_neighbours(labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Give unlabelled mask pixels (watershed lines, the image border) their highest neighbour's label."""
+    """Give unlabelled mask pixels (the watershed lines) their highest neighbour's label."""
     square = np.ones((3, 3), np.uint8)
-    for _ in range(8):  # lines are one pixel wide; a few rounds also cover the border corners
+    for _ in range(8):  # lines are one pixel wide; a few rounds cover where they meet
         holes = (labels == 0) & (mask > 0)
         if not holes.any():
             break

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from skipnas.counting.seeded import AUXILIARY_TARGETS
+from skipnas.auxiliary import check_auxiliary
 from skipnas.genome import Genome
 from skipnas.models.blocks import DecoderBlock, DoubleConv, EncoderStage, SegmentationHead, resize_to_level
 
@@ -70,7 +70,7 @@ class UNetDecoder(nn.Module):
 class SkipUNet(nn.Module):
     """A U-Net whose skip connections follow a genome. Returns logits of shape (N, classes, H, W).
 
-    With ``auxiliary`` set (one of :data:`AUXILIARY_TARGETS`), a second 1x1 head on the same last
+    With ``auxiliary`` set (one of :data:`skipnas.auxiliary.AUXILIARY_TARGETS`), a second 1x1 head on the same last
     decoder features adds one channel after the class channels: (N, classes + 1, H, W). It is a
     separate module (``auxiliary_head``), so a model without it has exactly the parameters it had
     before the head existed and old weights load unchanged.
@@ -111,8 +111,7 @@ def build_model(genome: Genome, in_channels: int = 1, classes: int = 1, auxiliar
     with ``auxiliary`` (e.g. ``"distance"``) one more channel, the auxiliary map's logits, after them."""
     if in_channels < 1 or classes < 1:
         raise ValueError(f"in_channels and classes must be >= 1, got {in_channels} and {classes}")
-    if auxiliary is not None and auxiliary not in AUXILIARY_TARGETS:
-        raise ValueError(f"auxiliary must be None or one of {', '.join(AUXILIARY_TARGETS)}, got {auxiliary!r}")
+    check_auxiliary(auxiliary)
     return SkipUNet(genome, in_channels=in_channels, classes=classes, auxiliary=auxiliary)
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from skipnas.counting.seeded import AUXILIARY_TARGETS, instance_distance_map
+from skipnas.auxiliary import check_auxiliary
+from skipnas.counting.seeded import instance_distance_map
 from skipnas.data.augment import AugmentConfig, apply_transform, build_eval_transform, build_train_transform
 from skipnas.data.dataset import DatasetIndex, LabeledImage, load_labeled
 from skipnas.data.io import image_range
@@ -61,7 +62,8 @@ def auxiliary_target(name: str, instances: np.ndarray) -> np.ndarray:
     """The auxiliary head's float32 HxW target in [0, 1] made from an instance mask."""
     if name == "distance":
         return instance_distance_map(instances)
-    raise ValueError(f"auxiliary target must be one of {', '.join(AUXILIARY_TARGETS)}, got {name!r}")
+    check_auxiliary(name)
+    raise AssertionError(f"auxiliary target {name!r} has no target function")
 
 
 @dataclass
@@ -80,8 +82,7 @@ class TileDataset(Dataset):
     auxiliary: str | None = None
 
     def __post_init__(self) -> None:
-        if self.auxiliary is not None and self.auxiliary not in AUXILIARY_TARGETS:
-            raise ValueError(f"auxiliary target must be one of {', '.join(AUXILIARY_TARGETS)}, got {self.auxiliary!r}")
+        check_auxiliary(self.auxiliary)
         rng = np.random.default_rng(self.seed)
         self.tiles = [pair for item in self.images for pair in training_tiles(item.image, item.instances, self.tile, rng)]
         if not self.tiles:

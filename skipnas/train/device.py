@@ -61,9 +61,10 @@ def place_model(model: torch.nn.Module, setup: DeviceSetup) -> torch.nn.Module:
 def cpu_name() -> str:
     """The CPU's model name (on Linux ``platform.processor()`` gives only the architecture)."""
     try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return platform.processor() or platform.machine()

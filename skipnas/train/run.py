@@ -131,7 +131,6 @@ def train_candidate(
             data.normalisation,
             postprocess,
             in_channels=data.channels,
-            auxiliary=config.auxiliary,
             inference_tile=config.val_tile,
             train_config=asdict(config),
             training=result.to_dict(),

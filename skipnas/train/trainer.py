@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from skipnas.counting.seeded import AUXILIARY_TARGETS
+from skipnas.auxiliary import check_auxiliary
 from skipnas.data.augment import AugmentConfig
 from skipnas.data.synth import SynthConfig
 from skipnas.data.tiling import TileConfig
@@ -90,8 +90,7 @@ class TrainConfig:
     auxiliary_weight: float = 1.0  # its BCE's weight next to the segmentation loss
 
     def __post_init__(self) -> None:
-        if self.auxiliary is not None and self.auxiliary not in AUXILIARY_TARGETS:
-            raise SkipnasError(f"auxiliary must be one of {', '.join(AUXILIARY_TARGETS)} or none, got {self.auxiliary!r}")
+        check_auxiliary(self.auxiliary)
         weight = self.auxiliary_weight
         if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not (math.isfinite(weight) and weight >= 0):
             raise SkipnasError(f"auxiliary_weight must be a finite number >= 0, got {self.auxiliary_weight!r}")

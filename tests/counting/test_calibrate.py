@@ -155,3 +155,14 @@ def test_bad_input_is_a_user_error() -> None:
         CalibrationGrid(erode=())
     with pytest.raises(SkipnasError, match="unknown calibration grid"):
         CalibrationGrid.from_dict({"kernel": [3]})
+
+
+def test_size_counts_what_calibrate_tries_whatever_the_base_method() -> None:
+    probs, truths = _touching_pairs()
+    auxiliary = [instance_distance_map(truth) for truth in truths]
+    grid = CalibrationGrid(thresholds=(0.5,), erode=(0,), dilate=(0,), min_area=(1, 10), methods=None)
+    base = PostprocessConfig(method="seeded")
+    _, table = calibrate(probs, truths, base, grid, auxiliary=auxiliary)
+    assert table["settings"] == grid.size(base) == 2 * 6
+    _, table = calibrate(probs, truths, PostprocessConfig(method="fibres"), grid)
+    assert table["settings"] == grid.size(PostprocessConfig(method="fibres"), auxiliary=False) == 2

@@ -116,3 +116,20 @@ def test_max_turn_decides_whether_a_bend_at_a_junction_continues() -> None:
 def test_empty_mask_has_no_strands() -> None:
     assert not fibre_labels(_canvas()).any()
     assert _count(_canvas()) == 0
+
+
+def test_a_one_pixel_stub_beside_a_crossing_is_not_a_loop() -> None:
+    # a one-pixel-wide plus with a diagonal one-pixel stub at the centre: still two strands
+    skeleton = np.zeros((61, 61), bool)
+    skeleton[30, 5:56] = True
+    skeleton[5:56, 30] = True
+    half_width = np.full(skeleton.shape, 1.0, np.float32)
+    plain = follow_strands(skeleton_graph(skeleton, half_width, 1.5), 45.0)
+    assert plain.max() == 2
+    for junction_scale in (1.5, 2.0, 2.5, 3.0):
+        for length in (1, 2, 3, 4):
+            stubbed = skeleton.copy()
+            for step in range(1, length + 1):  # a diagonal stub out of the crossing point
+                stubbed[30 - step, 30 - step] = True
+            graph = skeleton_graph(stubbed, half_width, junction_scale)
+            assert follow_strands(graph, 45.0).max() == 2, (junction_scale, length)

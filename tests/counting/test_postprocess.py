@@ -212,3 +212,17 @@ def test_reading_a_bad_config_file_names_the_file(tmp_path: Path) -> None:
     wrong.write_text('{"threshold": 7}')
     with pytest.raises(SkipnasError, match="wrong.json: threshold"):
         read_postprocess_config(wrong)
+
+
+def test_a_postprocess_file_from_before_the_newer_methods_loads_with_their_defaults(tmp_path) -> None:
+    from skipnas.counting.postprocess import read_postprocess_config
+
+    old = {
+        "threshold": 0.7, "erode": 3, "dilate": 0, "erode_iterations": 1, "dilate_iterations": 1, "min_area": 300,
+        "method": "watershed", "watershed_min_distance": 10, "watershed_peak_fraction": 0.7,
+    }
+    path = tmp_path / "postprocess.json"
+    path.write_text(json.dumps(old))
+    config = read_postprocess_config(path)
+    assert config.method == "watershed" and config.min_area == 300
+    assert (config.fibre_max_turn, config.seed_threshold, config.seed_peak_fraction) == (45.0, 0.5, 0.0)

@@ -79,3 +79,17 @@ def test_local_peaks_split_touching_particles_on_a_blurred_map() -> None:
     assert count_particles(prob, by_threshold, blurred).count == 1
     by_peaks = by_threshold.replace(seed_peak_fraction=0.95)
     assert count_particles(prob, by_peaks, blurred).count == 2
+
+
+@pytest.mark.parametrize("method", ["watershed", "seeded"])
+def test_particles_in_the_outer_pixel_frame_are_kept(method: str) -> None:
+    mask = np.zeros((20, 30), np.float32)
+    mask[0, 5:9] = 1  # along the top edge
+    mask[10:14, 29] = 1  # along the right edge
+    mask[8:12, 10:14] = 1
+    config = PostprocessConfig(method=method, min_area=1)
+    detections = count_particles(mask, config, np.zeros((20, 30), np.float32))
+    assert detections.count == count_particles(mask, PostprocessConfig(min_area=1)).count == 3
+    assert np.array_equal(detections.labels > 0, mask > 0)
+    one_row = np.ones((1, 12), np.float32)
+    assert count_particles(one_row, config, np.zeros((1, 12), np.float32)).count == 1

@@ -143,7 +143,7 @@ def test_model_and_config_must_agree_on_the_auxiliary_head(data: PreparedData) -
 
 
 def test_auxiliary_settings_are_checked() -> None:
-    with pytest.raises(SkipnasError, match="auxiliary must be one of distance"):
+    with pytest.raises(SkipnasError, match="unknown auxiliary target 'centres'; known: distance"):
         _config(auxiliary="centres")
     with pytest.raises(SkipnasError, match="auxiliary_weight must be a finite number >= 0"):
         _config(auxiliary="distance", auxiliary_weight=float("nan"))
