@@ -82,6 +82,9 @@ class AuxiliaryLoss:
         auxiliary = F.binary_cross_entropy_with_logits(logits[:, -1:], targets[:, -1:])
         return segmentation, auxiliary
 
-    def __call__(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        segmentation, auxiliary = self.terms(logits, targets)
+    def combine(self, segmentation: torch.Tensor, auxiliary: torch.Tensor) -> torch.Tensor:
+        """The training loss from :meth:`terms`."""
         return segmentation + self.weight * auxiliary
+
+    def __call__(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self.combine(*self.terms(logits, targets))

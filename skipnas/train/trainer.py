@@ -245,7 +245,7 @@ class Trainer:
             def recording_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
                 segmentation, auxiliary = auxiliary_loss.terms(logits, targets)
                 auxiliary_sum.add_(auxiliary.detach())
-                return segmentation + auxiliary_loss.weight * auxiliary
+                return auxiliary_loss.combine(segmentation, auxiliary)
 
             loss_fn = recording_loss
 
