@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -29,12 +30,12 @@ import numpy as np
 from skipnas.counting.calibrate import CalibrationGrid, calibrate
 from skipnas.counting.postprocess import AUXILIARY_METHODS, METHODS, PostprocessConfig, count_particles, describe
 from skipnas.counting.seeded import instance_distance_map
-from skipnas.data.dataset import check_dataset
+from skipnas.data.dataset import LabeledImage, check_dataset
 from skipnas.data.demo import demo_classes, demo_dataset_path
 from skipnas.data.io import count_instances, read_raw, write_image, write_mask
 from skipnas.fileio import write_csv_atomic
 from skipnas.genome import Genome
-from skipnas.predict import predict_images
+from skipnas.predict import Prediction, predict_images
 from skipnas.train.data import load_split
 from skipnas.train.device import describe_machine
 from skipnas.train.metrics import count_metrics
@@ -61,7 +62,7 @@ def write_class_subset(demo_root: Path, out: Path, keep: str = "bead") -> Path:
     return out
 
 
-def write_panels(folder: Path, images: list, predictions: list) -> None:
+def write_panels(folder: Path, images: Sequence[LabeledImage], predictions: Sequence[Prediction]) -> None:
     """Per test image, side by side: the image, the true auxiliary target and the predicted one."""
     folder.mkdir(parents=True, exist_ok=True)
     for item, prediction in zip(images, predictions, strict=True):
