@@ -29,13 +29,15 @@ from skipnas.errors import SkipnasError
 from skipnas.fileio import write_json_atomic
 from skipnas.paths import cache_dir
 
-DEMO_VERSION = 1
+DEMO_VERSION = 2  # 2: beads in a cluster touch and never overlap
 DEMO_SIZE = 96
 DEMO_SPLITS: dict[str, int] = {"train": 32, "val": 8, "test": 8}
 DEMO_CLASSES: tuple[str, ...] = ("fibre", "fragment", "film", "bead")
 DEMO_MARKER = "demo.json"
 # a particle left with fewer visible pixels than this (after occlusion) is not labelled
 MIN_VISIBLE_PIXELS = 6
+# touching beads are drawn this much closer than their radii sum, so their discs share an edge
+TOUCH_OVERLAP_PX = 0.8
 # cv2 drawing with sub-pixel coordinates: points are scaled by 2**_SHIFT
 _SHIFT = 3
 
@@ -178,13 +180,10 @@ def _draw_bead_cluster(rng: np.random.Generator, canvas: _Canvas, beads: int, ga
     centres = [rng.uniform(0.15 * size, 0.85 * size, 2)]
     radii = [rng.uniform(3.0, 5.5)]
     for _ in range(beads - 1):
-        parent = int(rng.integers(len(centres)))
-        radius = rng.uniform(3.0, 5.5)
-        angle = rng.uniform(0, 2 * np.pi)
-        # a little closer than touching so the rasterised discs share an edge
-        distance = radii[parent] + radius - 0.8
-        centres.append(centres[parent] + distance * np.array([np.cos(angle), np.sin(angle)]))
-        radii.append(radius)
+        placed = _touching_bead(rng, centres, radii)
+        if placed is not None:
+            centres.append(placed[0])
+            radii.append(placed[1])
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     for centre, radius in zip(centres, radii):
         mask = _disc_mask(size, centre, radius)
@@ -195,6 +194,21 @@ def _draw_bead_cluster(rng: np.random.Generator, canvas: _Canvas, beads: int, ga
         highlight = np.exp(-((xx - centre[0] + radius / 3) ** 2 + (yy - centre[1] + radius / 3) ** 2) / radius)
         canvas.blend(_soft(mask, 0.4), canvas.shading * (gain * (0.8 + 0.25 * depth) + 0.4 * highlight))
         canvas.label(mask, "bead")
+
+
+def _touching_bead(rng: np.random.Generator, centres: list[Points], radii: list[float], tries: int = 20) -> tuple[Points, float] | None:
+    """A bead touching one of the cluster's beads and overlapping none: beads are spheres side by
+    side, not stacked, so no bead hides another. None when no spot fits."""
+    for _ in range(tries):
+        parent = int(rng.integers(len(centres)))
+        radius = float(rng.uniform(3.0, 5.5))
+        angle = rng.uniform(0, 2 * np.pi)
+        # a little closer than touching so the rasterised discs share an edge
+        centre = centres[parent] + (radii[parent] + radius - TOUCH_OVERLAP_PX) * np.array([np.cos(angle), np.sin(angle)])
+        gaps = [np.hypot(*(centre - other)) - (r + radius) for other, r in zip(centres, radii)]
+        if min(gaps) >= -TOUCH_OVERLAP_PX - 1e-6:
+            return centre, radius
+    return None
 
 
 def _draw_fibre(rng: np.random.Generator, canvas: _Canvas, curve: Points, gain: float) -> None:

@@ -82,6 +82,22 @@ def test_demo_has_crossing_fibres_and_touching_beads() -> None:
     assert touching >= len(images) // 2
 
 
+def test_cluster_beads_touch_one_bead_and_overlap_none() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        centres, radii = [np.array([48.0, 48.0])], [4.0]
+        for _ in range(5):
+            placed = demo._touching_bead(rng, centres, radii)
+            if placed is None:
+                continue
+            centre, radius = placed
+            gaps = [np.hypot(*(centre - other)) - (r + radius) for other, r in zip(centres, radii)]
+            assert min(gaps) >= -demo.TOUCH_OVERLAP_PX - 1e-6  # no bead stacked on another
+            assert min(gaps) <= -demo.TOUCH_OVERLAP_PX + 1e-6  # and one it touches
+            centres.append(centre)
+            radii.append(radius)
+
+
 def test_plain_thresholding_does_poorly_on_the_demo() -> None:
     images = _images()
     dice = {}
@@ -97,7 +113,7 @@ def test_plain_thresholding_does_poorly_on_the_demo() -> None:
 
 def test_demo_dataset_is_cached_with_the_dataset_layout() -> None:
     path = demo_dataset_path()
-    assert path == cache_dir() / "demo-v1-seed0"
+    assert path == cache_dir() / f"demo-v{demo.DEMO_VERSION}-seed0"
     index = check_dataset(path)
     assert index.presplit
     assert {split: len(samples) for split, samples in index.splits.items()} == DEMO_SPLITS
