@@ -81,6 +81,10 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--pretrain-seconds", type=float, default=60.0)
     parser.add_argument("--finetune-seconds", type=float, default=240.0)
+    parser.add_argument(
+        "--finetune-steps", type=int, default=None,
+        help="also end fine-tuning after this many steps (whichever comes first): the same work on a busy machine",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--test-seeds", default="0", metavar="S,S,...",
@@ -103,7 +107,7 @@ def main() -> None:
         root = write_class_subset(demo_dataset_path(), Path(scratch) / "beads")
         config = TrainConfig(
             pretrain=PhaseConfig(seconds=args.pretrain_seconds, lr=1e-3),
-            finetune=PhaseConfig(seconds=args.finetune_seconds, lr=5e-4),
+            finetune=PhaseConfig(seconds=args.finetune_seconds, steps=args.finetune_steps, lr=5e-4),
             synthetic_images=8 if args.smoke else 64,
             auxiliary="distance",
             early_stopping=None,  # the whole budget: validation Dice stops improving before the cores sharpen

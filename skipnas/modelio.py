@@ -28,6 +28,7 @@ from skipnas.counting.postprocess import (
     write_postprocess_config,
 )
 from skipnas.auxiliary import check_auxiliary
+from skipnas.data.tiling import INFERENCE_TILE
 from skipnas.errors import SkipnasError
 from skipnas.fileio import write_json_atomic
 from skipnas.genome import Genome, GenomeError
@@ -65,7 +66,7 @@ class ModelFolder:
 
     @property
     def tile(self) -> int:
-        return int(self.info.get("inference_tile", 256))
+        return int(self.info.get("inference_tile", INFERENCE_TILE))
 
     @property
     def auxiliary(self) -> str | None:
@@ -95,7 +96,7 @@ def save_model_folder(
     in_channels: int,
     classes: int = 1,
     class_names: list[str] | None = None,
-    inference_tile: int = 256,
+    inference_tile: int = INFERENCE_TILE,
     train_config: dict[str, Any] | None = None,
     training: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from skipnas.data.dataset import LabeledImage
-from skipnas.data.tiling import predict_tiled
+from skipnas.data.tiling import INFERENCE_OVERLAP, INFERENCE_TILE, predict_tiled
 from skipnas.train.data import Normalisation, prepare_image
 from skipnas.train.device import DeviceSetup
 from skipnas.train.step import autocast_context
@@ -25,8 +25,8 @@ def predict_probabilities(
     model: nn.Module,
     image_chw: np.ndarray,
     setup: DeviceSetup,
-    tile: int = 256,
-    overlap: int = 32,
+    tile: int = INFERENCE_TILE,
+    overlap: int = INFERENCE_OVERLAP,
     batch_size: int = 8,
     progress: bool = False,
 ) -> np.ndarray:
@@ -80,8 +80,8 @@ def predict_image(
     model: nn.Module,
     image_chw: np.ndarray,
     setup: DeviceSetup,
-    tile: int = 256,
-    overlap: int = 32,
+    tile: int = INFERENCE_TILE,
+    overlap: int = INFERENCE_OVERLAP,
     batch_size: int = 8,
     progress: bool = False,
 ) -> Prediction:
@@ -94,8 +94,8 @@ def predict_images(
     images: Sequence[LabeledImage],
     normalisation: Normalisation,
     setup: DeviceSetup,
-    tile: int = 256,
-    overlap: int = 32,
+    tile: int = INFERENCE_TILE,
+    overlap: int = INFERENCE_OVERLAP,
 ) -> list[Prediction]:
     """The predictions of full labelled images."""
     return [predict_image(model, prepare_image(item.image, normalisation), setup, tile, overlap) for item in images]

@@ -37,6 +37,12 @@ class Window(NamedTuple):
         return slice(self.y, self.y + self.h), slice(self.x, self.x + self.w)
 
 
+# full-image prediction (validation, calibration, evaluation, counting): one 512 px tile covers a
+# 512 px image, where 256 px tiles with their overlap compute 2.25x its pixels (measured 2.5x slower)
+INFERENCE_TILE = 512
+INFERENCE_OVERLAP = 32
+
+
 def _check_tile(tile: int, overlap: int) -> None:
     if int(tile) != tile or tile < 1:
         raise TilingError(f"tile size {tile!r} is not a positive whole number of pixels: choose e.g. 64 or 256")

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from skipnas.auxiliary import check_auxiliary
 from skipnas.data.augment import AugmentConfig
 from skipnas.data.synth import SynthConfig
-from skipnas.data.tiling import TileConfig
+from skipnas.data.tiling import INFERENCE_OVERLAP, INFERENCE_TILE, TileConfig
 from skipnas.errors import SkipnasError
 from skipnas.predict import predict_images
 from skipnas.progress import progress_bar
@@ -80,8 +80,8 @@ class TrainConfig:
     step_size: int = 10  # StepLR, in epochs
     step_gamma: float = 0.5
     early_stopping: int | None = 8  # validations without a better Dice before a phase stops; None: never
-    val_tile: int = 256  # validation (and later inference) predicts full images in tiles of this size
-    val_overlap: int = 32  # px of overlap between those tiles
+    val_tile: int = INFERENCE_TILE  # validation (and later inference) predicts full images in tiles of this size
+    val_overlap: int = INFERENCE_OVERLAP  # px of overlap between those tiles
     device: str = "auto"
     precision: str = "auto"
     channels_last: str = "auto"
