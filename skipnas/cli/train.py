@@ -53,6 +53,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam", help="optimiser (default adam)")
     parser.add_argument("--scheduler", choices=("plateau", "step", "none"), default="plateau", help="LR schedule (default plateau)")
     parser.add_argument(
+        "--validation-steps", type=int, default=100, metavar="N",
+        help="validate (and step the scheduler and early stopping) at the first epoch end at least N steps after the last "
+        "validation, and at the end of each phase; 0: after every epoch (default 100)",
+    )
+    parser.add_argument(
         "--auxiliary", choices=AUXILIARY_TARGETS, default=None,
         help="add a second head trained on this target from the instance masks (distance: each particle's distance "
         "to its own border), so calibration may count by its seeds and split touching particles (default: none)",
@@ -102,6 +107,7 @@ def _train(args: argparse.Namespace) -> int:
         loss=LossConfig(kind=args.loss),
         optimizer=args.optimizer,
         scheduler=args.scheduler,
+        validation_steps=args.validation_steps or None,
         auxiliary=args.auxiliary,
         auxiliary_weight=args.auxiliary_weight,
         device=args.device,

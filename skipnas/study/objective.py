@@ -249,7 +249,7 @@ class Objective:
             epochs += 1
             trial.report(self._intermediate(result), epochs)
             if trial.should_prune():
-                reason = f"pruned after fine-tune epoch {epochs}: validation Dice {result.val_dice:.3f}"
+                reason = f"pruned after fine-tune validation {epochs}: validation Dice {result.val_dice:.3f}"
                 trial.set_user_attr("prune_reason", reason)
                 raise optuna.TrialPruned(reason)
 

@@ -1,7 +1,7 @@
 """Two-phase training: pretrain on semi-synthetic images, then fine-tune on real ones.
 
-The trainer knows nothing of Optuna: after every validation it calls the callbacks with an
-:class:`EpochResult`; a search prunes a trial by raising from its callback. Budgets are per
+The trainer knows nothing of Optuna: after every validation (at the end of an epoch, at most
+every ``validation_steps`` steps) it calls the callbacks with an :class:`EpochResult`; a search prunes a trial by raising from its callback. Budgets are per
 phase, in epochs, steps or wall-clock seconds (whichever ends first), since widths change step
 time by 10x or more and a search needs comparable wall-clock budgets.
 """
@@ -75,11 +75,20 @@ class TrainConfig:
     momentum: float = 0.9  # SGD only
     weight_decay: float = 0.0
     scheduler: str = "plateau"  # ReduceLROnPlateau on validation Dice, or StepLR
-    plateau_patience: int = 2
+    plateau_patience: int = 2  # validations without a better Dice before the learning rate falls
     plateau_factor: float = 0.5
-    step_size: int = 10  # StepLR, in epochs
+    # the plateau schedule never takes the learning rate below this fraction of the phase's own:
+    # on a long run the noisy validation Dice stalls again and again, and halving without a floor
+    # left 1e-8 (nothing learnt in the second half of a 10-minute run)
+    min_lr_fraction: float = 0.05
+    step_size: int = 10  # StepLR, in validations
     step_gamma: float = 0.5
     early_stopping: int | None = 8  # validations without a better Dice before a phase stops; None: never
+    # validate at the end of the first epoch ending at least this many steps after the last validation
+    # (and at the end of the budget); None: after every epoch. On small datasets an epoch is a few
+    # steps, and validating (so stepping the plateau scheduler) after each one cut the learning rate
+    # to nothing within the first minute
+    validation_steps: int | None = 100
     val_tile: int = INFERENCE_TILE  # validation (and later inference) predicts full images in tiles of this size
     val_overlap: int = INFERENCE_OVERLAP  # px of overlap between those tiles
     device: str = "auto"
@@ -100,6 +109,10 @@ class TrainConfig:
             raise SkipnasError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
         if self.batch_size < 1:
             raise SkipnasError(f"batch_size must be at least 1, got {self.batch_size}")
+        if not 0.0 <= self.min_lr_fraction <= 1.0:
+            raise SkipnasError(f"min_lr_fraction must be from 0 to 1, got {self.min_lr_fraction}")
+        if self.validation_steps is not None and self.validation_steps < 1:
+            raise SkipnasError(f"validation_steps must be at least 1 (or None: every epoch), got {self.validation_steps}")
 
 
 @dataclass(frozen=True)
@@ -193,10 +206,14 @@ class Trainer:
             return torch.optim.SGD(params, lr=lr, momentum=self.config.momentum, weight_decay=self.config.weight_decay)
         return torch.optim.Adam(params, lr=lr, weight_decay=self.config.weight_decay)
 
-    def _scheduler(self, optimizer: torch.optim.Optimizer) -> Any:
+    def _scheduler(self, optimizer: torch.optim.Optimizer, lr: float) -> Any:
         if self.config.scheduler == "plateau":
             return torch.optim.lr_scheduler.ReduceLROnPlateau(
-                optimizer, mode="max", factor=self.config.plateau_factor, patience=self.config.plateau_patience
+                optimizer,
+                mode="max",
+                factor=self.config.plateau_factor,
+                patience=self.config.plateau_patience,
+                min_lr=lr * self.config.min_lr_fraction,
             )
         if self.config.scheduler == "step":
             return torch.optim.lr_scheduler.StepLR(optimizer, step_size=self.config.step_size, gamma=self.config.step_gamma)
@@ -223,7 +240,7 @@ class Trainer:
         started = time.perf_counter()
         loader = self._loader(train_images, seed=self.config.seed + (0 if name == "pretrain" else 1))
         optimizer = self._optimizer(phase.lr)
-        scheduler = self._scheduler(optimizer)
+        scheduler = self._scheduler(optimizer, phase.lr)
         memory_format = torch.channels_last if self.setup.channels_last else torch.contiguous_format
         best_dice, best_state, stale = -math.inf, None, 0
         phase_steps, epoch, reason = 0, 0, ""
@@ -250,13 +267,13 @@ class Trainer:
             loss_fn = recording_loss
 
         by_steps = phase.steps is not None and phase.seconds is None
+        interval = self.config.validation_steps or 0
         with progress_bar(name, total=phase.steps if by_steps else phase.seconds, enabled=self.progress, transient=False) as bar:
+            loss_sum = torch.zeros((), device=self.setup.device)
+            batches = 0
             while not reason:
                 epoch += 1
                 self.model.train()
-                loss_sum = torch.zeros((), device=self.setup.device)
-                auxiliary_sum.zero_()
-                batches = 0
                 for images, targets in loader:
                     images = images.to(self.setup.device, non_blocking=True).contiguous(memory_format=memory_format)
                     targets = targets.to(self.setup.device, non_blocking=True)
@@ -272,8 +289,16 @@ class Trainer:
                     if out_of_budget():
                         break
                 self._check_finite(loss_sum, name, phase_steps)
+                reason = out_of_budget()
+                if not reason and phase.epochs is not None and epoch >= phase.epochs:
+                    reason = f"{phase.epochs} epochs"
+                if not reason and batches < interval:
+                    continue  # a short epoch: train on before validating (the budget's end always validates)
                 train_loss = float(loss_sum) / max(batches, 1)
                 auxiliary_mean = float(auxiliary_sum) / max(batches, 1) if isinstance(self.loss_fn, AuxiliaryLoss) else None
+                loss_sum.zero_()
+                auxiliary_sum.zero_()
+                batches = 0
                 val_dice = validation_dice(
                     self.model, val_images, self.normalisation, self.setup, self.config.val_tile, self.config.val_overlap
                 )
@@ -295,11 +320,8 @@ class Trainer:
                     scheduler.step(val_dice)
                 elif scheduler is not None:
                     scheduler.step()
-                reason = out_of_budget()
-                if not reason and phase.epochs is not None and epoch >= phase.epochs:
-                    reason = f"{phase.epochs} epochs"
                 if not reason and self.config.early_stopping is not None and stale >= self.config.early_stopping:
-                    reason = f"early stop: no better validation Dice in {stale} epochs"
+                    reason = f"early stop: no better validation Dice in {stale} validations"
         if best_state is not None:
             self.model.load_state_dict(best_state)
         return reason, best_dice, time.perf_counter() - started

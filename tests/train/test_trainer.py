@@ -23,6 +23,7 @@ def _config(**changes: object) -> TrainConfig:
         "val_tile": 32,
         "val_overlap": 8,
         "device": "cpu",
+        "validation_steps": None,  # the tiny data's epochs are a step or two: validate after each
     }
     base.update(changes)
     return TrainConfig(**base)  # type: ignore[arg-type]
@@ -158,3 +159,42 @@ def test_the_training_loss_follows_the_auxiliary_weight() -> None:
     plain = training_loss(_config())(logits[:, :1], targets[:, :1])
     auxiliary = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 1:], targets[:, 1:])
     assert light == pytest.approx(float(plain + 0.5 * auxiliary)) and heavy == pytest.approx(float(plain + 2 * auxiliary))
+
+
+def test_short_epochs_are_validated_every_validation_steps(data: PreparedData) -> None:
+    """An epoch of the tiny data is a few steps: validations come at the first epoch end at least
+    ``validation_steps`` after the last one, and at the end of the budget."""
+    every_epoch = _fit(data, _config(pretrain=PhaseConfig(), finetune=PhaseConfig(epochs=12, lr=1e-3), early_stopping=None))
+    steps_per_epoch = every_epoch.history[0].step
+    assert [r.epoch for r in every_epoch.history] == list(range(1, 13))
+    interval = 3 * steps_per_epoch
+    spaced = _fit(data, _config(pretrain=PhaseConfig(), finetune=PhaseConfig(epochs=12, lr=1e-3), validation_steps=interval, early_stopping=None))
+    assert [r.epoch for r in spaced.history] == [3, 6, 9, 12]
+    assert [r.step for r in spaced.history] == [interval, 2 * interval, 3 * interval, 4 * interval]
+    # a budget ending between validations still validates once at its end
+    ends_early = _fit(data, _config(pretrain=PhaseConfig(), finetune=PhaseConfig(epochs=4, lr=1e-3), validation_steps=interval, early_stopping=None))
+    assert [r.epoch for r in ends_early.history] == [3, 4]
+
+
+def test_validation_steps_must_be_positive() -> None:
+    with pytest.raises(SkipnasError, match="validation_steps"):
+        _config(validation_steps=0)
+
+
+
+def test_the_plateau_schedule_stops_at_its_learning_rate_floor(data: PreparedData, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A validation Dice that never improves halves the learning rate after every validation, down
+    to ``min_lr_fraction`` of the phase's own and no further."""
+    monkeypatch.setattr("skipnas.train.trainer.validation_dice", lambda *args, **kwargs: 0.5)
+    phases = {"pretrain": PhaseConfig(), "finetune": PhaseConfig(epochs=12, lr=1e-3)}
+    floored = _fit(data, _config(**phases, plateau_patience=0, early_stopping=None, min_lr_fraction=0.05))
+    rates = [r.lr for r in floored.history]
+    assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(5e-5) and min(rates) == pytest.approx(5e-5)
+    unfloored = _fit(data, _config(**phases, plateau_patience=0, early_stopping=None, min_lr_fraction=0.0))
+    # the first validation sets the best; each later one halves the rate for the next
+    assert unfloored.history[-1].lr == pytest.approx(1e-3 * 0.5**10)
+
+
+def test_min_lr_fraction_is_a_fraction() -> None:
+    with pytest.raises(SkipnasError, match="min_lr_fraction"):
+        _config(min_lr_fraction=1.5)
