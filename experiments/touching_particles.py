@@ -1,18 +1,24 @@
 """Touching round particles: the demo's bead clusters, counted by each method from one network.
 
-    python experiments/touching_particles.py --out experiments/results/touching_particles.csv
+    python experiments/touching_particles.py --train-seeds 0,1,2,3 --test-seeds 0,1,2,3 \
+        --predictions beads.npz --out experiments/results/touching_particles.csv
     python experiments/touching_particles.py --smoke --out /tmp/touching.csv
 
 1. a dataset made from the demo data in which only the beads (round, in clusters of touching
-   beads) are labelled; the other particles stay in the images, unlabelled, as clutter;
+   beads) are labelled; the other particles stay in the images, unlabelled, as clutter.
+   ``--train-seeds`` pools the train and val splits of several demo draws (same generator, other
+   seeds): the demo's own 32 training images hold only about 130 beads;
 2. one `standard` U-Net trained on it with the auxiliary distance head (semi-synthetic
    pretraining, then fine-tuning);
 3. for each counting method, the post-processing is calibrated on val with the grid restricted
    to that method, and the test split is counted with it. ``--test-seeds`` adds the test splits of
-   demo datasets drawn with other seeds (same generator, images the network never saw), because
-   the demo's own test split holds only about 33 beads: one bead is 3 percentage points. The same counting of the true masks
-   (the ceiling of each method) comes alongside, and for the learned map where its error comes
-   from: the true map on the predicted mask, and the predicted map on the true mask.
+   other draws (images the network never saw), because the demo's own test split holds only about
+   33 beads: one bead is 3 percentage points. The same counting of the true masks (the ceiling of
+   each method) comes alongside, and for the learned map where its error comes from: the true map
+   on the predicted mask, and the predicted map on the true mask.
+
+``--predictions`` keeps what the network predicted, so the counting can be re-run (another
+``--min-areas``, changed counting code) without training again.
 
 Writes one CSV row per method: test relative count error, count MAE, exact-count accuracy, Dice.
 """
@@ -23,6 +29,7 @@ import argparse
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -33,9 +40,9 @@ from skipnas.counting.calibrate import CalibrationGrid, calibrate
 from skipnas.counting.postprocess import AUXILIARY_METHODS, METHODS, PostprocessConfig, count_particles, describe
 from skipnas.counting.seeded import instance_distance_map
 from skipnas.data.dataset import LabeledImage, check_dataset
-from skipnas.data.demo import demo_classes, demo_dataset_path, write_demo_dataset
+from skipnas.data.demo import demo_classes, demo_dataset_path
 from skipnas.data.io import count_instances, read_raw, write_image, write_mask
-from skipnas.fileio import write_csv_atomic
+from skipnas.fileio import atomic_open, write_csv_atomic
 from skipnas.genome import Genome
 from skipnas.predict import Prediction, predict_images
 from skipnas.train.data import load_split
@@ -45,9 +52,15 @@ from skipnas.train.run import auxiliary_maps, evaluate_probabilities, prepare_da
 from skipnas.train.trainer import PhaseConfig, TrainConfig
 
 
-def write_class_subset(demo_root: Path, out: Path, keep: str = "bead") -> Path:
-    """The demo dataset with only the ``keep`` particles labelled (the others unlabelled clutter)."""
+def write_class_subset(demo_root: Path, out: Path, keep: str = "bead", prefix: str = "", splits: Sequence[str] | None = None) -> Path:
+    """The demo dataset with only the ``keep`` particles labelled (the others unlabelled clutter).
+
+    ``prefix`` goes before every file name, so several demo draws can share one folder; ``splits``
+    (default all) limits the splits written.
+    """
     classes = demo_classes(demo_root)
+    if splits is not None:
+        classes = {split: stems for split, stems in classes.items() if split in splits}
     for split, stems in classes.items():
         for folder in ("images", "masks"):
             (out / split / folder).mkdir(parents=True, exist_ok=True)
@@ -59,8 +72,8 @@ def write_class_subset(demo_root: Path, out: Path, keep: str = "bead") -> Path:
             for particle, name in ids.items():
                 if name == keep and particle < len(kept):
                     kept[particle] = particle
-            write_image(out / split / "images" / image.name, read_raw(image))
-            write_mask(out / split / "masks" / mask.name, kept[instances])
+            write_image(out / split / "images" / f"{prefix}{image.name}", read_raw(image))
+            write_mask(out / split / "masks" / f"{prefix}{mask.name}", kept[instances])
     return out
 
 
@@ -76,37 +89,113 @@ def write_panels(folder: Path, images: Sequence[LabeledImage], predictions: Sequ
         cv2.imwrite(str(folder / f"{name}.png"), cv2.resize(panel, None, fx=3, fy=3, interpolation=cv2.INTER_NEAREST))
 
 
+def _integers(parser: argparse.ArgumentParser, option: str, text: str) -> list[int]:
+    """Sorted distinct integers of a comma-separated option (at least one)."""
+    try:
+        values = sorted({int(value) for value in text.split(",") if value.strip()})
+    except ValueError:
+        parser.error(f"{option}: comma-separated integers, got {text!r}")
+    if not values or min(values) < 0:
+        parser.error(f"{option}: give at least one integer, none negative, got {text!r}")
+    return values
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--pretrain-seconds", type=float, default=60.0)
     parser.add_argument("--finetune-seconds", type=float, default=240.0)
     parser.add_argument(
-        "--finetune-steps", type=int, default=None,
-        help="also end fine-tuning after this many steps (whichever comes first): the same work on a busy machine",
+        "--pretrain-steps", type=int, default=None,
+        help="also end pretraining after this many steps (whichever comes first): the same work on a busy machine",
     )
+    parser.add_argument("--finetune-steps", type=int, default=None, help="the same for fine-tuning")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--test-seeds", default="0", metavar="S,S,...",
         help="demo seeds whose test splits are counted (default 0: the demo's own test split; training always uses seed 0's train and val)",
     )
+    parser.add_argument(
+        "--train-seeds", default="0", metavar="S,S,...",
+        help="demo seeds whose train and val splits train the network and calibrate the counting (default 0: the "
+        "demo's own; each further draw adds about 130 training beads)",
+    )
+    parser.add_argument(
+        "--min-areas", default="0,10,20,30,100", metavar="PX,PX,...",
+        help="minimum areas the calibration tries (default: bead-sized steps, finer than the search's grid)",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny width and a few steps: checks the script runs")
     parser.add_argument("--panels", type=Path, help="a folder for one PNG per test image: image, true and predicted core maps")
+    parser.add_argument(
+        "--predictions", type=Path, default=None, metavar="FILE.npz",
+        help="keep the network's val and test predictions here; when the file exists, count them instead of training again",
+    )
     parser.add_argument("--out", type=Path, default=Path("experiments/results/touching_particles.csv"))
     args = parser.parse_args()
     if args.smoke:
-        args.width, args.pretrain_seconds, args.finetune_seconds, args.test_seeds = 4, 0.5, 1.0, "0,1"
-    try:
-        test_seeds = sorted({int(seed) for seed in args.test_seeds.split(",") if seed.strip()})
-    except ValueError:
-        parser.error(f"--test-seeds: comma-separated integers, got {args.test_seeds!r}")
-    if not test_seeds:
-        parser.error("--test-seeds: give at least one seed")
+        args.width, args.pretrain_seconds, args.finetune_seconds, args.test_seeds, args.train_seeds = 4, 0.5, 1.0, "0,1", "0,1"
+    test_seeds, train_seeds, min_areas = (
+        _integers(parser, option, value)
+        for option, value in (("--test-seeds", args.test_seeds), ("--train-seeds", args.train_seeds), ("--min-areas", args.min_areas))
+    )
 
+    if args.predictions is not None and args.predictions.exists():
+        predicted = Predicted.load(args.predictions)
+        print(f"counting the predictions in {args.predictions} ({predicted.description})")
+    else:
+        predicted = train_and_predict(args, test_seeds, train_seeds)
+        if args.predictions is not None:
+            predicted.save(args.predictions)
+    rows = count_by_method(predicted, min_areas)
+    comment = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {predicted.description}, calibration min areas {','.join(map(str, min_areas))}"
+    write_csv_atomic(args.out, rows, comment=comment)
+
+
+@dataclass
+class Predicted:
+    """What the network predicted for the val and test images, with the images and their truth:
+    everything counting needs, so counting can be re-run without training again."""
+
+    val: list[LabeledImage]
+    val_predictions: list[Prediction]
+    test: list[LabeledImage]
+    test_predictions: list[Prediction]
+    own_test: int  # the first own_test test images are the demo's own test split (seed 0)
+    description: str  # machine, network, training and data, for the results' comment line
+
+    def save(self, path: Path) -> None:
+        arrays: dict[str, np.ndarray] = {}
+        for split, images, predictions in (("val", self.val, self.val_predictions), ("test", self.test, self.test_predictions)):
+            arrays[f"{split}_stems"] = np.array([item.stem for item in images])
+            arrays[f"{split}_images"] = np.stack([item.image for item in images])
+            arrays[f"{split}_instances"] = np.stack([item.instances for item in images])
+            arrays[f"{split}_classes"] = np.stack([p.classes for p in predictions])
+            arrays[f"{split}_auxiliary"] = np.stack([p.auxiliary for p in predictions])
+        with atomic_open(path, "wb") as handle:
+            np.savez_compressed(handle, own_test=self.own_test, description=self.description, **arrays)
+
+    @classmethod
+    def load(cls, path: Path) -> Predicted:
+        with np.load(path) as saved:
+            splits = {}
+            for split in ("val", "test"):
+                images = [
+                    LabeledImage(str(stem), image, instances)
+                    for stem, image, instances in zip(saved[f"{split}_stems"], saved[f"{split}_images"], saved[f"{split}_instances"], strict=True)
+                ]
+                predictions = [Prediction(classes, auxiliary) for classes, auxiliary in zip(saved[f"{split}_classes"], saved[f"{split}_auxiliary"], strict=True)]
+                splits[split] = (images, predictions)
+            return cls(*splits["val"], *splits["test"], int(saved["own_test"]), str(saved["description"]))
+
+
+def train_and_predict(args: argparse.Namespace, test_seeds: Sequence[int], train_seeds: Sequence[int]) -> Predicted:
+    """Train the network on the beads of the ``train_seeds`` draws and predict their val and the ``test_seeds``' test images."""
     with tempfile.TemporaryDirectory() as scratch:
-        root = write_class_subset(demo_dataset_path(), Path(scratch) / "beads")
+        root = Path(scratch) / "beads"
+        for demo_seed in train_seeds:
+            write_class_subset(demo_dataset_path(demo_seed), root, prefix=f"seed{demo_seed}-", splits=("train", "val"))
         config = TrainConfig(
-            pretrain=PhaseConfig(seconds=args.pretrain_seconds, lr=1e-3),
+            pretrain=PhaseConfig(seconds=args.pretrain_seconds, steps=args.pretrain_steps, lr=1e-3),
             finetune=PhaseConfig(seconds=args.finetune_seconds, steps=args.finetune_steps, lr=5e-4),
             synthetic_images=8 if args.smoke else 64,
             auxiliary="distance",
@@ -122,11 +211,7 @@ def main() -> None:
         names: list[str] = []
         own_test = 0
         for demo_seed in test_seeds:
-            if demo_seed == 0:
-                beads = root
-            else:
-                other = write_demo_dataset(Path(scratch) / f"demo-seed{demo_seed}", seed=demo_seed)
-                beads = write_class_subset(other, Path(scratch) / f"beads-seed{demo_seed}")
+            beads = write_class_subset(demo_dataset_path(demo_seed), Path(scratch) / f"test-seed{demo_seed}", splits=("test",))
             split = load_split(check_dataset(beads), "test")
             test += split
             names += [f"seed{demo_seed}-{item.stem}" for item in split]
@@ -136,22 +221,40 @@ def main() -> None:
         seconds = time.perf_counter() - started
         if args.panels is not None:
             write_panels(args.panels, test, test_predictions, names)
+    training = result.training
+    kept = max((r for r in training.history if r.phase == "finetune"), key=lambda r: r.val_dice, default=training.history[-1])
+    description = (
+        f"{describe_machine()}, demo beads only, standard width {args.width} with the distance head, {training.steps} "
+        f"training steps in {seconds:.0f} s ({len(training.history)} validations, final learning rate {training.history[-1].lr:.2g}; "
+        f"weights of step {kept.step}, validation Dice {kept.val_dice:.3f}), "
+        f"trained and calibrated on the train and val splits of demo seeds {','.join(map(str, train_seeds))}, "
+        f"test splits of demo seeds {','.join(map(str, test_seeds))}"
+    )
+    return Predicted(list(data.val), val_predictions, test, test_predictions, own_test, description)
 
-    val_probs = [p.foreground for p in val_predictions]
-    test_probs = [p.foreground for p in test_predictions]
+
+def count_by_method(predicted: Predicted, min_areas: Sequence[int]) -> list[dict[str, object]]:
+    """One row per counting method: calibrated on val (grid restricted to the method), scored on test,
+    with the method's ceiling on the true masks and, for the learned map, where its error comes from."""
+    test = predicted.test
+    val_probs = [p.foreground for p in predicted.val_predictions]
+    val_maps = auxiliary_maps(predicted.val_predictions)
+    test_probs = [p.foreground for p in predicted.test_predictions]
     truth = [count_instances(item.instances) for item in test]
     true_masks = [(item.instances > 0).astype(np.float32) for item in test]
     true_maps = [instance_distance_map(item.instances) for item in test]
-    predicted_maps = auxiliary_maps(test_predictions)
+    predicted_maps = auxiliary_maps(predicted.test_predictions)
+    own_test = predicted.own_test
 
-    def relative_error(probs: list[np.ndarray], maps: list[np.ndarray], config: PostprocessConfig, images: int | None = None) -> float:
-        counts = [count_particles(prob, config, extra).count for prob, extra in zip(probs[:images], maps[:images], strict=True)]
+    def relative_error(probs: list[np.ndarray], maps: list[np.ndarray] | None, config: PostprocessConfig, images: int | None = None) -> float:
+        extras = maps if maps is not None else [None] * len(probs)
+        counts = [count_particles(prob, config, extra).count for prob, extra in zip(probs[:images], extras[:images], strict=True)]
         return round(count_metrics(counts, truth[:images])["relative_count_error"], 3)
 
-    rows = []
+    rows: list[dict[str, object]] = []
     for method in METHODS:
-        grid = CalibrationGrid(methods=(method,))
-        best, _ = calibrate(val_probs, [item.instances for item in data.val], grid=grid, auxiliary=auxiliary_maps(val_predictions))
+        grid = CalibrationGrid(methods=(method,), min_area=tuple(min_areas))
+        best, _ = calibrate(val_probs, [item.instances for item in predicted.val], grid=grid, auxiliary=val_maps)
         metrics = evaluate_probabilities(test_probs, test, best, predicted_maps)
         # the true masks need no threshold or morphology
         on_true_masks = best.replace(threshold=0.5, erode=0, dilate=0)
@@ -177,12 +280,7 @@ def main() -> None:
             }
         )
         print(rows[-1])
-    comment = (
-        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {describe_machine()}, demo beads only, standard width "
-        f"{args.width} with the distance head, {result.training.steps} training steps in {seconds:.0f} s, test splits of demo seeds "
-        f"{','.join(map(str, test_seeds))}"
-    )
-    write_csv_atomic(args.out, rows, comment=comment)
+    return rows
 
 
 if __name__ == "__main__":
