@@ -100,57 +100,6 @@ def _integers(parser: argparse.ArgumentParser, option: str, text: str) -> list[i
     return values
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--width", type=int, default=16)
-    parser.add_argument("--pretrain-seconds", type=float, default=60.0)
-    parser.add_argument("--finetune-seconds", type=float, default=240.0)
-    parser.add_argument(
-        "--pretrain-steps", type=int, default=None,
-        help="also end pretraining after this many steps (whichever comes first): the same work on a busy machine",
-    )
-    parser.add_argument("--finetune-steps", type=int, default=None, help="the same for fine-tuning")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--test-seeds", default="0", metavar="S,S,...",
-        help="demo seeds whose test splits are counted (default 0: the demo's own test split; training always uses seed 0's train and val)",
-    )
-    parser.add_argument(
-        "--train-seeds", default="0", metavar="S,S,...",
-        help="demo seeds whose train and val splits train the network and calibrate the counting (default 0: the "
-        "demo's own; each further draw adds about 130 training beads)",
-    )
-    parser.add_argument(
-        "--min-areas", default="0,10,20,30,100", metavar="PX,PX,...",
-        help="minimum areas the calibration tries (default: bead-sized steps, finer than the search's grid)",
-    )
-    parser.add_argument("--smoke", action="store_true", help="tiny width and a few steps: checks the script runs")
-    parser.add_argument("--panels", type=Path, help="a folder for one PNG per test image: image, true and predicted core maps")
-    parser.add_argument(
-        "--predictions", type=Path, default=None, metavar="FILE.npz",
-        help="keep the network's val and test predictions here; when the file exists, count them instead of training again",
-    )
-    parser.add_argument("--out", type=Path, default=Path("experiments/results/touching_particles.csv"))
-    args = parser.parse_args()
-    if args.smoke:
-        args.width, args.pretrain_seconds, args.finetune_seconds, args.test_seeds, args.train_seeds = 4, 0.5, 1.0, "0,1", "0,1"
-    test_seeds, train_seeds, min_areas = (
-        _integers(parser, option, value)
-        for option, value in (("--test-seeds", args.test_seeds), ("--train-seeds", args.train_seeds), ("--min-areas", args.min_areas))
-    )
-
-    if args.predictions is not None and args.predictions.exists():
-        predicted = Predicted.load(args.predictions)
-        print(f"counting the predictions in {args.predictions} ({predicted.description})")
-    else:
-        predicted = train_and_predict(args, test_seeds, train_seeds)
-        if args.predictions is not None:
-            predicted.save(args.predictions)
-    rows = count_by_method(predicted, min_areas)
-    comment = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {predicted.description}, calibration min areas {','.join(map(str, min_areas))}"
-    write_csv_atomic(args.out, rows, comment=comment)
-
-
 @dataclass
 class Predicted:
     """What the network predicted for the val and test images, with the images and their truth:
@@ -281,6 +230,57 @@ def count_by_method(predicted: Predicted, min_areas: Sequence[int]) -> list[dict
         )
         print(rows[-1])
     return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--pretrain-seconds", type=float, default=60.0)
+    parser.add_argument("--finetune-seconds", type=float, default=240.0)
+    parser.add_argument(
+        "--pretrain-steps", type=int, default=None,
+        help="also end pretraining after this many steps (whichever comes first): the same work on a busy machine",
+    )
+    parser.add_argument("--finetune-steps", type=int, default=None, help="the same for fine-tuning")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--test-seeds", default="0", metavar="S,S,...",
+        help="demo seeds whose test splits are counted (default 0: the demo's own test split)",
+    )
+    parser.add_argument(
+        "--train-seeds", default="0", metavar="S,S,...",
+        help="demo seeds whose train and val splits train the network and calibrate the counting (default 0: the "
+        "demo's own; each further draw adds about 130 training beads)",
+    )
+    parser.add_argument(
+        "--min-areas", default="0,10,20,30,100", metavar="PX,PX,...",
+        help="minimum areas the calibration tries (default: bead-sized steps, finer than the search's grid)",
+    )
+    parser.add_argument("--smoke", action="store_true", help="tiny width and a few steps: checks the script runs")
+    parser.add_argument("--panels", type=Path, help="a folder for one PNG per test image: image, true and predicted core maps")
+    parser.add_argument(
+        "--predictions", type=Path, default=None, metavar="FILE.npz",
+        help="keep the network's val and test predictions here; when the file exists, count them instead of training again",
+    )
+    parser.add_argument("--out", type=Path, default=Path("experiments/results/touching_particles.csv"))
+    args = parser.parse_args()
+    if args.smoke:
+        args.width, args.pretrain_seconds, args.finetune_seconds, args.test_seeds, args.train_seeds = 4, 0.5, 1.0, "0,1", "0,1"
+    test_seeds, train_seeds, min_areas = (
+        _integers(parser, option, value)
+        for option, value in (("--test-seeds", args.test_seeds), ("--train-seeds", args.train_seeds), ("--min-areas", args.min_areas))
+    )
+
+    if args.predictions is not None and args.predictions.exists():
+        predicted = Predicted.load(args.predictions)
+        print(f"counting the predictions in {args.predictions} ({predicted.description})")
+    else:
+        predicted = train_and_predict(args, test_seeds, train_seeds)
+        if args.predictions is not None:
+            predicted.save(args.predictions)
+    rows = count_by_method(predicted, min_areas)
+    comment = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {predicted.description}, calibration min areas {','.join(map(str, min_areas))}"
+    write_csv_atomic(args.out, rows, comment=comment)
 
 
 if __name__ == "__main__":

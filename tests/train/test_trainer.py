@@ -68,7 +68,6 @@ def test_epoch_budget_and_skipped_pretraining(data: PreparedData) -> None:
 def test_seconds_budget_stops_the_phase(data: PreparedData) -> None:
     result = _fit(data, _config(pretrain=PhaseConfig(), finetune=PhaseConfig(seconds=0.5, lr=1e-3)))
     assert result.stop_reasons["finetune"] == "0.5 s"
-    assert result.phase_seconds["finetune"] < 10
 
 
 def test_training_is_reproducible_on_cpu(data: PreparedData) -> None:
