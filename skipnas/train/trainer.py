@@ -1,9 +1,10 @@
 """Two-phase training: pretrain on semi-synthetic images, then fine-tune on real ones.
 
 The trainer knows nothing of Optuna: after every validation (at the end of an epoch, at most
-every ``validation_steps`` steps) it calls the callbacks with an :class:`EpochResult`; a search prunes a trial by raising from its callback. Budgets are per
-phase, in epochs, steps or wall-clock seconds (whichever ends first), since widths change step
-time by 10x or more and a search needs comparable wall-clock budgets.
+every ``validation_steps`` steps) it calls the callbacks with an :class:`EpochResult`; a search
+prunes a trial by raising from its callback. Budgets are per phase, in epochs, steps or
+wall-clock seconds (whichever ends first), since widths change step time by 10x or more and a
+search needs comparable wall-clock budgets.
 """
 
 from __future__ import annotations

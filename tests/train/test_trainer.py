@@ -180,7 +180,6 @@ def test_validation_steps_must_be_positive() -> None:
         _config(validation_steps=0)
 
 
-
 def test_the_plateau_schedule_stops_at_its_learning_rate_floor(data: PreparedData, monkeypatch: pytest.MonkeyPatch) -> None:
     """A validation Dice that never improves halves the learning rate after every validation, down
     to ``min_lr_fraction`` of the phase's own and no further."""
