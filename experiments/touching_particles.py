@@ -17,7 +17,9 @@
    each method) comes alongside, and for the learned map where its error comes from: the true map
    on the predicted mask, and the predicted map on the true mask.
 
-``--predictions`` keeps what the network predicted, so the counting can be re-run (another
+``--keep-best count`` keeps the fine-tuning weights that count the val beads best (every
+validation calibrates the counting, with the ``--min-areas`` grid) instead of those of the best
+pixel Dice. ``--predictions`` keeps what the network predicted, so the counting can be re-run (another
 ``--min-areas``, changed counting code) without training again.
 
 Writes one CSV row per method: test relative count error, count MAE, exact-count accuracy, Dice.
@@ -137,7 +139,9 @@ class Predicted:
             return cls(*splits["val"], *splits["test"], int(saved["own_test"]), str(saved["description"]))
 
 
-def train_and_predict(args: argparse.Namespace, test_seeds: Sequence[int], train_seeds: Sequence[int]) -> Predicted:
+def train_and_predict(
+    args: argparse.Namespace, test_seeds: Sequence[int], train_seeds: Sequence[int], min_areas: Sequence[int]
+) -> Predicted:
     """Train the network on the beads of the ``train_seeds`` draws and predict their val and the ``test_seeds``' test images."""
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch) / "beads"
@@ -149,6 +153,8 @@ def train_and_predict(args: argparse.Namespace, test_seeds: Sequence[int], train
             synthetic_images=8 if args.smoke else 64,
             auxiliary="distance",
             early_stopping=None,  # the whole budget: validation Dice stops improving before the cores sharpen
+            keep_best_by=args.keep_best,
+            count_grid=CalibrationGrid(min_area=tuple(min_areas)),
             seed=args.seed,
         )
         started = time.perf_counter()
@@ -171,11 +177,12 @@ def train_and_predict(args: argparse.Namespace, test_seeds: Sequence[int], train
         if args.panels is not None:
             write_panels(args.panels, test, test_predictions, names)
     training = result.training
-    kept = max((r for r in training.history if r.phase == "finetune"), key=lambda r: r.val_dice, default=training.history[-1])
+    kept = training.kept or training.history[-1]
+    kept_count = "" if kept.val_count_mae is None else f", count MAE {kept.val_count_mae:.2f}"
     description = (
         f"{describe_machine()}, demo beads only, standard width {args.width} with the distance head, {training.steps} "
         f"training steps in {seconds:.0f} s ({len(training.history)} validations, final learning rate {training.history[-1].lr:.2g}; "
-        f"weights of step {kept.step}, validation Dice {kept.val_dice:.3f}), "
+        f"weights of step {kept.step} kept by best {args.keep_best}: validation Dice {kept.val_dice:.3f}{kept_count}), "
         f"trained and calibrated on the train and val splits of demo seeds {','.join(map(str, train_seeds))}, "
         f"test splits of demo seeds {','.join(map(str, test_seeds))}"
     )
@@ -244,6 +251,10 @@ def main() -> None:
     parser.add_argument("--finetune-steps", type=int, default=None, help="the same for fine-tuning")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--keep-best", choices=("dice", "count"), default="dice",
+        help="keep the fine-tuning weights of the best val Dice, or of the lowest calibrated val count MAE (default dice)",
+    )
+    parser.add_argument(
         "--test-seeds", default="0", metavar="S,S,...",
         help="demo seeds whose test splits are counted (default 0: the demo's own test split)",
     )
@@ -275,7 +286,7 @@ def main() -> None:
         predicted = Predicted.load(args.predictions)
         print(f"counting the predictions in {args.predictions} ({predicted.description})")
     else:
-        predicted = train_and_predict(args, test_seeds, train_seeds)
+        predicted = train_and_predict(args, test_seeds, train_seeds, min_areas)
         if args.predictions is not None:
             predicted.save(args.predictions)
     rows = count_by_method(predicted, min_areas)

@@ -82,7 +82,10 @@ def test_count_and_evaluate_bad_input_exit_2(model_dir: Path, tmp_path: Path) ->
 @pytest.fixture(scope="module")
 def auxiliary_model_dir(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("model") / "auxiliary"
-    args = ["train", "--data", str(tiny_dataset), "--topology", "reverse", *FAST, "--auxiliary", "distance", "--out", str(out), "--json"]
+    args = [
+        "train", "--data", str(tiny_dataset), "--topology", "reverse", *FAST, "--auxiliary", "distance", "--keep-best", "count",
+        "--out", str(out), "--json",
+    ]
     assert main(args) == 0
     return out
 
@@ -93,6 +96,13 @@ def test_train_with_an_auxiliary_head_then_evaluate_and_count_say_which_method_c
     capsys.readouterr()
     info = json.loads((auxiliary_model_dir / "model.json").read_text())
     assert info["auxiliary"] == "distance" and info["classes"] == 1
+    # --keep-best count: the folder says which validation's weights it holds, and what they counted
+    assert info["train_config"]["keep_best_by"] == "count"
+    kept = info["training"]["kept"]
+    assert kept["phase"] == "finetune" and kept["val_count_mae"] >= 0
+    assert kept == min(
+        (h for h in info["training"]["history"] if h["phase"] == "finetune"), key=lambda h: (h["val_count_mae"], -h["val_dice"])
+    )
     method = json.loads((auxiliary_model_dir / "postprocess.json").read_text())["method"]
     assert main(["evaluate", str(auxiliary_model_dir), "--data", str(tiny_dataset), "--split", "test", "--json", "--device", "cpu"]) == 0
     metrics = json.loads(capsys.readouterr().out)

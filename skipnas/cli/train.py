@@ -65,6 +65,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--auxiliary-weight", type=float, default=1.0, metavar="W", help="with --auxiliary: the auxiliary loss's weight (default 1)"
     )
+    parser.add_argument(
+        "--keep-best", choices=("dice", "count"), default="dice",
+        help="which fine-tuning validation's weights to keep: the highest pixel Dice, or the lowest count MAE with the "
+        "counting calibrated on val at every validation (slower validations; with --auxiliary the cores often keep "
+        "sharpening after Dice has peaked) (default dice)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     add_device_arguments(parser)
     parser.add_argument("--out", type=Path, default=None, metavar="MODEL_DIR", help="model folder (default: runs/models/TOPOLOGY-wWIDTH)")
@@ -110,6 +116,7 @@ def _train(args: argparse.Namespace) -> int:
         validation_steps=args.validation_steps or None,
         auxiliary=args.auxiliary,
         auxiliary_weight=args.auxiliary_weight,
+        keep_best_by=args.keep_best,
         device=args.device,
         seed=args.seed,
     )
@@ -128,5 +135,9 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     print_metrics(f"validation ({len(data.val)} images), counting: {result.postprocess.method}", result.metrics)
     console().print(f"stopped: {', '.join(f'{k}: {v}' for k, v in result.training.stop_reasons.items())}")
+    kept = result.training.kept
+    if kept is not None:
+        count = "" if kept.val_count_mae is None else f", count MAE {kept.val_count_mae:.2f}"
+        console().print(f"kept the weights of step {kept.step} (val Dice {kept.val_dice:.3f}{count})")
     console().print(f"model folder: {result.model_dir}")
     return 0

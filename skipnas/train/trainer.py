@@ -4,7 +4,10 @@ The trainer knows nothing of Optuna: after every validation (at the end of an ep
 every ``validation_steps`` steps) it calls the callbacks with an :class:`EpochResult`; a search
 prunes a trial by raising from its callback. Budgets are per phase, in epochs, steps or
 wall-clock seconds (whichever ends first), since widths change step time by 10x or more and a
-search needs comparable wall-clock budgets.
+search needs comparable wall-clock budgets. Fine-tuning ends on the weights of its best
+validation: the highest pixel Dice, or with ``keep_best_by="count"`` the lowest count MAE after
+calibrating the counting on the validation images (the learning-rate schedule and early stopping
+follow Dice either way).
 """
 
 from __future__ import annotations
@@ -23,11 +26,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from skipnas.auxiliary import check_auxiliary
+from skipnas.counting.calibrate import CalibrationGrid, calibrate
 from skipnas.data.augment import AugmentConfig
 from skipnas.data.synth import SynthConfig
 from skipnas.data.tiling import INFERENCE_OVERLAP, INFERENCE_TILE, TileConfig
 from skipnas.errors import SkipnasError
-from skipnas.predict import predict_images
+from skipnas.predict import Prediction, predict_images
 from skipnas.progress import progress_bar
 from skipnas.data.dataset import LabeledImage
 from skipnas.train.data import Normalisation, TileDataset
@@ -38,6 +42,7 @@ from skipnas.train.step import LossFn, train_step
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULERS = ("plateau", "step", "none")
+KEEP_BEST_BY = ("dice", "count")
 
 
 class TrainingDiverged(SkipnasError):
@@ -98,9 +103,16 @@ class TrainConfig:
     seed: int = 0
     auxiliary: str | None = None  # a second head trained on this target from the instance masks ("distance")
     auxiliary_weight: float = 1.0  # its BCE's weight next to the segmentation loss
+    # which fine-tuning validation's weights are kept: the highest pixel Dice, or the lowest count MAE
+    # with the counting calibrated on val (on ``count_grid``; None: the default grid). Dice often peaks
+    # before the auxiliary head's cores are sharp enough to split touching particles
+    keep_best_by: str = "dice"
+    count_grid: CalibrationGrid | None = None
 
     def __post_init__(self) -> None:
         check_auxiliary(self.auxiliary)
+        if self.keep_best_by not in KEEP_BEST_BY:
+            raise SkipnasError(f"keep_best_by must be one of {', '.join(KEEP_BEST_BY)}, got {self.keep_best_by!r}")
         weight = self.auxiliary_weight
         if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not (math.isfinite(weight) and weight >= 0):
             raise SkipnasError(f"auxiliary_weight must be a finite number >= 0, got {self.auxiliary_weight!r}")
@@ -126,6 +138,8 @@ class EpochResult:
     lr: float
     seconds: float  # since training started
     auxiliary_loss: float | None = None  # the auxiliary head's mean BCE over the epoch (unweighted), when there is one
+    # fine-tuning with keep_best_by="count": the val count MAE with the counting calibrated on val
+    val_count_mae: float | None = None
 
 
 class Callback(Protocol):
@@ -141,10 +155,12 @@ class TrainResult:
     phase_seconds: dict[str, float]
     steps: int
     setup: DeviceSetup
+    kept: EpochResult | None = None  # the fine-tuning validation whose weights the model holds
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "best_val_dice": self.best_val_dice,
+            "kept": None if self.kept is None else vars(self.kept),
             "stop_reasons": self.stop_reasons,
             "phase_seconds": self.phase_seconds,
             "steps": self.steps,
@@ -162,15 +178,27 @@ def training_loss(config: TrainConfig) -> LossFn:
     return AuxiliaryLoss(segmentation, config.auxiliary_weight)
 
 
-def validation_dice(
-    model: nn.Module, images: Sequence[LabeledImage], normalisation: Normalisation, setup: DeviceSetup, tile: int, overlap: int
-) -> float:
-    """Pixel Dice at threshold 0.5 over full stitched validation images (all pixels pooled)."""
+def prediction_dice(predictions: Sequence[Prediction], images: Sequence[LabeledImage]) -> float:
+    """Pixel Dice at threshold 0.5 over full stitched images (all pixels pooled)."""
     tp = fp = fn = 0
-    for prediction, item in zip(predict_images(model, images, normalisation, setup, tile, overlap), images):
+    for prediction, item in zip(predictions, images, strict=True):
         counts = pixel_confusion(prediction.foreground > 0.5, item.instances > 0)
         tp, fp, fn = tp + counts[0], fp + counts[1], fn + counts[2]
     return PixelMetrics.from_counts(tp, fp, fn).dice
+
+
+def calibrated_count_mae(
+    predictions: Sequence[Prediction], images: Sequence[LabeledImage], grid: CalibrationGrid | None = None
+) -> float:
+    """The count MAE of the best counting setting of ``grid`` on these images (see :func:`calibrate`)."""
+    maps = [p.auxiliary for p in predictions]
+    _, table = calibrate(
+        [p.foreground for p in predictions],
+        [item.instances for item in images],
+        grid=grid,
+        auxiliary=None if any(m is None for m in maps) else maps,  # type: ignore[arg-type]
+    )
+    return float(table["best"]["count_mae"])
 
 
 class Trainer:
@@ -236,14 +264,18 @@ class Trainer:
 
     def _run_phase(
         self, name: str, phase: PhaseConfig, train_images: Sequence[LabeledImage], val_images: Sequence[LabeledImage], keep_best: bool
-    ) -> tuple[str, float, float]:
-        """Returns (why it stopped, best validation Dice, seconds)."""
+    ) -> tuple[str, float, float, EpochResult | None]:
+        """Returns (why it stopped, best validation Dice, seconds, the validation whose weights were
+        kept); with ``keep_best`` the model ends on the weights of its best validation by ``keep_best_by``."""
         started = time.perf_counter()
         loader = self._loader(train_images, seed=self.config.seed + (0 if name == "pretrain" else 1))
         optimizer = self._optimizer(phase.lr)
         scheduler = self._scheduler(optimizer, phase.lr)
         memory_format = torch.channels_last if self.setup.channels_last else torch.contiguous_format
         best_dice, best_state, stale = -math.inf, None, 0
+        best_key: tuple[float, ...] | None = None
+        kept: EpochResult | None = None
+        by_count = keep_best and self.config.keep_best_by == "count"
         phase_steps, epoch, reason = 0, 0, ""
         deadline = started + phase.seconds if phase.seconds is not None else math.inf
 
@@ -300,21 +332,29 @@ class Trainer:
                 loss_sum.zero_()
                 auxiliary_sum.zero_()
                 batches = 0
-                val_dice = validation_dice(
+                predictions = predict_images(
                     self.model, val_images, self.normalisation, self.setup, self.config.val_tile, self.config.val_overlap
                 )
+                val_dice = prediction_dice(predictions, val_images)
+                count_mae = calibrated_count_mae(predictions, val_images, self.config.count_grid) if by_count else None
                 lr = optimizer.param_groups[0]["lr"]
                 result = EpochResult(
-                    name, epoch, self.steps, train_loss, val_dice, lr, time.perf_counter() - self._started, auxiliary_mean
+                    name, epoch, self.steps, train_loss, val_dice, lr, time.perf_counter() - self._started, auxiliary_mean,
+                    count_mae,
                 )
                 self.history.append(result)
-                bar.update(detail=f"step {phase_steps}, val Dice {val_dice:.3f}")
+                bar.update(
+                    detail=f"step {phase_steps}, val Dice {val_dice:.3f}" + ("" if count_mae is None else f", count MAE {count_mae:.2f}")
+                )
                 if val_dice > best_dice:
                     best_dice, stale = val_dice, 0
-                    if keep_best:
-                        best_state = copy.deepcopy(self.model.state_dict())
                 else:
                     stale += 1
+                # the count MAE takes few values on a small val split: ties go to the higher Dice
+                key = (-count_mae, val_dice) if count_mae is not None else (val_dice,)
+                if keep_best and (best_key is None or key > best_key):
+                    best_key, kept = key, result
+                    best_state = copy.deepcopy(self.model.state_dict())
                 for callback in self.callbacks:
                     callback(result)
                 if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -325,7 +365,7 @@ class Trainer:
                     reason = f"early stop: no better validation Dice in {stale} validations"
         if best_state is not None:
             self.model.load_state_dict(best_state)
-        return reason, best_dice, time.perf_counter() - started
+        return reason, best_dice, time.perf_counter() - started, kept
 
     @staticmethod
     def _check_finite(loss_sum: torch.Tensor, phase: str, step: int) -> None:
@@ -343,7 +383,7 @@ class Trainer:
     ) -> TrainResult:
         """Pretrain on ``synthetic_train`` (skipped when empty or disabled), then fine-tune on ``real_train``.
 
-        The fine-tuned model is left at its best validation Dice.
+        The fine-tuned model is left at its best validation (``keep_best_by``).
         """
         if not val:
             raise SkipnasError("no labelled validation images: add a val split (or images to split from)")
@@ -353,18 +393,20 @@ class Trainer:
         reasons: dict[str, str] = {}
         seconds: dict[str, float] = {}
         best = -math.inf
+        kept: EpochResult | None = None
         phases = [("pretrain", self.config.pretrain, synthetic_train, False), ("finetune", self.config.finetune, real_train, True)]
         for name, phase, images, keep_best in phases:
             if not phase.enabled or not images:
                 reasons[name] = "skipped"
                 continue
-            reasons[name], phase_best, seconds[name] = self._run_phase(name, phase, images, val, keep_best)
+            reasons[name], phase_best, seconds[name], phase_kept = self._run_phase(name, phase, images, val, keep_best)
+            kept = phase_kept if keep_best else kept
             best = phase_best if keep_best or best == -math.inf else max(best, phase_best)
         if all(reason == "skipped" for reason in reasons.values()):
             raise SkipnasError("both training phases are skipped: give a pretrain or fine-tune budget")
         if reasons["finetune"] != "skipped":
             best = max(h.val_dice for h in self.history if h.phase == "finetune")
-        return TrainResult(self.model, self.history, float(best), reasons, seconds, self.steps, self.setup)
+        return TrainResult(self.model, self.history, float(best), reasons, seconds, self.steps, self.setup, kept)
 
 
 def fit_model(

@@ -183,7 +183,7 @@ def test_validation_steps_must_be_positive() -> None:
 def test_the_plateau_schedule_stops_at_its_learning_rate_floor(data: PreparedData, monkeypatch: pytest.MonkeyPatch) -> None:
     """A validation Dice that never improves halves the learning rate after every validation, down
     to ``min_lr_fraction`` of the phase's own and no further."""
-    monkeypatch.setattr("skipnas.train.trainer.validation_dice", lambda *args, **kwargs: 0.5)
+    monkeypatch.setattr("skipnas.train.trainer.prediction_dice", lambda *args, **kwargs: 0.5)
     phases = {"pretrain": PhaseConfig(), "finetune": PhaseConfig(epochs=12, lr=1e-3)}
     floored = _fit(data, _config(**phases, plateau_patience=0, early_stopping=None, min_lr_fraction=0.05))
     rates = [r.lr for r in floored.history]
@@ -196,3 +196,61 @@ def test_the_plateau_schedule_stops_at_its_learning_rate_floor(data: PreparedDat
 def test_min_lr_fraction_is_a_fraction() -> None:
     with pytest.raises(SkipnasError, match="min_lr_fraction"):
         _config(min_lr_fraction=1.5)
+
+
+def test_keep_best_by_must_be_known() -> None:
+    with pytest.raises(SkipnasError, match="keep_best_by must be one of dice, count"):
+        _config(keep_best_by="loss")
+
+
+def _snapshots(model: torch.nn.Module) -> tuple[list[dict[str, torch.Tensor]], object]:
+    """A callback recording the model's weights at every validation, and the list it fills."""
+    states: list[dict[str, torch.Tensor]] = []
+
+    def record(result: EpochResult) -> None:
+        states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+
+    return states, record
+
+
+@pytest.mark.parametrize(
+    ("keep_best_by", "kept_index"),
+    [("dice", 0), ("count", 3)],  # count: validations 1 and 3 tie on MAE 1; 3 has the higher Dice
+)
+def test_fine_tuning_keeps_the_weights_of_the_best_validation_by_the_chosen_score(
+    data: PreparedData, monkeypatch: pytest.MonkeyPatch, keep_best_by: str, kept_index: int
+) -> None:
+    dice = iter([0.9, 0.2, 0.5, 0.3])
+    count_mae = iter([3.0, 1.0, 2.0, 1.0])
+    monkeypatch.setattr("skipnas.train.trainer.prediction_dice", lambda *args, **kwargs: next(dice))
+    monkeypatch.setattr("skipnas.train.trainer.calibrated_count_mae", lambda *args, **kwargs: next(count_mae))
+    torch.manual_seed(0)
+    model = build_model(Genome.named("standard", base_width=4))
+    states, record = _snapshots(model)
+    config = _config(pretrain=PhaseConfig(), finetune=PhaseConfig(epochs=4, lr=1e-2), early_stopping=None, keep_best_by=keep_best_by)
+    result = _fit(data, config, callbacks=[record], model=model)
+    assert result.kept is result.history[kept_index]
+    assert [r.val_count_mae for r in result.history] == ([3.0, 1.0, 2.0, 1.0] if keep_best_by == "count" else [None] * 4)
+    assert result.best_val_dice == 0.9  # the best Dice is reported whichever weights are kept
+    for name, value in result.model.state_dict().items():
+        assert torch.equal(value, states[kept_index][name]), name
+    assert result.to_dict()["kept"]["step"] == result.history[kept_index].step
+
+
+def test_keeping_by_count_calibrates_the_counting_at_each_fine_tuning_validation(data: PreparedData) -> None:
+    from skipnas.counting.calibrate import CalibrationGrid
+    from skipnas.predict import predict_images
+    from skipnas.train.trainer import calibrated_count_mae
+
+    grid = CalibrationGrid(thresholds=(0.5,), erode=(0,), dilate=(0,), min_area=(0, 10), methods=("blobs",))
+    config = _config(finetune=PhaseConfig(epochs=3, lr=1e-2), early_stopping=None, keep_best_by="count", count_grid=grid)
+    result = _fit(data, config)
+    pretrain = [r for r in result.history if r.phase == "pretrain"]
+    finetune = [r for r in result.history if r.phase == "finetune"]
+    assert pretrain and all(r.val_count_mae is None for r in pretrain)  # pretraining keeps no weights
+    assert len(finetune) == 3 and all(r.val_count_mae is not None and r.val_count_mae >= 0 for r in finetune)
+    best = min(finetune, key=lambda r: (r.val_count_mae, -r.val_dice))
+    assert result.kept == best
+    # the model left behind counts the val images as well as the kept validation said
+    predictions = predict_images(result.model, data.val, data.normalisation, result.setup, config.val_tile, config.val_overlap)
+    assert calibrated_count_mae(predictions, data.val, grid) == pytest.approx(best.val_count_mae)
