@@ -179,10 +179,12 @@ def train_and_predict(
     training = result.training
     kept = training.kept or training.history[-1]
     kept_count = "" if kept.val_count_mae is None else f", count MAE {kept.val_count_mae:.2f}"
+    top_dice = max((r for r in training.history if r.phase == "finetune"), key=lambda r: r.val_dice, default=kept)
     description = (
         f"{describe_machine()}, demo beads only, standard width {args.width} with the distance head, {training.steps} "
         f"training steps in {seconds:.0f} s ({len(training.history)} validations, final learning rate {training.history[-1].lr:.2g}; "
-        f"weights of step {kept.step} kept by best {args.keep_best}: validation Dice {kept.val_dice:.3f}{kept_count}), "
+        f"weights of step {kept.step} kept by best {args.keep_best}: validation Dice {kept.val_dice:.3f}{kept_count}; "
+        f"best validation Dice {top_dice.val_dice:.3f} at step {top_dice.step}), "
         f"trained and calibrated on the train and val splits of demo seeds {','.join(map(str, train_seeds))}, "
         f"test splits of demo seeds {','.join(map(str, test_seeds))}"
     )

@@ -68,8 +68,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--keep-best", choices=("dice", "count"), default="dice",
         help="which fine-tuning validation's weights to keep: the highest pixel Dice, or the lowest count MAE with the "
-        "counting calibrated on val at every validation (slower validations; with --auxiliary the cores often keep "
-        "sharpening after Dice has peaked) (default dice)",
+        "counting calibrated on val at every validation (slower validations) (default dice)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     add_device_arguments(parser)

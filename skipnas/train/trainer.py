@@ -104,7 +104,7 @@ class TrainConfig:
     auxiliary: str | None = None  # a second head trained on this target from the instance masks ("distance")
     auxiliary_weight: float = 1.0  # its BCE's weight next to the segmentation loss
     # which fine-tuning validation's weights are kept: the highest pixel Dice, or the lowest count MAE
-    # with the counting calibrated on val (on ``count_grid``; None: the default grid). Dice often peaks
+    # with the counting calibrated on val (on ``count_grid``; None: the default grid): Dice may peak
     # before the auxiliary head's cores are sharp enough to split touching particles
     keep_best_by: str = "dice"
     count_grid: CalibrationGrid | None = None
