@@ -46,11 +46,11 @@ from skipnas.data.demo import demo_classes, demo_dataset_path
 from skipnas.data.io import count_instances, read_raw, write_image, write_mask
 from skipnas.fileio import atomic_open, write_csv_atomic
 from skipnas.genome import Genome
-from skipnas.predict import Prediction, predict_images
+from skipnas.predict import Prediction, auxiliary_maps, predict_images
 from skipnas.train.data import load_split
 from skipnas.train.device import describe_machine
 from skipnas.train.metrics import count_metrics
-from skipnas.train.run import auxiliary_maps, evaluate_probabilities, prepare_data, train_candidate
+from skipnas.train.run import evaluate_probabilities, prepare_data, train_candidate
 from skipnas.train.trainer import PhaseConfig, TrainConfig
 
 

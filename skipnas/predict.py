@@ -69,6 +69,14 @@ class Prediction:
         return self.classes[0]
 
 
+def auxiliary_maps(predictions: Sequence[Prediction]) -> list[np.ndarray] | None:
+    """The predictions' auxiliary maps, or None when the model has no auxiliary head."""
+    maps = [p.auxiliary for p in predictions]
+    if not maps or any(m is None for m in maps):
+        return None
+    return maps  # type: ignore[return-value]
+
+
 def split_channels(model: nn.Module, probs: np.ndarray) -> Prediction:
     """Class maps and the auxiliary map of ``model``'s (K [+ 1], H, W) output."""
     if getattr(model, "auxiliary", None) is None:

@@ -22,7 +22,7 @@ from skipnas.data.io import image_range
 from skipnas.genome import Genome
 from skipnas.modelio import save_model_folder
 from skipnas.models import build_model
-from skipnas.predict import Prediction, predict_images
+from skipnas.predict import Prediction, auxiliary_maps, predict_images
 from skipnas.train.data import Normalisation, load_split, synthetic_images
 from skipnas.train.metrics import Evaluation
 from skipnas.train.trainer import Callback, TrainConfig, TrainResult, fit_model
@@ -73,14 +73,6 @@ def evaluate_probabilities(
     for prob, extra, item in zip(probs, maps, images, strict=True):
         evaluation.add(prob, item.instances, postprocess, stem=item.stem, auxiliary=extra)
     return evaluation.summary()
-
-
-def auxiliary_maps(predictions: Sequence[Prediction]) -> list[np.ndarray] | None:
-    """The predictions' auxiliary maps, or None when the model has no auxiliary head."""
-    maps = [p.auxiliary for p in predictions]
-    if not maps or any(m is None for m in maps):
-        return None
-    return maps  # type: ignore[return-value]
 
 
 def evaluate_predictions(

@@ -31,7 +31,7 @@ from skipnas.data.augment import AugmentConfig
 from skipnas.data.synth import SynthConfig
 from skipnas.data.tiling import INFERENCE_OVERLAP, INFERENCE_TILE, TileConfig
 from skipnas.errors import SkipnasError
-from skipnas.predict import Prediction, predict_images
+from skipnas.predict import Prediction, auxiliary_maps, predict_images
 from skipnas.progress import progress_bar
 from skipnas.data.dataset import LabeledImage
 from skipnas.train.data import Normalisation, TileDataset
@@ -191,12 +191,8 @@ def calibrated_count_mae(
     predictions: Sequence[Prediction], images: Sequence[LabeledImage], grid: CalibrationGrid | None = None
 ) -> float:
     """The count MAE of the best counting setting of ``grid`` on these images (see :func:`calibrate`)."""
-    maps = [p.auxiliary for p in predictions]
     _, table = calibrate(
-        [p.foreground for p in predictions],
-        [item.instances for item in images],
-        grid=grid,
-        auxiliary=None if any(m is None for m in maps) else maps,  # type: ignore[arg-type]
+        [p.foreground for p in predictions], [item.instances for item in images], grid=grid, auxiliary=auxiliary_maps(predictions)
     )
     return float(table["best"]["count_mae"])
 
