@@ -51,7 +51,7 @@ from skipnas.train.data import load_split
 from skipnas.train.device import describe_machine
 from skipnas.train.metrics import count_metrics
 from skipnas.train.run import evaluate_probabilities, prepare_data, train_candidate
-from skipnas.train.trainer import PhaseConfig, TrainConfig
+from skipnas.train.trainer import KEEP_BEST_BY, PhaseConfig, TrainConfig
 
 
 def write_class_subset(demo_root: Path, out: Path, keep: str = "bead", prefix: str = "", splits: Sequence[str] | None = None) -> Path:
@@ -178,12 +178,11 @@ def train_and_predict(
             write_panels(args.panels, test, test_predictions, names)
     training = result.training
     kept = training.kept or training.history[-1]
-    kept_count = "" if kept.val_count_mae is None else f", count MAE {kept.val_count_mae:.2f}"
     top_dice = max((r for r in training.history if r.phase == "finetune"), key=lambda r: r.val_dice, default=kept)
     description = (
         f"{describe_machine()}, demo beads only, standard width {args.width} with the distance head, {training.steps} "
         f"training steps in {seconds:.0f} s ({len(training.history)} validations, final learning rate {training.history[-1].lr:.2g}; "
-        f"weights of step {kept.step} kept by best {args.keep_best}: validation Dice {kept.val_dice:.3f}{kept_count}; "
+        f"weights of step {kept.step} kept by best {args.keep_best}: {kept.scores()}; "
         f"best validation Dice {top_dice.val_dice:.3f} at step {top_dice.step}), "
         f"trained and calibrated on the train and val splits of demo seeds {','.join(map(str, train_seeds))}, "
         f"test splits of demo seeds {','.join(map(str, test_seeds))}"
@@ -253,7 +252,7 @@ def main() -> None:
     parser.add_argument("--finetune-steps", type=int, default=None, help="the same for fine-tuning")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--keep-best", choices=("dice", "count"), default="dice",
+        "--keep-best", choices=KEEP_BEST_BY, default="dice",
         help="keep the fine-tuning weights of the best val Dice, or of the lowest calibrated val count MAE (default dice)",
     )
     parser.add_argument(

@@ -136,7 +136,6 @@ def _train(args: argparse.Namespace) -> int:
     console().print(f"stopped: {', '.join(f'{k}: {v}' for k, v in result.training.stop_reasons.items())}")
     kept = result.training.kept
     if kept is not None:
-        count = "" if kept.val_count_mae is None else f", count MAE {kept.val_count_mae:.2f}"
-        console().print(f"kept the weights of step {kept.step} (val Dice {kept.val_dice:.3f}{count})")
+        console().print(f"kept the weights of step {kept.step} ({kept.scores()})")
     console().print(f"model folder: {result.model_dir}")
     return 0

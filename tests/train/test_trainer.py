@@ -251,6 +251,8 @@ def test_keeping_by_count_calibrates_the_counting_at_each_fine_tuning_validation
     assert len(finetune) == 3 and all(r.val_count_mae is not None and r.val_count_mae >= 0 for r in finetune)
     best = min(finetune, key=lambda r: (r.val_count_mae, -r.val_dice))
     assert result.kept == best
+    assert result.kept.scores() == f"val Dice {best.val_dice:.3f}, count MAE {best.val_count_mae:.2f}"
+    assert pretrain[0].scores() == f"val Dice {pretrain[0].val_dice:.3f}"
     # the model left behind counts the val images as well as the kept validation said
     predictions = predict_images(result.model, data.val, data.normalisation, result.setup, config.val_tile, config.val_overlap)
     assert calibrated_count_mae(predictions, data.val, grid) == pytest.approx(best.val_count_mae)
