@@ -19,7 +19,8 @@
 
 ``--keep-best count`` keeps the fine-tuning weights that count the val beads best (every
 validation calibrates the counting, with the ``--min-areas`` grid) instead of those of the best
-pixel Dice. ``--predictions`` keeps what the network predicted, so the counting can be re-run (another
+pixel Dice. ``--particle-weight`` adds the per-particle Dice term to the loss, so a faint bead the
+network misses costs as much as any other bead. ``--model`` keeps the trained model folder. ``--predictions`` keeps what the network predicted, so the counting can be re-run (another
 ``--min-areas``, changed counting code) without training again.
 
 Writes one CSV row per method: test relative count error, count MAE, exact-count accuracy, Dice.
@@ -48,6 +49,7 @@ from skipnas.fileio import atomic_open, write_csv_atomic
 from skipnas.genome import Genome
 from skipnas.predict import Prediction, auxiliary_maps, predict_images
 from skipnas.train.data import load_split
+from skipnas.train.losses import LossConfig
 from skipnas.train.device import describe_machine
 from skipnas.train.metrics import count_metrics
 from skipnas.train.run import evaluate_probabilities, prepare_data, train_candidate
@@ -151,6 +153,7 @@ def train_and_predict(
             pretrain=PhaseConfig(seconds=args.pretrain_seconds, steps=args.pretrain_steps, lr=1e-3),
             finetune=PhaseConfig(seconds=args.finetune_seconds, steps=args.finetune_steps, lr=5e-4),
             synthetic_images=8 if args.smoke else 64,
+            loss=LossConfig(particle_weight=args.particle_weight),
             auxiliary="distance",
             early_stopping=None,  # the whole budget: validation Dice stops improving before the cores sharpen
             keep_best_by=args.keep_best,
@@ -160,7 +163,7 @@ def train_and_predict(
         started = time.perf_counter()
         data = prepare_data(root, config)
         genome = Genome.named("standard", base_width=args.width)
-        result = train_candidate(genome, data, config, progress=False)
+        result = train_candidate(genome, data, config, out=args.model, progress=False)
         model, setup = result.training.model, result.training.setup
         test: list[LabeledImage] = []
         names: list[str] = []
@@ -180,7 +183,9 @@ def train_and_predict(
     kept = training.kept or training.history[-1]
     top_dice = max((r for r in training.history if r.phase == "finetune"), key=lambda r: r.val_dice, default=kept)
     description = (
-        f"{describe_machine()}, demo beads only, standard width {args.width} with the distance head, {training.steps} "
+        f"{describe_machine()}, demo beads only, standard width {args.width} with the distance head"
+        + (f", particle loss weight {args.particle_weight:g}" if args.particle_weight else "")
+        + f", {training.steps} "
         f"training steps in {seconds:.0f} s ({len(training.history)} validations, final learning rate {training.history[-1].lr:.2g}; "
         f"weights of step {kept.step} kept by best {args.keep_best}: {kept.scores()}; "
         f"best validation Dice {top_dice.val_dice:.3f} at step {top_dice.step}), "
@@ -255,6 +260,11 @@ def main() -> None:
         "--keep-best", choices=KEEP_BEST_BY, default="dice",
         help="keep the fine-tuning weights of the best val Dice, or of the lowest calibrated val count MAE (default dice)",
     )
+    parser.add_argument(
+        "--particle-weight", type=float, default=0.0, metavar="W",
+        help="weight of the per-particle Dice term in the loss (default 0: pixel losses only)",
+    )
+    parser.add_argument("--model", type=Path, default=None, metavar="DIR", help="also keep the trained model folder here")
     parser.add_argument(
         "--test-seeds", default="0", metavar="S,S,...",
         help="demo seeds whose test splits are counted (default 0: the demo's own test split)",

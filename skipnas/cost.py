@@ -38,8 +38,9 @@ class CostConfigError(SkipnasError, ValueError):
 
 @dataclass(frozen=True)
 class CostConfig:
-    """The shape of one training step: tile size, batch, precision, optimiser, and the auxiliary head
-    (its target name) when the trained model has one."""
+    """The shape of one training step: tile size, batch, precision, optimiser, the auxiliary head
+    (its target name) when the trained model has one, and whether the targets carry the instance
+    IDs (a loss with a per-particle term)."""
 
     tile: int = 64
     batch: int = 8
@@ -49,6 +50,7 @@ class CostConfig:
     dtype: str = "float32"  # autocast dtype of the forward pass; weights stay fp32
     optimizer: str = "adam"
     channels_last: bool = False
+    instance_channel: bool = False
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -68,6 +70,11 @@ class CostConfig:
     def out_channels(self) -> int:
         """Logit (and target) channels: the classes, and the auxiliary map."""
         return self.classes + (self.auxiliary is not None)
+
+    @property
+    def target_channels(self) -> int:
+        """Target channels: the logits', and the instance IDs when the loss needs them."""
+        return self.out_channels + self.instance_channel
 
 
 @dataclass(frozen=True)
@@ -104,7 +111,9 @@ def make_optimizer(name: str, params: Any, lr: float = 1e-3) -> torch.optim.Opti
 
 def _step_inputs(config: CostConfig, device: torch.device | str | None) -> tuple[torch.Tensor, torch.Tensor]:
     images = torch.randn(config.batch, config.in_channels, config.tile, config.tile, device=device)
-    targets = torch.rand(config.batch, config.out_channels, config.tile, config.tile, device=device)
+    targets = torch.rand(config.batch, config.target_channels, config.tile, config.tile, device=device)
+    if config.instance_channel:  # a few particle IDs per tile, like a real instance mask
+        targets[:, -1] = torch.randint(0, 8, (config.batch, config.tile, config.tile), device=device)
     if config.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     return images, targets

@@ -89,3 +89,16 @@ def test_a_config_with_an_auxiliary_head_costs_the_model_with_the_head(costs) ->
     assert cost.train_step_flops > costs["standard"].train_step_flops
     with pytest.raises(ValueError, match="unknown auxiliary target 'centres'; known: distance"):
         CostConfig(auxiliary="centres")
+
+
+def test_a_loss_with_a_particle_term_is_costed_with_instance_ids_in_its_targets() -> None:
+    from skipnas.train.trainer import TrainConfig, training_loss
+    from skipnas.train.losses import LossConfig
+
+    genome = Genome.named("standard", base_width=4)
+    loss_fn = training_loss(TrainConfig(auxiliary="distance", loss=LossConfig(particle_weight=1.0)))
+    config = CostConfig(tile=32, batch=2, auxiliary="distance", instance_channel=True)
+    assert config.target_channels == config.out_channels + 1 == 3
+    assert estimate_cost(genome, config, loss_fn=loss_fn).predicted_peak_bytes > 0
+    with pytest.raises(ValueError, match="plus one of instance IDs"):
+        estimate_cost(genome, CostConfig(tile=32, batch=2, auxiliary="distance"), loss_fn=loss_fn)

@@ -84,7 +84,7 @@ def auxiliary_model_dir(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFac
     out = tmp_path_factory.mktemp("model") / "auxiliary"
     args = [
         "train", "--data", str(tiny_dataset), "--topology", "reverse", *FAST, "--auxiliary", "distance", "--keep-best", "count",
-        "--out", str(out), "--json",
+        "--particle-weight", "1", "--out", str(out), "--json",
     ]
     assert main(args) == 0
     return out
@@ -98,6 +98,7 @@ def test_train_with_an_auxiliary_head_then_evaluate_and_count_say_which_method_c
     assert info["auxiliary"] == "distance" and info["classes"] == 1
     # --keep-best count: the folder says which validation's weights it holds, and what they counted
     assert info["train_config"]["keep_best_by"] == "count"
+    assert info["train_config"]["loss"]["particle_weight"] == 1.0
     kept = info["training"]["kept"]
     assert kept["phase"] == "finetune" and kept["val_count_mae"] >= 0
     assert kept == min(

@@ -50,6 +50,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--tile", type=int, default=64, help="training tile size in px (default 64)")
     parser.add_argument("--synthetic", type=int, default=64, metavar="N", help="semi-synthetic images to pretrain on (default 64)")
     parser.add_argument("--loss", choices=("bce_dice", "focal", "bce"), default="bce_dice", help="loss (default bce_dice)")
+    parser.add_argument(
+        "--particle-weight", type=float, default=0.0, metavar="W",
+        help="add W x a per-particle Dice term (every particle counts alike, however small or faint; needs instance "
+        "masks to tell touching particles apart) (default 0: pixel losses only)",
+    )
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam", help="optimiser (default adam)")
     parser.add_argument("--scheduler", choices=("plateau", "step", "none"), default="plateau", help="LR schedule (default plateau)")
     parser.add_argument(
@@ -109,7 +114,7 @@ def _train(args: argparse.Namespace) -> int:
         synthetic_images=args.synthetic,
         batch_size=args.batch,
         tile=TileConfig(size=args.tile),
-        loss=LossConfig(kind=args.loss),
+        loss=LossConfig(kind=args.loss, particle_weight=args.particle_weight),
         optimizer=args.optimizer,
         scheduler=args.scheduler,
         validation_steps=args.validation_steps or None,

@@ -27,7 +27,6 @@ from skipnas.space import SearchSpace
 from skipnas.study.settings import DIRECTIONS, OBJECTIVES, SURPLUS_ATTR
 from skipnas.study.trials import counted_before
 from skipnas.train.device import select_device
-from skipnas.train.losses import LossConfig
 from skipnas.train.run import PreparedData, train_candidate
 from skipnas.train.trainer import EpochResult, TrainConfig, training_loss
 
@@ -37,8 +36,8 @@ METRIC_ATTRS = (
 )
 # training hyperparameters a search space may declare, and where they go in TrainConfig
 TRAINING_HYPERPARAMETERS = (
-    "lr", "finetune_lr", "weight_decay", "optimizer", "scheduler", "loss", "dice_weight", "batch_size",
-    "auxiliary", "auxiliary_weight",
+    "lr", "finetune_lr", "weight_decay", "optimizer", "scheduler", "loss", "dice_weight", "particle_weight",
+    "batch_size", "auxiliary", "auxiliary_weight",
 )
 # TOML has no null: a space file writes auxiliary = "none" for a model without the head
 NO_AUXILIARY = "none"
@@ -87,8 +86,13 @@ def training_config(base: TrainConfig, hyperparameters: dict[str, Any]) -> Train
         changes["auxiliary"] = None if hp["auxiliary"] in (None, NO_AUXILIARY) else hp["auxiliary"]
     if "auxiliary_weight" in hp:
         changes["auxiliary_weight"] = float(hp["auxiliary_weight"])
-    if "loss" in hp or "dice_weight" in hp:
-        changes["loss"] = LossConfig(kind=hp.get("loss", base.loss.kind), dice_weight=float(hp.get("dice_weight", base.loss.dice_weight)))
+    loss_changes = {key: hp[key] for key in ("loss", "dice_weight", "particle_weight") if key in hp}
+    if loss_changes:
+        changes["loss"] = dataclasses.replace(
+            base.loss,
+            kind=loss_changes.get("loss", base.loss.kind),
+            **{key: float(value) for key, value in loss_changes.items() if key != "loss"},
+        )
     return dataclasses.replace(base, **changes)
 
 
@@ -152,6 +156,7 @@ class Objective:
                 dtype="float32" if setup.amp_dtype is None else str(setup.amp_dtype).removeprefix("torch."),
                 optimizer=config.optimizer,
                 channels_last=setup.channels_last,
+                instance_channel=config.loss.needs_instances,
             )
             self._cost_cache[key] = estimate_cost(genome, cost_config, loss_fn=training_loss(config))
         return self._cost_cache[key]

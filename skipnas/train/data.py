@@ -71,7 +71,9 @@ class TileDataset(Dataset):
     """Training tiles of full images, augmented on every access; targets are binary foreground.
 
     With ``auxiliary`` (a target name), the target gets a second channel, the auxiliary target made
-    from the tile's instance mask after augmentation, so it always matches the augmented image.
+    from the tile's instance mask after augmentation, so it always matches the augmented image. With
+    ``instance_channel``, a last channel holds the augmented instance IDs (as floats) for the
+    per-particle loss.
     """
 
     images: Sequence[LabeledImage]
@@ -80,6 +82,7 @@ class TileDataset(Dataset):
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)
     seed: int = 0
     auxiliary: str | None = None
+    instance_channel: bool = False
 
     def __post_init__(self) -> None:
         check_auxiliary(self.auxiliary)
@@ -102,6 +105,8 @@ class TileDataset(Dataset):
         if self.auxiliary is not None:
             extra = torch.from_numpy(auxiliary_target(self.auxiliary, instances))[None]
             target = torch.cat([target, extra])
+        if self.instance_channel:
+            target = torch.cat([target, torch.from_numpy(instances.astype(np.float32))[None]])
         return to_tensor_image(image), target
 
 

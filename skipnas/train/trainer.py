@@ -36,7 +36,7 @@ from skipnas.progress import progress_bar
 from skipnas.data.dataset import LabeledImage
 from skipnas.train.data import Normalisation, TileDataset
 from skipnas.train.device import DeviceSetup, place_model, select_device
-from skipnas.train.losses import AuxiliaryLoss, LossConfig, build_loss
+from skipnas.train.losses import AuxiliaryLoss, LossConfig, ParticleLoss, build_loss
 from skipnas.train.metrics import PixelMetrics, pixel_confusion
 from skipnas.train.step import LossFn, train_step
 
@@ -174,13 +174,16 @@ class TrainResult:
         }
 
 
-def training_loss(config: TrainConfig) -> LossFn:
+def training_loss(config: TrainConfig, record_auxiliary: Callable[[torch.Tensor], object] | None = None) -> LossFn:
     """The loss a model trains with under ``config``: the segmentation loss, plus the auxiliary term
-    when the config has an auxiliary head."""
-    segmentation = build_loss(config.loss)
-    if config.auxiliary is None:
-        return segmentation
-    return AuxiliaryLoss(segmentation, config.auxiliary_weight)
+    when the config has an auxiliary head (each step's term goes to ``record_auxiliary``), plus the
+    per-particle term when the loss has a particle weight (the targets then end with the instance IDs)."""
+    loss = build_loss(config.loss)
+    if config.auxiliary is not None:
+        loss = AuxiliaryLoss(loss, config.auxiliary_weight, record=record_auxiliary)
+    if config.loss.needs_instances:
+        loss = ParticleLoss(loss, config.loss.particle_weight)
+    return loss
 
 
 def prediction_dice(predictions: Sequence[Prediction], images: Sequence[LabeledImage]) -> float:
@@ -224,7 +227,6 @@ class Trainer:
             )
         self.setup = select_device(config.device, config.precision, config.channels_last)
         self.model = place_model(model, self.setup)
-        self.loss_fn = training_loss(config)
         self.history: list[EpochResult] = []
         self.steps = 0
         self._started = 0.0
@@ -251,7 +253,8 @@ class Trainer:
 
     def _loader(self, images: Sequence[LabeledImage], seed: int) -> DataLoader:
         dataset = TileDataset(
-            images, self.normalisation, self.config.tile, self.config.augment, seed=seed, auxiliary=self.config.auxiliary
+            images, self.normalisation, self.config.tile, self.config.augment, seed=seed, auxiliary=self.config.auxiliary,
+            instance_channel=self.config.loss.needs_instances,
         )
         generator = torch.Generator().manual_seed(seed)
         return DataLoader(
@@ -289,16 +292,7 @@ class Trainer:
 
         # the auxiliary term is summed on the device like the loss, so recording it costs no sync
         auxiliary_sum = torch.zeros((), device=self.setup.device)
-        loss_fn = self.loss_fn
-        if isinstance(self.loss_fn, AuxiliaryLoss):
-            auxiliary_loss = self.loss_fn
-
-            def recording_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-                segmentation, auxiliary = auxiliary_loss.terms(logits, targets)
-                auxiliary_sum.add_(auxiliary.detach())
-                return auxiliary_loss.combine(segmentation, auxiliary)
-
-            loss_fn = recording_loss
+        loss_fn = training_loss(self.config, record_auxiliary=auxiliary_sum.add_)
 
         by_steps = phase.steps is not None and phase.seconds is None
         interval = self.config.validation_steps or 0
@@ -329,7 +323,7 @@ class Trainer:
                 if not reason and batches < interval:
                     continue  # a short epoch: train on before validating (the budget's end always validates)
                 train_loss = float(loss_sum) / max(batches, 1)
-                auxiliary_mean = float(auxiliary_sum) / max(batches, 1) if isinstance(self.loss_fn, AuxiliaryLoss) else None
+                auxiliary_mean = float(auxiliary_sum) / max(batches, 1) if self.config.auxiliary is not None else None
                 loss_sum.zero_()
                 auxiliary_sum.zero_()
                 batches = 0

@@ -40,6 +40,18 @@ def test_a_space_can_train_every_candidate_with_the_auxiliary_head() -> None:
     assert candidate_hash(genome, {"auxiliary": "distance"}) != candidate_hash(genome, {"auxiliary": "none"})
 
 
+
+def test_a_space_can_search_the_particle_weight_beside_the_other_loss_settings() -> None:
+    base = TrainConfig()
+    config = training_config(base, {"particle_weight": 0.5})
+    assert config.loss.particle_weight == 0.5 and config.loss.kind == base.loss.kind and config.loss.needs_instances
+    both = training_config(base, {"loss": "focal", "dice_weight": 2, "particle_weight": 1})
+    assert (both.loss.kind, both.loss.dice_weight, both.loss.particle_weight) == ("focal", 2.0, 1.0)
+    space = space_from_dict({"hyperparameters": {"particle_weight": {"choices": [0.0, -1.0]}}}, source="bad.toml")
+    with pytest.raises(SkipnasError, match="bad.toml: hyperparameters.particle_weight = -1.0 cannot be used"):
+        check_training_hyperparameters(space, base)
+
+
 def test_a_space_with_an_unknown_auxiliary_target_is_refused_before_any_trial() -> None:
     space = space_from_dict({"hyperparameters": {"auxiliary": {"choices": ["none", "centres"]}}}, source="bad.toml")
     with pytest.raises(SkipnasError, match="bad.toml: hyperparameters.auxiliary = 'centres' cannot be used"):

@@ -57,3 +57,18 @@ def test_unknown_auxiliary_targets_are_refused() -> None:
         auxiliary_target("centres", np.zeros((4, 4), np.int32))
     with pytest.raises(ValueError, match="unknown auxiliary target 'centres'; known: distance"):
         _dataset(augment=None, auxiliary="centres")
+
+
+def test_with_an_instance_channel_the_targets_end_with_the_augmented_instance_ids() -> None:
+    tile = TileConfig(size=32, empty_keep_fraction=1.0)
+    dataset = TileDataset(
+        [_touching_pair()], Normalisation((0.3,), (0.2,), 255.0), tile, AugmentConfig(p=1.0), seed=3,
+        auxiliary="distance", instance_channel=True,
+    )
+    _, target = dataset[0]
+    assert target.shape == (3, 32, 32)
+    foreground, distance, ids = target[0].numpy(), target[1].numpy(), target[2].numpy()
+    assert np.array_equal(ids > 0, foreground > 0)
+    assert sorted(np.unique(ids)) == [0, 1, 2, 3]
+    # the same transform moved the IDs and the auxiliary target: the map is the IDs' own distance map
+    assert np.array_equal(distance, instance_distance_map(ids.astype(np.int32)))

@@ -3,7 +3,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from skipnas.train.losses import LOSS_KINDS, AuxiliaryLoss, LossConfig, build_loss, focal_loss, soft_dice_loss
+from skipnas.train.losses import (
+    LOSS_KINDS,
+    AuxiliaryLoss,
+    LossConfig,
+    LossConfigError,
+    ParticleLoss,
+    build_loss,
+    focal_loss,
+    particle_dice_loss,
+    soft_dice_loss,
+)
 
 
 def _target() -> torch.Tensor:
@@ -72,3 +82,77 @@ def test_the_auxiliary_weight_scales_only_the_auxiliary_term() -> None:
 def test_an_auxiliary_loss_needs_the_auxiliary_channel() -> None:
     with pytest.raises(ValueError, match="class channels plus one auxiliary channel"):
         AuxiliaryLoss(build_loss(LossConfig()))(torch.zeros(2, 1, 8, 8), _target())
+
+
+def _three_particles() -> torch.Tensor:
+    """Instance IDs of two images: a 2x2 and a 3x3 particle in the first, a 2x2 one (ID 1 again) in the second."""
+    ids = torch.zeros(2, 8, 8)
+    ids[0, :2, :2] = 1
+    ids[0, 5:, 5:] = 2
+    ids[1, 3:5, 3:5] = 1
+    return ids
+
+
+def _confident(mask: torch.Tensor) -> torch.Tensor:
+    return torch.where(mask, 30.0, -30.0)[:, None]
+
+
+def test_a_perfect_prediction_has_no_particle_loss() -> None:
+    ids = _three_particles()
+    assert particle_dice_loss(_confident(ids > 0), ids) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_missed_particle_costs_its_share_of_the_particles_whatever_the_others_size() -> None:
+    ids = _three_particles()
+    missed = _confident((ids > 0) & ~((ids == 1) & (torch.arange(2).view(2, 1, 1) == 0)))
+    # the missed 2x2 particle scores eps / (area + eps) = 1/5; the other two score 1
+    assert particle_dice_loss(missed, ids) == pytest.approx((1 - 1 / 5) / 3, abs=1e-6)
+    # the same ID in another image is another particle: missing that one costs the same
+    other = _confident((ids > 0) & ~((ids == 1) & (torch.arange(2).view(2, 1, 1) == 1)))
+    assert float(particle_dice_loss(other, ids)) == pytest.approx(float(particle_dice_loss(missed, ids)), abs=1e-6)
+    # pixel Dice barely notices a small particle missed next to a large one; the particle term does
+    big = torch.zeros(1, 32, 32)
+    big[0, :20, :20] = 1
+    big[0, 25:27, 25:27] = 2
+    without_small = _confident(big == 1)
+    assert soft_dice_loss(without_small, (big > 0).float()[:, None]) < 0.01
+    assert particle_dice_loss(without_small, big) == pytest.approx((1 - 1 / 5) / 2, abs=1e-6)
+
+
+def test_false_positives_count_against_the_particles_of_their_own_image_only() -> None:
+    ids = _three_particles()
+    logits = _confident(ids > 0)
+    logits[1, 0, 6:, :2] = 30.0  # 4 false-positive pixels in the second image
+    # the second image's particle: 2 * 4 / (4 + 4 + 4) with eps 1 -> 9 / 13; the first image's two stay at 1
+    assert particle_dice_loss(logits, ids) == pytest.approx((1 - 9 / 13) / 3, abs=1e-5)
+
+
+def test_without_particles_the_particle_term_is_zero_and_still_differentiable() -> None:
+    logits = torch.zeros(2, 1, 8, 8, requires_grad=True)
+    loss = particle_dice_loss(logits, torch.zeros(2, 8, 8))
+    loss.backward()
+    assert loss == 0 and logits.grad is not None
+    with pytest.raises(ValueError, match=r"\(B, 1, H, W\) logits and \(B, H, W\) instance IDs"):
+        particle_dice_loss(torch.zeros(2, 2, 8, 8), torch.zeros(2, 8, 8))
+
+
+def test_the_particle_loss_adds_its_term_to_the_loss_of_the_other_target_channels() -> None:
+    ids = _three_particles()
+    torch.manual_seed(0)
+    distance = (ids > 0).float()[:, None] * torch.rand(2, 1, 8, 8)
+    targets = torch.cat([(ids > 0).float()[:, None], distance, ids[:, None]], dim=1)
+    logits = torch.randn(2, 2, 8, 8)
+    inner = AuxiliaryLoss(build_loss(LossConfig()))
+    for weight in (0.5, 2.0):
+        total = ParticleLoss(inner, weight)(logits, targets)
+        expected = inner(logits, targets[:, :2]) + weight * particle_dice_loss(logits[:, :1], ids)
+        assert total == pytest.approx(float(expected))
+    with pytest.raises(ValueError, match="plus one of instance IDs"):
+        ParticleLoss(inner, 1.0)(logits, targets[:, :2])
+
+
+def test_a_particle_weight_asks_for_the_instance_ids() -> None:
+    assert not LossConfig().needs_instances and LossConfig(particle_weight=0.5).needs_instances
+    for bad in (-1.0, float("nan"), True):
+        with pytest.raises(LossConfigError, match="particle_weight must be a finite number >= 0"):
+            LossConfig(particle_weight=bad)

@@ -8,6 +8,7 @@ import torch
 from skipnas.data.tiling import TileConfig
 from skipnas.genome import Genome
 from skipnas.models import build_model
+from skipnas.train.losses import LossConfig, particle_dice_loss
 from skipnas.train.run import PreparedData, prepare_data
 from skipnas.errors import SkipnasError
 from skipnas.train.trainer import EpochResult, PhaseConfig, TrainConfig, TrainingDiverged, fit_model, training_loss
@@ -158,6 +159,29 @@ def test_the_training_loss_follows_the_auxiliary_weight() -> None:
     plain = training_loss(_config())(logits[:, :1], targets[:, :1])
     auxiliary = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 1:], targets[:, 1:])
     assert light == pytest.approx(float(plain + 0.5 * auxiliary)) and heavy == pytest.approx(float(plain + 2 * auxiliary))
+
+
+
+def test_with_a_particle_weight_the_loss_adds_the_particle_term_of_the_instance_ids() -> None:
+    ids = torch.zeros(2, 8, 8)
+    ids[:, 2:5, 2:5] = 1
+    ids[1, 6:, 6:] = 3
+    targets = torch.cat([(ids > 0).float()[:, None], 0.5 * (ids > 0).float()[:, None], ids[:, None]], dim=1)
+    logits = torch.randn(2, 2, 8, 8)
+    recorded: list[torch.Tensor] = []
+    config = _config(auxiliary="distance", loss=LossConfig(particle_weight=2.0))
+    total = training_loss(config, record_auxiliary=recorded.append)(logits, targets)
+    without = training_loss(_config(auxiliary="distance"))(logits, targets[:, :2])
+    assert total == pytest.approx(float(without + 2.0 * particle_dice_loss(logits[:, :1], ids)))
+    auxiliary = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 1:], targets[:, 1:2])
+    assert len(recorded) == 1 and recorded[0] == pytest.approx(float(auxiliary))
+
+
+def test_a_model_trains_with_the_particle_term_and_the_auxiliary_head(data: PreparedData) -> None:
+    config = _config(auxiliary="distance", loss=LossConfig(particle_weight=1.0), pretrain=PhaseConfig(steps=2, lr=1e-2))
+    result = _fit(data, config, model=build_model(Genome.named("standard", base_width=4), auxiliary="distance"))
+    assert result.steps == 2 + 4
+    assert all(r.auxiliary_loss is not None and r.auxiliary_loss < r.train_loss for r in result.history)
 
 
 def test_short_epochs_are_validated_every_validation_steps(data: PreparedData) -> None:
