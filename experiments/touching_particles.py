@@ -20,7 +20,8 @@
 ``--keep-best count`` keeps the fine-tuning weights that count the val beads best (every
 validation calibrates the counting, with the ``--min-areas`` grid) instead of those of the best
 pixel Dice. ``--particle-weight`` adds the per-particle Dice term to the loss, so a faint bead the
-network misses costs as much as any other bead. ``--model`` keeps the trained model folder. ``--predictions`` keeps what the network predicted, so the counting can be re-run (another
+network misses costs as much as any other bead. ``--augment-contrast`` adds random brightness and
+contrast to the training tiles (camouflaged beads are low-contrast beads). ``--model`` keeps the trained model folder. ``--predictions`` keeps what the network predicted, so the counting can be re-run (another
 ``--min-areas``, changed counting code) without training again.
 
 Writes one CSV row per method: test relative count error, count MAE, exact-count accuracy, Dice.
@@ -42,6 +43,7 @@ import numpy as np
 from skipnas.counting.calibrate import CalibrationGrid, calibrate
 from skipnas.counting.postprocess import AUXILIARY_METHODS, METHODS, PostprocessConfig, count_particles, describe
 from skipnas.counting.seeded import instance_distance_map
+from skipnas.data.augment import AugmentConfig
 from skipnas.data.dataset import LabeledImage, check_dataset
 from skipnas.data.demo import demo_classes, demo_dataset_path
 from skipnas.data.io import count_instances, read_raw, write_image, write_mask
@@ -154,6 +156,7 @@ def train_and_predict(
             finetune=PhaseConfig(seconds=args.finetune_seconds, steps=args.finetune_steps, lr=5e-4),
             synthetic_images=8 if args.smoke else 64,
             loss=LossConfig(particle_weight=args.particle_weight),
+            augment=AugmentConfig(brightness_contrast=args.augment_contrast),
             auxiliary="distance",
             early_stopping=None,  # the whole budget: validation Dice stops improving before the cores sharpen
             keep_best_by=args.keep_best,
@@ -185,6 +188,7 @@ def train_and_predict(
     description = (
         f"{describe_machine()}, demo beads only, standard width {args.width} with the distance head"
         + (f", particle loss weight {args.particle_weight:g}" if args.particle_weight else "")
+        + (", brightness-contrast augmentation" if args.augment_contrast else "")
         + f", {training.steps} "
         f"training steps in {seconds:.0f} s ({len(training.history)} validations, final learning rate {training.history[-1].lr:.2g}; "
         f"weights of step {kept.step} kept by best {args.keep_best}: {kept.scores()}; "
@@ -263,6 +267,9 @@ def main() -> None:
     parser.add_argument(
         "--particle-weight", type=float, default=0.0, metavar="W",
         help="weight of the per-particle Dice term in the loss (default 0: pixel losses only)",
+    )
+    parser.add_argument(
+        "--augment-contrast", action="store_true", help="random brightness and contrast on the training tiles (default off)"
     )
     parser.add_argument("--model", type=Path, default=None, metavar="DIR", help="also keep the trained model folder here")
     parser.add_argument(
