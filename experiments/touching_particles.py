@@ -21,8 +21,9 @@
 validation calibrates the counting, with the ``--min-areas`` grid) instead of those of the best
 pixel Dice. ``--particle-weight`` adds the per-particle Dice term to the loss, so a faint bead the
 network misses costs as much as any other bead. ``--augment-contrast`` adds random brightness and
-contrast to the training tiles (camouflaged beads are low-contrast beads). ``--model`` keeps the trained model folder. ``--predictions`` keeps what the network predicted, so the counting can be re-run (another
-``--min-areas``, changed counting code) without training again.
+contrast to the training tiles (camouflaged beads are low-contrast beads). ``--model`` keeps the
+trained model folder. ``--predictions`` keeps what the network predicted, so the counting can be
+re-run (another ``--min-areas``, changed counting code) without training again.
 
 Writes one CSV row per method: test relative count error, count MAE, exact-count accuracy, Dice.
 """
@@ -51,8 +52,8 @@ from skipnas.fileio import atomic_open, write_csv_atomic
 from skipnas.genome import Genome
 from skipnas.predict import Prediction, auxiliary_maps, predict_images
 from skipnas.train.data import load_split
-from skipnas.train.losses import LossConfig
 from skipnas.train.device import describe_machine
+from skipnas.train.losses import LossConfig
 from skipnas.train.metrics import count_metrics
 from skipnas.train.run import evaluate_probabilities, prepare_data, train_candidate
 from skipnas.train.trainer import KEEP_BEST_BY, PhaseConfig, TrainConfig

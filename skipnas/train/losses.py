@@ -13,6 +13,7 @@ instance IDs, which then come as the targets' last channel.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -29,6 +30,12 @@ class LossConfigError(SkipnasError, ValueError):
     """A loss setting that cannot be used."""
 
 
+def check_loss_weight(name: str, value: object) -> None:
+    """One clear error unless ``value`` (the weight of a loss term, named ``name``) is a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value >= 0):
+        raise LossConfigError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
 @dataclass(frozen=True)
 class LossConfig:
     kind: str = "bce_dice"  # BCE + soft Dice: Dice keeps the rare foreground from being ignored
@@ -40,9 +47,7 @@ class LossConfig:
     def __post_init__(self) -> None:
         if self.kind not in LOSS_KINDS:
             raise LossConfigError(f"loss must be one of {', '.join(LOSS_KINDS)}, got {self.kind!r}")
-        weight = self.particle_weight
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (math.isfinite(weight) and weight >= 0):
-            raise LossConfigError(f"particle_weight must be a finite number >= 0, got {weight!r}")
+        check_loss_weight("particle_weight", self.particle_weight)
 
     @property
     def needs_instances(self) -> bool:
@@ -127,8 +132,7 @@ class AuxiliaryLoss:
     record: Callable[[torch.Tensor], object] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.weight) and self.weight >= 0):
-            raise ValueError(f"auxiliary_weight must be a finite number >= 0, got {self.weight!r}")
+        check_loss_weight("auxiliary_weight", self.weight)
 
     def terms(self, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(segmentation loss, unweighted auxiliary loss)."""
@@ -161,8 +165,7 @@ class ParticleLoss:
     weight: float
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.weight) and self.weight >= 0):
-            raise ValueError(f"particle_weight must be a finite number >= 0, got {self.weight!r}")
+        check_loss_weight("particle_weight", self.weight)
 
     def __call__(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if targets.ndim != 4 or targets.shape[1] != logits.shape[1] + 1:

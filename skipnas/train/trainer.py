@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import math
-import numbers
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from skipnas.progress import progress_bar
 from skipnas.data.dataset import LabeledImage
 from skipnas.train.data import Normalisation, TileDataset
 from skipnas.train.device import DeviceSetup, place_model, select_device
-from skipnas.train.losses import AuxiliaryLoss, LossConfig, ParticleLoss, build_loss
+from skipnas.train.losses import AuxiliaryLoss, LossConfig, ParticleLoss, build_loss, check_loss_weight
 from skipnas.train.metrics import PixelMetrics, pixel_confusion
 from skipnas.train.step import LossFn, train_step
 
@@ -113,9 +112,7 @@ class TrainConfig:
         check_auxiliary(self.auxiliary)
         if self.keep_best_by not in KEEP_BEST_BY:
             raise SkipnasError(f"keep_best_by must be one of {', '.join(KEEP_BEST_BY)}, got {self.keep_best_by!r}")
-        weight = self.auxiliary_weight
-        if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not (math.isfinite(weight) and weight >= 0):
-            raise SkipnasError(f"auxiliary_weight must be a finite number >= 0, got {self.auxiliary_weight!r}")
+        check_loss_weight("auxiliary_weight", self.auxiliary_weight)
         if self.optimizer not in OPTIMIZERS:
             raise SkipnasError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.scheduler not in SCHEDULERS:
