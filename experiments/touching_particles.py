@@ -8,8 +8,8 @@
    beads) are labelled; the other particles stay in the images, unlabelled, as clutter.
    ``--train-seeds`` pools the train and val splits of several demo draws (same generator, other
    seeds): the demo's own 32 training images hold only about 130 beads;
-2. one `standard` U-Net trained on it with the auxiliary distance head (semi-synthetic
-   pretraining, then fine-tuning);
+2. one `standard` U-Net trained on it with an auxiliary head (``--auxiliary``: the distance map
+   or centre peaks; semi-synthetic pretraining, then fine-tuning);
 3. for each counting method, the post-processing is calibrated on val with the grid restricted
    to that method, and the test split is counted with it. ``--test-seeds`` adds the test splits of
    other draws (images the network never saw), because the demo's own test split holds only about
@@ -22,8 +22,10 @@ validation calibrates the counting, with the ``--min-areas`` grid) instead of th
 pixel Dice. ``--particle-weight`` adds the per-particle Dice term to the loss, so a faint bead the
 network misses costs as much as any other bead. ``--augment-contrast`` adds random brightness and
 contrast to the training tiles (camouflaged beads are low-contrast beads). ``--model`` keeps the
-trained model folder. ``--predictions`` keeps what the network predicted, so the counting can be
-re-run (another ``--min-areas``, changed counting code) without training again.
+trained model folder, and ``--from-model`` predicts with a kept one instead of training.
+``--tta`` averages each prediction over mirrored views (test-time augmentation) before counting.
+``--predictions`` keeps what the network predicted, so the counting can be re-run (another
+``--min-areas``, changed counting code) without training again.
 
 Writes one CSV row per method: test relative count error, count MAE, exact-count accuracy, Dice.
 """
@@ -31,6 +33,7 @@ Writes one CSV row per method: test relative count error, count MAE, exact-count
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 import time
 from collections.abc import Sequence
@@ -41,22 +44,25 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from skipnas.auxiliary import AUXILIARY_TARGETS
 from skipnas.counting.calibrate import CalibrationGrid, calibrate
 from skipnas.counting.postprocess import AUXILIARY_METHODS, METHODS, PostprocessConfig, count_particles, describe
-from skipnas.counting.seeded import instance_distance_map
+from skipnas.counting.seeded import auxiliary_target
 from skipnas.data.augment import AugmentConfig
 from skipnas.data.dataset import LabeledImage, check_dataset
 from skipnas.data.demo import demo_classes, demo_dataset_path
 from skipnas.data.io import count_instances, read_raw, write_image, write_mask
 from skipnas.fileio import atomic_open, write_csv_atomic
 from skipnas.genome import Genome
+from skipnas.modelio import load_model_folder
 from skipnas.predict import Prediction, auxiliary_maps, predict_images
 from skipnas.train.data import load_split
-from skipnas.train.device import describe_machine
+from skipnas.train.device import describe_machine, place_model, select_device
 from skipnas.train.losses import LossConfig
 from skipnas.train.metrics import count_metrics
 from skipnas.train.run import evaluate_probabilities, prepare_data, train_candidate
 from skipnas.train.trainer import KEEP_BEST_BY, PhaseConfig, TrainConfig
+from skipnas.tta import TTA_MODES
 
 
 def write_class_subset(demo_root: Path, out: Path, keep: str = "bead", prefix: str = "", splits: Sequence[str] | None = None) -> Path:
@@ -84,13 +90,15 @@ def write_class_subset(demo_root: Path, out: Path, keep: str = "bead", prefix: s
     return out
 
 
-def write_panels(folder: Path, images: Sequence[LabeledImage], predictions: Sequence[Prediction], names: Sequence[str]) -> None:
+def write_panels(
+    folder: Path, images: Sequence[LabeledImage], predictions: Sequence[Prediction], names: Sequence[str], target: str
+) -> None:
     """Per test image (``names``: file stems), side by side: the image, the true auxiliary target and the predicted one."""
     folder.mkdir(parents=True, exist_ok=True)
     for item, prediction, name in zip(images, predictions, names, strict=True):
         grey = (item.image if item.image.ndim == 2 else item.image[..., 0]).astype(np.float32)
         grey = (255 * (grey - grey.min()) / max(float(np.ptp(grey)), 1e-6)).astype(np.uint8)
-        true = (255 * instance_distance_map(item.instances)).astype(np.uint8)
+        true = (255 * auxiliary_target(target, item.instances)).astype(np.uint8)
         predicted = (255 * prediction.auxiliary).astype(np.uint8)
         panel = np.concatenate([grey, true, predicted], axis=1)
         cv2.imwrite(str(folder / f"{name}.png"), cv2.resize(panel, None, fx=3, fy=3, interpolation=cv2.INTER_NEAREST))
@@ -118,6 +126,7 @@ class Predicted:
     test_predictions: list[Prediction]
     own_test: int  # the first own_test test images are the demo's own test split (seed 0)
     description: str  # machine, network, training and data, for the results' comment line
+    auxiliary: str = "distance"  # the auxiliary head's target
 
     def save(self, path: Path) -> None:
         arrays: dict[str, np.ndarray] = {}
@@ -128,7 +137,7 @@ class Predicted:
             arrays[f"{split}_classes"] = np.stack([p.classes for p in predictions])
             arrays[f"{split}_auxiliary"] = np.stack([p.auxiliary for p in predictions])
         with atomic_open(path, "wb") as handle:
-            np.savez_compressed(handle, own_test=self.own_test, description=self.description, **arrays)
+            np.savez_compressed(handle, own_test=self.own_test, description=self.description, auxiliary=self.auxiliary, **arrays)
 
     @classmethod
     def load(cls, path: Path) -> Predicted:
@@ -141,7 +150,9 @@ class Predicted:
                 ]
                 predictions = [Prediction(classes, auxiliary) for classes, auxiliary in zip(saved[f"{split}_classes"], saved[f"{split}_auxiliary"], strict=True)]
                 splits[split] = (images, predictions)
-            return cls(*splits["val"], *splits["test"], int(saved["own_test"]), str(saved["description"]))
+            # files saved before the centre target have no 'auxiliary': they hold distance maps
+            auxiliary = str(saved["auxiliary"]) if "auxiliary" in saved.files else "distance"
+            return cls(*splits["val"], *splits["test"], int(saved["own_test"]), str(saved["description"]), auxiliary)
 
 
 def train_and_predict(
@@ -158,17 +169,24 @@ def train_and_predict(
             synthetic_images=8 if args.smoke else 64,
             loss=LossConfig(particle_weight=args.particle_weight),
             augment=AugmentConfig(brightness_contrast=args.augment_contrast),
-            auxiliary="distance",
+            auxiliary=args.auxiliary,
             early_stopping=None,  # the whole budget: validation Dice stops improving before the cores sharpen
             keep_best_by=args.keep_best,
             count_grid=CalibrationGrid(min_area=tuple(min_areas)),
             seed=args.seed,
         )
         started = time.perf_counter()
-        data = prepare_data(root, config)
-        genome = Genome.named("standard", base_width=args.width)
-        result = train_candidate(genome, data, config, out=args.model, progress=False)
-        model, setup = result.training.model, result.training.setup
+        if args.from_model is not None:
+            # the same val split calibrates: the folder's own data are the same demo draws
+            data = prepare_data(root, dataclasses.replace(config, synthetic_images=0))
+            folder = load_model_folder(args.from_model)
+            setup = select_device("cpu")
+            model = place_model(folder.model, setup)
+        else:
+            data = prepare_data(root, config)
+            genome = Genome.named("standard", base_width=args.width)
+            result = train_candidate(genome, data, config, out=args.model, progress=False)
+            model, setup = result.training.model, result.training.setup
         test: list[LabeledImage] = []
         names: list[str] = []
         own_test = 0
@@ -178,18 +196,27 @@ def train_and_predict(
             test += split
             names += [f"seed{demo_seed}-{item.stem}" for item in split]
             own_test += len(split) if demo_seed == 0 else 0
-        val_predictions = predict_images(model, data.val, data.normalisation, setup, config.val_tile, config.val_overlap)
-        test_predictions = predict_images(model, test, data.normalisation, setup, config.val_tile, config.val_overlap)
+        val_predictions = predict_images(model, data.val, data.normalisation, setup, config.val_tile, config.val_overlap, args.tta)
+        test_predictions = predict_images(model, test, data.normalisation, setup, config.val_tile, config.val_overlap, args.tta)
         seconds = time.perf_counter() - started
         if args.panels is not None:
-            write_panels(args.panels, test, test_predictions, names)
+            write_panels(args.panels, test, test_predictions, names, args.auxiliary)
+    tta = f", test-time augmentation {args.tta}" if args.tta != "none" else ""
+    if args.from_model is not None:
+        description = (
+            f"{describe_machine()}, demo beads only, the model in {args.from_model} ({folder.genome.name}, {folder.auxiliary} head){tta}, "
+            f"predicted in {seconds:.0f} s, calibrated on the val splits of demo seeds {','.join(map(str, train_seeds))}, "
+            f"test splits of demo seeds {','.join(map(str, test_seeds))}"
+        )
+        return Predicted(list(data.val), val_predictions, test, test_predictions, own_test, description, folder.auxiliary or "distance")
     training = result.training
     kept = training.kept or training.history[-1]
     top_dice = max((r for r in training.history if r.phase == "finetune"), key=lambda r: r.val_dice, default=kept)
     description = (
-        f"{describe_machine()}, demo beads only, standard width {args.width} with the distance head"
+        f"{describe_machine()}, demo beads only, standard width {args.width} with the {args.auxiliary} head"
         + (f", particle loss weight {args.particle_weight:g}" if args.particle_weight else "")
         + (", brightness-contrast augmentation" if args.augment_contrast else "")
+        + tta
         + f", {training.steps} "
         f"training steps in {seconds:.0f} s ({len(training.history)} validations, final learning rate {training.history[-1].lr:.2g}; "
         f"weights of step {kept.step} kept by best {args.keep_best}: {kept.scores()}; "
@@ -197,7 +224,7 @@ def train_and_predict(
         f"trained and calibrated on the train and val splits of demo seeds {','.join(map(str, train_seeds))}, "
         f"test splits of demo seeds {','.join(map(str, test_seeds))}"
     )
-    return Predicted(list(data.val), val_predictions, test, test_predictions, own_test, description)
+    return Predicted(list(data.val), val_predictions, test, test_predictions, own_test, description, args.auxiliary)
 
 
 def count_by_method(predicted: Predicted, min_areas: Sequence[int]) -> list[dict[str, object]]:
@@ -209,7 +236,7 @@ def count_by_method(predicted: Predicted, min_areas: Sequence[int]) -> list[dict
     test_probs = [p.foreground for p in predicted.test_predictions]
     truth = [count_instances(item.instances) for item in test]
     true_masks = [(item.instances > 0).astype(np.float32) for item in test]
-    true_maps = [instance_distance_map(item.instances) for item in test]
+    true_maps = [auxiliary_target(predicted.auxiliary, item.instances) for item in test]
     predicted_maps = auxiliary_maps(predicted.test_predictions)
     own_test = predicted.own_test
 
@@ -272,7 +299,19 @@ def main() -> None:
     parser.add_argument(
         "--augment-contrast", action="store_true", help="random brightness and contrast on the training tiles (default off)"
     )
+    parser.add_argument(
+        "--auxiliary", choices=AUXILIARY_TARGETS, default="distance",
+        help="the auxiliary head's target, whose cores seed the seeded counting (default distance)",
+    )
     parser.add_argument("--model", type=Path, default=None, metavar="DIR", help="also keep the trained model folder here")
+    parser.add_argument(
+        "--from-model", type=Path, default=None, metavar="DIR",
+        help="predict with this model folder (kept by --model) instead of training one; the training options are then unused",
+    )
+    parser.add_argument(
+        "--tta", choices=TTA_MODES, default="none",
+        help="test-time augmentation of the val and test predictions: none, flips (4 views) or dihedral (8) (default none)",
+    )
     parser.add_argument(
         "--test-seeds", default="0", metavar="S,S,...",
         help="demo seeds whose test splits are counted (default 0: the demo's own test split)",

@@ -4,13 +4,18 @@
 (:func:`skipnas.counting.seeded.instance_distance_map`), from which ``seeded`` counting splits
 touching particles. It needs instance masks: with binary masks touching particles are one blob and
 share one peak.
+
+``"centres"``: a Gaussian peak of height 1 at each particle's deepest point, its width following
+the particle's depth (:func:`skipnas.counting.seeded.instance_centre_map`); ``seeded`` counting uses
+it the same way. Its peaks do not follow the shape of a particle's border, so a partly hidden
+particle keeps one peak.
 """
 
 from __future__ import annotations
 
 from skipnas.errors import SkipnasError
 
-AUXILIARY_TARGETS: tuple[str, ...] = ("distance",)
+AUXILIARY_TARGETS: tuple[str, ...] = ("distance", "centres")
 
 
 class AuxiliaryTargetError(SkipnasError, ValueError):

@@ -27,6 +27,7 @@ from skipnas.fileio import atomic_path, write_csv_atomic, write_json_atomic
 from skipnas.modelio import ModelFolder, load_model_folder
 from skipnas.predict import predict_image
 from skipnas.progress import progress_bar
+from skipnas.tta import check_tta
 from skipnas.train.data import prepare_image
 from skipnas.train.device import DeviceSetup, place_model, select_device
 
@@ -136,16 +137,24 @@ class CountResult:
     counting: str  # the post-processing that counted, in words
     method: str  # the counting method ("blobs", "watershed", "fibres", "seeded")
     auxiliary: str | None = None  # the model's auxiliary head, if it has one
+    tta: str = "none"  # the test-time augmentation it was predicted with
+    calibrated_tta: str = "none"  # the one the model's counting was calibrated with
 
     @property
     def total(self) -> int:
         return sum(int(row["count"]) for row in self.images)
 
 
-def count_image(folder: ModelFolder, image: np.ndarray, setup: DeviceSetup, overlap: int = 32, progress: bool = False) -> dict[str, Detections]:
-    """Class name -> detections for one image of any size; the auxiliary map is never counted as a class."""
+def count_image(
+    folder: ModelFolder, image: np.ndarray, setup: DeviceSetup, overlap: int = 32, progress: bool = False, tta: str | None = None
+) -> dict[str, Detections]:
+    """Class name -> detections for one image of any size; the auxiliary map is never counted as a class.
+
+    ``tta`` (None: the folder's own, the one its counting was calibrated with) is the test-time augmentation.
+    """
     prepared = prepare_image(image, folder.normalisation)
-    prediction = predict_image(folder.model, prepared, setup, folder.tile, overlap, progress=progress)
+    tta = folder.tta if tta is None else tta
+    prediction = predict_image(folder.model, prepared, setup, folder.tile, overlap, progress=progress, tta=tta)
     return count_per_class(prediction.classes, folder.postprocess, names=folder.class_names, auxiliary=prediction.auxiliary)
 
 
@@ -158,10 +167,15 @@ def count_images(
     overlap: int = 32,
     overlays: bool = True,
     progress: bool = True,
+    tta: str | None = None,
 ) -> CountResult:
-    """Count every image of ``inputs`` and write the CSVs and overlays to ``out_dir``."""
+    """Count every image of ``inputs`` and write the CSVs and overlays to ``out_dir``.
+
+    ``tta``: the test-time augmentation (None: the one the model folder's counting was calibrated with).
+    """
     setup = select_device(device)
     folder = load_model_folder(model_dir, map_location=setup.device)
+    tta = folder.tta if tta is None else check_tta(tta)
     paths = collect_images(inputs)
     place_model(folder.model, setup)
     out = Path(out_dir)
@@ -175,7 +189,7 @@ def count_images(
         for path in paths:
             image = read_image(path)
             try:
-                detections = count_image(folder, image, setup, overlap)
+                detections = count_image(folder, image, setup, overlap, tta=tta)
             except SkipnasError as exc:
                 raise SkipnasError(f"{path}: {exc}") from None
             row: dict[str, Any] = {"file": str(path), "count": sum(d.count for d in detections.values())}
@@ -201,12 +215,16 @@ def count_images(
     image_fields = ["file", "count", *(f"count_{n}" for n in names if len(names) > 1), "true_count", *(["overlay"] if overlays else [])]
     write_csv_atomic(out / COUNTS_FILE, image_rows, image_fields)
     write_csv_atomic(out / PARTICLES_FILE, particle_rows, ["file", "id", "class", "x", "y", "width", "height", "area", "confidence"])
-    result = CountResult(out, image_rows, particle_rows, describe(folder.postprocess), folder.postprocess.method, folder.auxiliary)
+    result = CountResult(
+        out, image_rows, particle_rows, describe(folder.postprocess), folder.postprocess.method, folder.auxiliary, tta, folder.tta
+    )
     summary = {
         "model": str(folder.path),
         "method": result.method,
         "auxiliary": result.auxiliary,
         "counting": result.counting,
+        "tta": result.tta,
+        "calibrated_tta": result.calibrated_tta,
         "postprocess": folder.postprocess.to_dict(),
         "images": len(image_rows),
         "total": result.total,

@@ -12,31 +12,39 @@ from skipnas.errors import SkipnasError
 from skipnas.modelio import load_model_folder
 from skipnas.predict import predict_images
 from skipnas.train.device import place_model, select_device
+from skipnas.tta import check_tta
 from skipnas.train.run import evaluate_predictions
 
 SPLITS = ("train", "val", "test")
 
 
 def evaluate_model_folder(
-    model_dir: str | os.PathLike[str], data: str | Path, split: str = "val", device: str = "auto", overlap: int = 32
+    model_dir: str | os.PathLike[str],
+    data: str | Path,
+    split: str = "val",
+    device: str = "auto",
+    overlap: int = 32,
+    tta: str | None = None,
 ) -> dict[str, Any]:
     """Pixel and counting metrics of a model folder on one split's labelled images.
 
     Unlabelled images of the split (test images without masks) are skipped and counted in
     ``unlabelled_images``. ``counting_method`` names the method that counted (``"seeded"`` counts
-    from the auxiliary head, named in ``auxiliary``), ``postprocess`` all its settings.
+    from the auxiliary head, named in ``auxiliary``), ``postprocess`` all its settings. ``tta`` is the
+    test-time augmentation (None: the one the folder's counting was calibrated with).
     """
     if split not in SPLITS:
         raise SkipnasError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
     setup = select_device(device)
     folder = load_model_folder(model_dir, map_location=setup.device)
+    tta = folder.tta if tta is None else check_tta(tta)
     index = check_dataset(resolve_dataset(data))
     samples = index.samples(split)
     images = load_labeled(samples)
     if not images:
         raise SkipnasError(f"{index.root}: the {split} split has no labelled images; add masks or choose another --split")
     place_model(folder.model, setup)
-    predictions = predict_images(folder.model, images, folder.normalisation, setup, folder.tile, overlap)
+    predictions = predict_images(folder.model, images, folder.normalisation, setup, folder.tile, overlap, tta)
     postprocess = folder.postprocess
     metrics = evaluate_predictions(predictions, images, postprocess)
     metrics.update(
@@ -48,6 +56,8 @@ def evaluate_model_folder(
             "counting_method": postprocess.method,
             "auxiliary": folder.auxiliary,
             "postprocess": describe(postprocess),
+            "tta": tta,
+            "calibrated_tta": folder.tta,
             "unlabelled_images": len(samples) - len(images),
         }
     )

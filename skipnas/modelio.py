@@ -33,6 +33,7 @@ from skipnas.errors import SkipnasError
 from skipnas.fileio import write_json_atomic
 from skipnas.genome import Genome, GenomeError
 from skipnas.models import build_model
+from skipnas.tta import TTAError, check_tta
 from skipnas.train.data import Normalisation
 
 MODEL_FORMAT_VERSION = 1
@@ -69,6 +70,11 @@ class ModelFolder:
         return int(self.info.get("inference_tile", INFERENCE_TILE))
 
     @property
+    def tta(self) -> str:
+        """The test-time augmentation the counting was calibrated with (``"none"`` in older folders)."""
+        return str(self.info.get("inference_tta", "none"))
+
+    @property
     def auxiliary(self) -> str | None:
         """The auxiliary head's target (``"distance"``), or None for a model without one."""
         return self.info.get("auxiliary")
@@ -97,6 +103,7 @@ def save_model_folder(
     classes: int = 1,
     class_names: list[str] | None = None,
     inference_tile: int = INFERENCE_TILE,
+    inference_tta: str = "none",
     train_config: dict[str, Any] | None = None,
     training: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
@@ -104,8 +111,10 @@ def save_model_folder(
     """Write a model folder at ``out`` atomically; an existing model folder there is replaced.
 
     The auxiliary head, if any, is the model's own (``model.auxiliary``), so the folder always
-    describes the weights it holds.
+    describes the weights it holds. ``inference_tta`` is the test-time augmentation the counting
+    was calibrated with, so counting predicts the same way.
     """
+    check_tta(inference_tta)
     auxiliary = getattr(model, "auxiliary", None)
     if postprocess.method in AUXILIARY_METHODS and auxiliary is None:
         raise ValueError(f"post-processing method {postprocess.method!r} needs an auxiliary head, and this model has none")
@@ -124,6 +133,7 @@ def save_model_folder(
             "class_names": class_names or (["particle"] if classes == 1 else [f"class{i}" for i in range(classes)]),
             "normalisation": normalisation.to_dict(),
             "inference_tile": inference_tile,
+            "inference_tta": inference_tta,
             "train_config": train_config or {},
             "training": training or {},
         }
@@ -200,6 +210,10 @@ def load_model_folder(path: str | os.PathLike[str], map_location: str | torch.de
         )
     # older folders have no key: no head; an unknown one needs a newer skipnas
     auxiliary = check_auxiliary(info.get("auxiliary"), str(folder / MODEL_FILE))
+    try:
+        check_tta(info.get("inference_tta", "none"))
+    except TTAError as exc:
+        raise SkipnasError(f"{folder / MODEL_FILE}: {exc}") from None
     postprocess = read_postprocess_config(folder / POSTPROCESS_FILE)
     if postprocess.method in AUXILIARY_METHODS and auxiliary is None:
         raise SkipnasError(

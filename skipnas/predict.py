@@ -2,6 +2,12 @@
 
 A model with an auxiliary head has one more sigmoid channel after its classes; it is stitched like
 the others and :func:`split_channels` takes it apart from the class maps.
+
+Test-time augmentation (``tta``) predicts every tile in several mirrored views and averages the
+probabilities, mapped back: ``"flips"`` (4 views: as is, flipped left-right, up-down, both) or
+``"dihedral"`` (8: those and their transposes, i.e. every 90 degree rotation and mirror). A
+microscope image has no up or left, so the views are equally likely images of the same particles;
+it costs one forward pass per view.
 """
 
 from __future__ import annotations
@@ -18,6 +24,16 @@ from skipnas.data.tiling import INFERENCE_OVERLAP, INFERENCE_TILE, predict_tiled
 from skipnas.train.data import Normalisation, prepare_image
 from skipnas.train.device import DeviceSetup
 from skipnas.train.step import autocast_context
+from skipnas.tta import tta_views
+
+def _to_view(batch: torch.Tensor, transpose: bool, dims: tuple[int, ...]) -> torch.Tensor:
+    batch = batch.transpose(2, 3) if transpose else batch
+    return batch.flip(dims) if dims else batch
+
+
+def _from_view(batch: torch.Tensor, transpose: bool, dims: tuple[int, ...]) -> torch.Tensor:
+    batch = batch.flip(dims) if dims else batch  # flips undo themselves; undo them before the transpose
+    return batch.transpose(2, 3) if transpose else batch
 
 
 @torch.no_grad()
@@ -29,21 +45,30 @@ def predict_probabilities(
     overlap: int = INFERENCE_OVERLAP,
     batch_size: int = 8,
     progress: bool = False,
+    tta: str = "none",
 ) -> np.ndarray:
-    """(K, H, W) sigmoid probabilities of a normalised (C, H, W) image, predicted tile by tile.
+    """(K, H, W) sigmoid probabilities of a normalised (C, H, W) image, predicted tile by tile
+    (each tile in every view of ``tta``, averaged).
 
     Memory stays at the output plus one batch of tiles, whatever the image size.
     """
+    views = tta_views(tta)
     was_training = model.training
     model.eval()
     memory_format = torch.channels_last if setup.channels_last else torch.contiguous_format
 
     def predict(batch: np.ndarray) -> np.ndarray:
-        tensor = torch.from_numpy(batch).to(setup.device).contiguous(memory_format=memory_format)
-        with autocast_context(setup.device.type, setup.amp_dtype):
-            logits = model(tensor)
-        # the tiler blends probabilities across overlaps; torch's sigmoid never overflows
-        return torch.sigmoid(logits.float()).cpu().numpy()
+        tensor = torch.from_numpy(batch).to(setup.device)
+        probs = None
+        for transpose, dims in views:
+            view = _to_view(tensor, transpose, dims).contiguous(memory_format=memory_format)
+            with autocast_context(setup.device.type, setup.amp_dtype):
+                logits = model(view)
+            # the tiler blends probabilities across overlaps; torch's sigmoid never overflows
+            view_probs = _from_view(torch.sigmoid(logits.float()), transpose, dims)
+            probs = view_probs if probs is None else probs + view_probs
+        assert probs is not None  # every mode has at least one view
+        return (probs / len(views)).cpu().numpy()
 
     # an image smaller than the tile is predicted whole rather than padded up to the tile, but a
     # tile never shrinks below what the network's poolings need (the tiler pads up to it)
@@ -92,9 +117,10 @@ def predict_image(
     overlap: int = INFERENCE_OVERLAP,
     batch_size: int = 8,
     progress: bool = False,
+    tta: str = "none",
 ) -> Prediction:
     """:func:`predict_probabilities` split into the class maps and the auxiliary map."""
-    return split_channels(model, predict_probabilities(model, image_chw, setup, tile, overlap, batch_size, progress))
+    return split_channels(model, predict_probabilities(model, image_chw, setup, tile, overlap, batch_size, progress, tta))
 
 
 def predict_images(
@@ -104,6 +130,8 @@ def predict_images(
     setup: DeviceSetup,
     tile: int = INFERENCE_TILE,
     overlap: int = INFERENCE_OVERLAP,
+    tta: str = "none",
 ) -> list[Prediction]:
     """The predictions of full labelled images."""
-    return [predict_image(model, prepare_image(item.image, normalisation), setup, tile, overlap) for item in images]
+    return [predict_image(model, prepare_image(item.image, normalisation), setup, tile, overlap, tta=tta) for item in images]
+

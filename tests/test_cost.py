@@ -87,8 +87,8 @@ def test_a_config_with_an_auxiliary_head_costs_the_model_with_the_head(costs) ->
     assert cost.params == count_params(build_model(genome, auxiliary="distance")) == costs["standard"].params + 4 + 1
     assert cost.predicted_peak_bytes > costs["standard"].predicted_peak_bytes
     assert cost.train_step_flops > costs["standard"].train_step_flops
-    with pytest.raises(ValueError, match="unknown auxiliary target 'centres'; known: distance"):
-        CostConfig(auxiliary="centres")
+    with pytest.raises(ValueError, match="unknown auxiliary target 'edges'; known: distance, centres"):
+        CostConfig(auxiliary="edges")
 
 
 def test_a_loss_with_a_particle_term_is_costed_with_instance_ids_in_its_targets() -> None:

@@ -153,3 +153,40 @@ def test_seeded_counting_uses_the_auxiliary_map_and_counts_only_the_particle_cla
     # without the auxiliary map the seeded method cannot count: it really is used
     with pytest.raises(ValueError, match="needs the auxiliary map"):
         count_particles(np.asarray(probs[0]), config)
+
+
+def test_a_model_calibrated_with_test_time_augmentation_counts_with_it_unless_told_otherwise(
+    tiny_dataset: Path, tmp_path: Path, capsys
+) -> None:
+    from skipnas.count import count_images
+    from skipnas.counting.postprocess import count_particles
+    from skipnas.data.io import read_image
+    from skipnas.modelio import load_model_folder
+    from skipnas.predict import predict_probabilities
+    from skipnas.train.data import prepare_image
+    from skipnas.train.device import select_device
+
+    model = tmp_path / "centres"
+    args = ["train", "--data", str(tiny_dataset), *FAST, "--auxiliary", "centres", "--tta", "flips", "--out", str(model), "--json"]
+    assert main(args) == 0
+    info = json.loads((model / "model.json").read_text())
+    assert info["auxiliary"] == "centres" and info["inference_tta"] == "flips" and info["train_config"]["tta"] == "flips"
+    capsys.readouterr()
+    assert main(["evaluate", str(model), "--data", str(tiny_dataset), "--split", "test", "--json", "--device", "cpu"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["tta"] == metrics["calibrated_tta"] == "flips" and metrics["auxiliary"] == "centres"
+
+    folder, setup = load_model_folder(model), select_device("cpu")
+    for tta in (None, "none"):
+        out = tmp_path / f"counts-{tta}"
+        result = count_images(model, [tiny_dataset / "test"], out, device="cpu", progress=False, tta=tta)
+        predicted_with = tta or "flips"
+        assert result.tta == predicted_with and result.calibrated_tta == "flips"
+        assert json.loads((out / "summary.json").read_text())["tta"] == predicted_with
+        for row in result.images:
+            image = prepare_image(read_image(Path(row["file"])), folder.normalisation)
+            probs = predict_probabilities(folder.model, image, setup, folder.tile, tta=predicted_with)
+            assert row["count"] == count_particles(probs[0], folder.postprocess, auxiliary=probs[1]).count
+    assert main(["count", str(model), str(tiny_dataset / "test"), "--out", str(tmp_path / "plain"), "--tta", "none"]) == 0
+    line = " ".join(capsys.readouterr().out.split())
+    assert "the counting was calibrated with test-time augmentation flips" in line

@@ -128,8 +128,8 @@ def test_auxiliary_settings_that_cannot_work_name_the_file(tmp_path: Path) -> No
     (tmp_path / "m" / "postprocess.json").write_text('{"method": "seeded"}')
     with pytest.raises(SkipnasError, match="postprocess.json: method 'seeded' counts from an auxiliary head.*retrain"):
         load_model_folder(tmp_path / "m")
-    model_json.write_text(json.dumps({**info, "auxiliary": "centres"}))
-    with pytest.raises(SkipnasError, match="model.json: unknown auxiliary target 'centres'"):
+    model_json.write_text(json.dumps({**info, "auxiliary": "edges"}))
+    with pytest.raises(SkipnasError, match="model.json: unknown auxiliary target 'edges'"):
         load_model_folder(tmp_path / "m")
     # a head the weights do not have
     model_json.write_text(json.dumps({**info, "auxiliary": "distance"}))
@@ -144,3 +144,23 @@ def test_a_folder_describes_the_heads_of_the_model_it_holds(tmp_path: Path) -> N
     with pytest.raises(ValueError, match="needs an auxiliary head"):
         save_model_folder(tmp_path / "m", plain, genome, Normalisation((0.4,), (0.1,), 255.0), seeded, in_channels=1)
     assert not (tmp_path / "m").exists()
+
+
+def test_a_folder_records_the_test_time_augmentation_its_counting_was_calibrated_with(tmp_path: Path) -> None:
+    model = build_model(Genome.named("standard", base_width=4))
+    folder = save_model_folder(
+        tmp_path / "m", model, Genome.named("standard", base_width=4), Normalisation((0.5,), (0.25,), 255.0),
+        PostprocessConfig(), in_channels=1, inference_tta="dihedral",
+    )
+    assert load_model_folder(folder).tta == "dihedral"
+    model_json = folder / "model.json"
+    info = json.loads(model_json.read_text())
+    model_json.write_text(json.dumps({key: value for key, value in info.items() if key != "inference_tta"}))
+    assert load_model_folder(folder).tta == "none"  # folders from before test-time augmentation
+    model_json.write_text(json.dumps({**info, "inference_tta": "rotate"}))
+    with pytest.raises(SkipnasError, match="model.json: unknown test-time augmentation 'rotate'"):
+        load_model_folder(folder)
+    with pytest.raises(ValueError, match="unknown test-time augmentation 'rotate'"):
+        save_model_folder(tmp_path / "n", model, Genome.named("standard", base_width=4), Normalisation((0.5,), (0.25,), 255.0),
+                          PostprocessConfig(), in_channels=1, inference_tta="rotate")
+    assert not (tmp_path / "n").exists()

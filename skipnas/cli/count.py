@@ -8,7 +8,7 @@ from typing import Any
 
 from skipnas.cli._common import console, print_json
 from skipnas.cli.evaluate import counting_line
-from skipnas.cli.train import add_device_arguments
+from skipnas.cli.train import add_device_arguments, add_tta_argument
 
 
 def register(subparsers: Any) -> None:
@@ -25,6 +25,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--out", type=Path, required=True, metavar="OUT_DIR", help="folder for the CSVs and overlays")
     parser.add_argument("--no-overlays", action="store_true", help="skip the overlay images")
     add_device_arguments(parser)
+    add_tta_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the per-image counts as one JSON object")
     parser.set_defaults(func=_count)
 
@@ -35,12 +36,13 @@ def _count(args: argparse.Namespace) -> int:
     from skipnas.count import count_images
 
     result = count_images(
-        args.model_dir, args.inputs, args.out, device=args.device, overlays=not args.no_overlays, progress=not args.json
+        args.model_dir, args.inputs, args.out, device=args.device, overlays=not args.no_overlays, progress=not args.json,
+        tta=args.tta,
     )
     if args.json:
         print_json(
             {"out_dir": str(result.out_dir), "counting": result.counting, "method": result.method, "auxiliary": result.auxiliary,
-             "total": result.total, "images": result.images}
+             "tta": result.tta, "calibrated_tta": result.calibrated_tta, "total": result.total, "images": result.images}
         )
         return 0
     table = Table()
@@ -53,6 +55,6 @@ def _count(args: argparse.Namespace) -> int:
     out = console()
     out.print(f"[bold]counts[/] (counting: {result.counting})")
     out.print(table)
-    out.print(counting_line(result.method, result.auxiliary))
+    out.print(counting_line(result.method, result.auxiliary, result.tta, result.calibrated_tta))
     out.print(f"{result.total} particles in {len(result.images)} images -> {result.out_dir}")
     return 0

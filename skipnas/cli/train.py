@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from skipnas.auxiliary import AUXILIARY_TARGETS
+from skipnas.tta import TTA_MODES
 from skipnas.cli._common import console, print_json, status_console
 from skipnas.errors import SkipnasError
 
@@ -27,6 +28,15 @@ METRIC_ROWS = (
 
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="where to run (default: auto)")
+
+
+def add_tta_argument(parser: argparse.ArgumentParser) -> None:
+    """``--tta`` of the commands that predict with a model folder: by default the folder's own."""
+    parser.add_argument(
+        "--tta", choices=TTA_MODES, default=None,
+        help="test-time augmentation: average the prediction over mirrored views (flips: 4, dihedral: 8; each "
+        "view costs one pass). Default: the one the model's counting was calibrated with (skipnas train --tta)",
+    )
 
 
 def register(subparsers: Any) -> None:
@@ -65,7 +75,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--auxiliary", choices=AUXILIARY_TARGETS, default=None,
         help="add a second head trained on this target from the instance masks (distance: each particle's distance "
-        "to its own border), so calibration may count by its seeds and split touching particles (default: none)",
+        "to its own border; centres: a Gaussian peak at each particle's deepest point), so calibration may count by "
+        "its seeds and split touching particles (default: none)",
     )
     parser.add_argument(
         "--auxiliary-weight", type=float, default=1.0, metavar="W", help="with --auxiliary: the auxiliary loss's weight (default 1)"
@@ -74,6 +85,11 @@ def register(subparsers: Any) -> None:
         "--keep-best", choices=("dice", "count"), default="dice",
         help="which fine-tuning validation's weights to keep: the highest pixel Dice, or the lowest count MAE with the "
         "counting calibrated on val at every validation (slower validations) (default dice)",
+    )
+    parser.add_argument(
+        "--tta", choices=TTA_MODES, default="none",
+        help="test-time augmentation of the final calibration's val predictions (flips: 4 mirrored views averaged, "
+        "dihedral: 8), recorded in the model folder so skipnas count and evaluate predict the same way (default none)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     add_device_arguments(parser)
@@ -121,6 +137,7 @@ def _train(args: argparse.Namespace) -> int:
         auxiliary=args.auxiliary,
         auxiliary_weight=args.auxiliary_weight,
         keep_best_by=args.keep_best,
+        tta=args.tta,
         device=args.device,
         seed=args.seed,
     )

@@ -9,9 +9,11 @@ Touching particles get one peak each with a valley at their contact line, which 
 transform of the merged foreground does not have. At counting time, :func:`seeded_labels` takes
 as cores the pixels above ``seed_threshold`` and, with a ``peak_fraction`` above 0, near a local
 peak, so a blurred predicted map that dips between touching particles without reaching 0 still
-splits them.
+splits them. The other target, :func:`instance_centre_map`, is a Gaussian peak at each particle's
+deepest point whose width follows the particle's depth: its peaks do not depend on the shape of a
+particle's border, so a bead partly hidden under a fibre keeps one peak.
 
-Numpy and OpenCV only: the training code imports :func:`instance_distance_map` to make targets.
+Numpy and OpenCV only: the training code imports :func:`auxiliary_target` to make targets.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from skipnas.auxiliary import AUXILIARY_TARGETS
+from skipnas.auxiliary import AUXILIARY_TARGETS, check_auxiliary
 
 
 def instance_distance_map(instances: np.ndarray) -> np.ndarray:
@@ -29,9 +31,50 @@ def instance_distance_map(instances: np.ndarray) -> np.ndarray:
     border, so two touching particles are separated by zeros along their contact line. A
     particle in several pieces (one ID) is scaled by its largest piece's depth.
     """
+    ids, distance, peak = _own_border_distance(instances, "instance_distance_map")
+    scale = peak[ids]
+    return np.divide(distance, scale, out=np.zeros_like(distance), where=scale > 0).astype(np.float32)
+
+
+def instance_centre_map(instances: np.ndarray, sigma_per_depth: float = 0.5) -> np.ndarray:
+    """float32 HxW in [0, 1]: a Gaussian of height 1 at each particle's deepest point, the highest where they overlap.
+
+    The deepest point is the particle's pixel farthest from its own border (as in
+    :func:`instance_distance_map`; of several, the one nearest their mean). The Gaussian's sigma is
+    ``sigma_per_depth`` times that depth (at least 1 px), so on a disc it falls to exp(-2) at the rim
+    with the default: small beads get narrow peaks and a touching pair keeps two.
+    """
+    if not np.isfinite(sigma_per_depth) or sigma_per_depth <= 0:
+        raise ValueError(f"sigma_per_depth must be a number > 0, got {sigma_per_depth!r}")
+    ids, distance, peak = _own_border_distance(instances, "instance_centre_map")
+    height, width = ids.shape
+    centres = np.zeros(ids.shape, np.float32)
+    yy, xx = np.nonzero((ids > 0) & (distance >= peak[ids]) & (distance > 0))
+    for particle in np.unique(ids[yy, xx]):
+        mine = ids[yy, xx] == particle
+        ys, xs = yy[mine], xx[mine]
+        nearest = int(np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2))
+        cy, cx = int(ys[nearest]), int(xs[nearest])
+        sigma = max(1.0, sigma_per_depth * float(peak[particle]))
+        reach = int(np.ceil(3 * sigma))  # beyond 3 sigma the Gaussian is below 0.012
+        top, bottom, left, right = max(0, cy - reach), min(height, cy + reach + 1), max(0, cx - reach), min(width, cx + reach + 1)
+        gy, gx = np.ogrid[top - cy : bottom - cy, left - cx : right - cx]
+        bump = np.exp(-(gy**2 + gx**2) / (2 * sigma**2)).astype(np.float32)
+        np.maximum(centres[top:bottom, left:right], bump, out=centres[top:bottom, left:right])
+    return centres
+
+
+def auxiliary_target(name: str, instances: np.ndarray) -> np.ndarray:
+    """The auxiliary head's float32 HxW target in [0, 1] for the target ``name``, made from an instance mask."""
+    check_auxiliary(name)
+    return {"distance": instance_distance_map, "centres": instance_centre_map}[name](instances)
+
+
+def _own_border_distance(instances: np.ndarray, caller: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(int64 IDs, each pixel's float32 distance to its particle's own border, each ID's largest distance)."""
     instances = np.asarray(instances)
     if instances.ndim != 2:
-        raise ValueError(f"instance_distance_map expects an HxW instance map, got shape {instances.shape}")
+        raise ValueError(f"{caller} expects an HxW instance map, got shape {instances.shape}")
     # a pixel with another particle as 4-neighbour is border: touching particles get a valley of zeros
     # (OpenCV counts pixels outside the image as far away, so a particle cut by the image edge keeps its depth)
     ids = instances.astype(np.int64, copy=False)
@@ -39,8 +82,7 @@ def instance_distance_map(instances: np.ndarray) -> np.ndarray:
     distance = cv2.distanceTransform(inside.astype(np.uint8), cv2.DIST_L2, 5)
     peak = np.zeros(int(ids.max(initial=0)) + 1, np.float32)
     np.maximum.at(peak, ids.ravel(), distance.ravel())
-    scale = peak[ids]
-    return np.divide(distance, scale, out=np.zeros_like(distance), where=scale > 0).astype(np.float32)
+    return ids, distance, peak
 
 
 def _touches_other_particle(ids: np.ndarray) -> np.ndarray:
@@ -136,4 +178,12 @@ def seeded_labels(
     return flood_from_seeds(mask, peak_seeds(auxiliary, mask, min_distance, peak_fraction, floor=seed_threshold))
 
 
-__all__ = ["AUXILIARY_TARGETS", "flood_from_seeds", "instance_distance_map", "peak_seeds", "seeded_labels"]
+__all__ = [
+    "AUXILIARY_TARGETS",
+    "auxiliary_target",
+    "flood_from_seeds",
+    "instance_centre_map",
+    "instance_distance_map",
+    "peak_seeds",
+    "seeded_labels",
+]

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import Dataset
 
 from skipnas.auxiliary import check_auxiliary
-from skipnas.counting.seeded import instance_distance_map
+from skipnas.counting.seeded import auxiliary_target
 from skipnas.data.augment import AugmentConfig, apply_transform, build_eval_transform, build_train_transform
 from skipnas.data.dataset import DatasetIndex, LabeledImage, load_labeled
 from skipnas.data.io import image_range
@@ -56,14 +56,6 @@ def to_tensor_image(image: np.ndarray) -> torch.Tensor:
 def foreground_target(instances: np.ndarray) -> torch.Tensor:
     """The binary segmentation target (1, H, W): every labelled particle is foreground."""
     return torch.from_numpy((instances > 0).astype(np.float32))[None]
-
-
-def auxiliary_target(name: str, instances: np.ndarray) -> np.ndarray:
-    """The auxiliary head's float32 HxW target in [0, 1] made from an instance mask."""
-    if name == "distance":
-        return instance_distance_map(instances)
-    check_auxiliary(name)
-    raise AssertionError(f"auxiliary target {name!r} has no target function")
 
 
 @dataclass

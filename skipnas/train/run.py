@@ -106,7 +106,9 @@ def train_candidate(
     model = build_model(genome, in_channels=data.channels, classes=1, auxiliary=config.auxiliary)
     result = fit_model(model, config, data.normalisation, data.train, data.val, data.synthetic, callbacks, progress)
     trained = time.perf_counter()
-    predictions = predict_images(result.model, data.val, data.normalisation, result.setup, config.val_tile, config.val_overlap)
+    predictions = predict_images(
+        result.model, data.val, data.normalisation, result.setup, config.val_tile, config.val_overlap, config.tta
+    )
     probs = [p.foreground for p in predictions]
     # with an auxiliary head the grid also tries the methods that count from its map
     postprocess, _ = calibrate(
@@ -124,6 +126,7 @@ def train_candidate(
             postprocess,
             in_channels=data.channels,
             inference_tile=config.val_tile,
+            inference_tta=config.tta,
             train_config=asdict(config),
             training=result.to_dict(),
             metrics=metrics,

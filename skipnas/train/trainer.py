@@ -31,6 +31,7 @@ from skipnas.data.synth import SynthConfig
 from skipnas.data.tiling import INFERENCE_OVERLAP, INFERENCE_TILE, TileConfig
 from skipnas.errors import SkipnasError
 from skipnas.predict import Prediction, auxiliary_maps, predict_images
+from skipnas.tta import check_tta
 from skipnas.progress import progress_bar
 from skipnas.data.dataset import LabeledImage
 from skipnas.train.data import Normalisation, TileDataset
@@ -107,9 +108,13 @@ class TrainConfig:
     # before the auxiliary head's cores are sharp enough to split touching particles
     keep_best_by: str = "dice"
     count_grid: CalibrationGrid | None = None
+    # test-time augmentation of the final calibration's val predictions (skipnas.tta), recorded in the
+    # model folder so counting predicts the same way; validations during training predict plainly
+    tta: str = "none"
 
     def __post_init__(self) -> None:
         check_auxiliary(self.auxiliary)
+        check_tta(self.tta)
         if self.keep_best_by not in KEEP_BEST_BY:
             raise SkipnasError(f"keep_best_by must be one of {', '.join(KEEP_BEST_BY)}, got {self.keep_best_by!r}")
         check_loss_weight("auxiliary_weight", self.auxiliary_weight)

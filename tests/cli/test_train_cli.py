@@ -7,8 +7,8 @@ from skipnas.cli import main
 
 def test_bad_auxiliary_settings_exit_2_before_any_training(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as info:
-        main(["train", "--auxiliary", "centres", "--out", str(tmp_path / "m")])
-    assert info.value.code == 2 and "invalid choice: 'centres'" in capsys.readouterr().err
+        main(["train", "--auxiliary", "edges", "--out", str(tmp_path / "m")])
+    assert info.value.code == 2 and "invalid choice: 'edges'" in capsys.readouterr().err
     assert main(["train", "--auxiliary", "distance", "--auxiliary-weight", "-1", "--out", str(tmp_path / "m")]) == 2
     assert "auxiliary_weight must be a finite number >= 0" in capsys.readouterr().err
     assert main(["train", "--auxiliary-weight", "2", "--out", str(tmp_path / "m")]) == 2

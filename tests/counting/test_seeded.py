@@ -1,4 +1,4 @@
-"""The auxiliary target and counting from the cores it marks."""
+"""The auxiliary targets and counting from the cores they mark."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from skipnas.counting.postprocess import PostprocessConfig, PostprocessConfigError, count_particles
-from skipnas.counting.seeded import flood_from_seeds, instance_distance_map, seeded_labels
+from skipnas.auxiliary import AUXILIARY_TARGETS
+from skipnas.counting.seeded import (
+    auxiliary_target,
+    flood_from_seeds,
+    instance_centre_map,
+    instance_distance_map,
+    seeded_labels,
+)
 
 
 def _touching_discs() -> np.ndarray:
@@ -44,6 +51,58 @@ def test_touching_discs_split_by_their_cores() -> None:
     for particle in (1, 2):
         values, counts = np.unique(detections.labels[truth == particle], return_counts=True)
         assert counts.max() / counts.sum() > 0.9
+
+
+def test_centre_target_peaks_at_each_particles_deepest_point_and_is_low_where_they_touch() -> None:
+    truth = _touching_discs()
+    target = instance_centre_map(truth)
+    assert target.dtype == np.float32 and target.shape == truth.shape and target.max() == pytest.approx(1.0)
+    distance = cv2.distanceTransform((instance_distance_map(truth) > 0).astype(np.uint8), cv2.DIST_L2, 5)
+    for particle, drawn_centre in ((1, (24, 20)), (2, (24, 39))):
+        inside = np.where(truth == particle, target, 0)
+        peak = np.unravel_index(np.argmax(inside), inside.shape)
+        assert inside[peak] == pytest.approx(1.0)
+        assert distance[peak] == distance[truth == particle].max()  # the deepest point, not the centre of the box
+        assert abs(peak[0] - drawn_centre[0]) <= 1 and abs(peak[1] - drawn_centre[1]) <= 2
+    contact = [x for x in range(21, 39) if truth[24, x] != truth[24, x + 1]][0]
+    assert target[24, contact] < 0.2  # about exp(-2): one depth from each peak, sigma half a depth
+
+
+def test_a_centre_peak_is_as_wide_as_its_particle_is_deep() -> None:
+    truth = np.zeros((40, 80), np.int32)
+    cv2.circle(truth, (15, 20), 10, 1, -1)
+    cv2.circle(truth, (60, 20), 4, 2, -1)
+    target = instance_centre_map(truth)
+    # three pixels from each centre: still high on the big disc, low on the small one
+    assert target[20, 18] > 0.8 and target[20, 63] < 0.4
+    assert instance_centre_map(truth, sigma_per_depth=1.0)[20, 63] > target[20, 63]
+    with pytest.raises(ValueError, match="sigma_per_depth must be a number > 0"):
+        instance_centre_map(truth, sigma_per_depth=0)
+    with pytest.raises(ValueError, match="HxW instance map"):
+        instance_centre_map(np.zeros((2, 4, 4), np.int32))
+    assert not instance_centre_map(np.zeros((8, 8), np.int32)).any()
+
+
+def test_a_partly_hidden_particle_keeps_one_centre_peak_where_its_distance_map_has_two() -> None:
+    # a fibre drawn across a bead to past its middle leaves two lobes joined on one side
+    truth = np.zeros((48, 48), np.int32)
+    cv2.circle(truth, (24, 24), 10, 1, -1)
+    truth[22:26, 13:29] = 0
+    prob = (truth > 0).astype(np.float32)
+    by_peaks = PostprocessConfig(method="seeded", min_area=1, watershed_min_distance=4, seed_threshold=0.5, seed_peak_fraction=0.8)
+    assert count_particles(prob, by_peaks, instance_distance_map(truth)).count > 1
+    for threshold in (0.3, 0.5, 0.7):
+        for fraction in (0.0, 0.8):
+            config = by_peaks.replace(seed_threshold=threshold, seed_peak_fraction=fraction)
+            assert count_particles(prob, config, instance_centre_map(truth)).count == 1
+
+
+@pytest.mark.parametrize("name", AUXILIARY_TARGETS)
+def test_every_auxiliary_target_splits_touching_discs(name: str) -> None:
+    truth = _touching_discs()
+    target = auxiliary_target(name, truth)
+    assert target.dtype == np.float32 and target.shape == truth.shape and 0 <= target.min() and target.max() <= 1
+    assert count_particles((truth > 0).astype(np.float32), PostprocessConfig(method="seeded"), target).count == 2
 
 
 def test_seeded_needs_the_auxiliary_map() -> None:

@@ -127,5 +127,5 @@ def test_without_an_auxiliary_head_the_model_is_unchanged() -> None:
 
 
 def test_an_unknown_auxiliary_target_is_refused() -> None:
-    with pytest.raises(ValueError, match="unknown auxiliary target 'centres'; known: distance"):
-        build_model(Genome.named("standard", base_width=4), auxiliary="centres")
+    with pytest.raises(ValueError, match="unknown auxiliary target 'edges'; known: distance, centres"):
+        build_model(Genome.named("standard", base_width=4), auxiliary="edges")

@@ -53,8 +53,8 @@ def test_a_space_can_search_the_particle_weight_beside_the_other_loss_settings()
 
 
 def test_a_space_with_an_unknown_auxiliary_target_is_refused_before_any_trial() -> None:
-    space = space_from_dict({"hyperparameters": {"auxiliary": {"choices": ["none", "centres"]}}}, source="bad.toml")
-    with pytest.raises(SkipnasError, match="bad.toml: hyperparameters.auxiliary = 'centres' cannot be used"):
+    space = space_from_dict({"hyperparameters": {"auxiliary": {"choices": ["none", "edges"]}}}, source="bad.toml")
+    with pytest.raises(SkipnasError, match="bad.toml: hyperparameters.auxiliary = 'edges' cannot be used"):
         check_training_hyperparameters(space, TrainConfig())
 
 

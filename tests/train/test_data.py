@@ -3,7 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from skipnas.counting.seeded import instance_distance_map
+from skipnas.auxiliary import AUXILIARY_TARGETS
+from skipnas.counting.seeded import instance_centre_map, instance_distance_map
 from skipnas.data.augment import AugmentConfig
 from skipnas.data.dataset import LabeledImage
 from skipnas.data.tiling import TileConfig
@@ -53,22 +54,31 @@ def test_a_dataset_without_auxiliary_has_one_target_channel() -> None:
 
 
 def test_unknown_auxiliary_targets_are_refused() -> None:
-    with pytest.raises(ValueError, match="unknown auxiliary target 'centres'; known: distance"):
-        auxiliary_target("centres", np.zeros((4, 4), np.int32))
-    with pytest.raises(ValueError, match="unknown auxiliary target 'centres'; known: distance"):
-        _dataset(augment=None, auxiliary="centres")
+    with pytest.raises(ValueError, match="unknown auxiliary target 'edges'; known: distance, centres"):
+        auxiliary_target("edges", np.zeros((4, 4), np.int32))
+    with pytest.raises(ValueError, match="unknown auxiliary target 'edges'; known: distance, centres"):
+        _dataset(augment=None, auxiliary="edges")
 
 
-def test_with_an_instance_channel_the_targets_end_with_the_augmented_instance_ids() -> None:
+@pytest.mark.parametrize("name", AUXILIARY_TARGETS)
+def test_with_an_instance_channel_the_targets_end_with_the_augmented_instance_ids(name: str) -> None:
     tile = TileConfig(size=32, empty_keep_fraction=1.0)
     dataset = TileDataset(
         [_touching_pair()], Normalisation((0.3,), (0.2,), 255.0), tile, AugmentConfig(p=1.0), seed=3,
-        auxiliary="distance", instance_channel=True,
+        auxiliary=name, instance_channel=True,
     )
     _, target = dataset[0]
     assert target.shape == (3, 32, 32)
-    foreground, distance, ids = target[0].numpy(), target[1].numpy(), target[2].numpy()
+    foreground, auxiliary, ids = target[0].numpy(), target[1].numpy(), target[2].numpy()
     assert np.array_equal(ids > 0, foreground > 0)
     assert sorted(np.unique(ids)) == [0, 1, 2, 3]
-    # the same transform moved the IDs and the auxiliary target: the map is the IDs' own distance map
-    assert np.array_equal(distance, instance_distance_map(ids.astype(np.int32)))
+    # the same transform moved the IDs and the auxiliary target: the map is the IDs' own target
+    assert np.array_equal(auxiliary, auxiliary_target(name, ids.astype(np.int32)))
+
+
+def test_the_centre_target_peaks_once_in_each_particle() -> None:
+    _, target = _dataset(augment=None, auxiliary="centres")[0]
+    item = _touching_pair()
+    assert np.array_equal(target[1].numpy(), instance_centre_map(item.instances))
+    for particle in (1, 2, 3):
+        assert np.isclose(target[1].numpy()[item.instances == particle], 1.0).sum() == 1

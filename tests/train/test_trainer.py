@@ -144,8 +144,8 @@ def test_model_and_config_must_agree_on_the_auxiliary_head(data: PreparedData) -
 
 
 def test_auxiliary_settings_are_checked() -> None:
-    with pytest.raises(SkipnasError, match="unknown auxiliary target 'centres'; known: distance"):
-        _config(auxiliary="centres")
+    with pytest.raises(SkipnasError, match="unknown auxiliary target 'edges'; known: distance, centres"):
+        _config(auxiliary="edges")
     with pytest.raises(SkipnasError, match="auxiliary_weight must be a finite number >= 0"):
         _config(auxiliary="distance", auxiliary_weight=float("nan"))
 
@@ -280,3 +280,8 @@ def test_keeping_by_count_calibrates_the_counting_at_each_fine_tuning_validation
     # the model left behind counts the val images as well as the kept validation said
     predictions = predict_images(result.model, data.val, data.normalisation, result.setup, config.val_tile, config.val_overlap)
     assert calibrated_count_mae(predictions, data.val, grid) == pytest.approx(best.val_count_mae)
+
+
+def test_an_unknown_test_time_augmentation_is_refused_in_the_config() -> None:
+    with pytest.raises(SkipnasError, match="unknown test-time augmentation 'rotate'; choose one of none, flips, dihedral"):
+        _config(tta="rotate")
