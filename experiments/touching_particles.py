@@ -27,7 +27,9 @@ trained model folder, and ``--from-model`` predicts with a kept one instead of t
 ``--predictions`` keeps what the network predicted, so the counting can be re-run (another
 ``--min-areas``, changed counting code) without training again.
 
-Writes one CSV row per method: test relative count error, count MAE, exact-count accuracy, Dice.
+Writes one CSV row per method: test relative count error, count MAE, exact-count accuracy, Dice,
+the beads counted too many and too few (summed over images), and the beads with no pixel of the
+calibrated mask at all.
 """
 
 from __future__ import annotations
@@ -46,7 +48,14 @@ import numpy as np
 
 from skipnas.auxiliary import AUXILIARY_TARGETS
 from skipnas.counting.calibrate import CalibrationGrid, calibrate
-from skipnas.counting.postprocess import AUXILIARY_METHODS, METHODS, PostprocessConfig, count_particles, describe
+from skipnas.counting.postprocess import (
+    AUXILIARY_METHODS,
+    METHODS,
+    PostprocessConfig,
+    count_particles,
+    describe,
+    mask_from_probabilities,
+)
 from skipnas.counting.seeded import auxiliary_target
 from skipnas.data.augment import AugmentConfig
 from skipnas.data.dataset import LabeledImage, check_dataset
@@ -203,8 +212,10 @@ def train_and_predict(
             write_panels(args.panels, test, test_predictions, names, args.auxiliary)
     tta = f", test-time augmentation {args.tta}" if args.tta != "none" else ""
     if args.from_model is not None:
+        kept_step = (folder.info.get("training", {}).get("kept") or {}).get("step", "?")
         description = (
-            f"{describe_machine()}, demo beads only, the model in {args.from_model} ({folder.genome.name}, {folder.auxiliary} head){tta}, "
+            f"{describe_machine()}, demo beads only, the model in {args.from_model} ({folder.genome.name} width "
+            f"{folder.genome.base_width} with the {folder.auxiliary} head, weights of step {kept_step}){tta}, "
             f"predicted in {seconds:.0f} s, calibrated on the val splits of demo seeds {','.join(map(str, train_seeds))}, "
             f"test splits of demo seeds {','.join(map(str, test_seeds))}"
         )
@@ -227,6 +238,14 @@ def train_and_predict(
     return Predicted(list(data.val), val_predictions, test, test_predictions, own_test, description, args.auxiliary)
 
 
+def unseen_particles(prob: np.ndarray, instances: np.ndarray, config: PostprocessConfig) -> int:
+    """How many true particles have no pixel in the mask ``config`` makes of ``prob``: none of them can be counted."""
+    mask = mask_from_probabilities(prob, config) > 0
+    ids = np.unique(instances[instances > 0])
+    seen = np.unique(instances[mask & (instances > 0)])
+    return int(len(ids) - len(seen))
+
+
 def count_by_method(predicted: Predicted, min_areas: Sequence[int]) -> list[dict[str, object]]:
     """One row per counting method: calibrated on val (grid restricted to the method), scored on test,
     with the method's ceiling on the true masks and, for the learned map, where its error comes from."""
@@ -240,16 +259,19 @@ def count_by_method(predicted: Predicted, min_areas: Sequence[int]) -> list[dict
     predicted_maps = auxiliary_maps(predicted.test_predictions)
     own_test = predicted.own_test
 
-    def relative_error(probs: list[np.ndarray], maps: list[np.ndarray] | None, config: PostprocessConfig, images: int | None = None) -> float:
+    def counts(probs: list[np.ndarray], maps: list[np.ndarray] | None, config: PostprocessConfig, images: int | None = None) -> list[int]:
         extras = maps if maps is not None else [None] * len(probs)
-        counts = [count_particles(prob, config, extra).count for prob, extra in zip(probs[:images], extras[:images], strict=True)]
-        return round(count_metrics(counts, truth[:images])["relative_count_error"], 3)
+        return [count_particles(prob, config, extra).count for prob, extra in zip(probs[:images], extras[:images], strict=True)]
+
+    def relative_error(probs: list[np.ndarray], maps: list[np.ndarray] | None, config: PostprocessConfig, images: int | None = None) -> float:
+        return round(count_metrics(counts(probs, maps, config, images), truth[:images])["relative_count_error"], 3)
 
     rows: list[dict[str, object]] = []
     for method in METHODS:
         grid = CalibrationGrid(methods=(method,), min_area=tuple(min_areas))
         best, _ = calibrate(val_probs, [item.instances for item in predicted.val], grid=grid, auxiliary=val_maps)
         metrics = evaluate_probabilities(test_probs, test, best, predicted_maps)
+        predicted_counts = counts(test_probs, predicted_maps, best)
         # the true masks need no threshold or morphology
         on_true_masks = best.replace(threshold=0.5, erode=0, dilate=0)
         rows.append(
@@ -264,6 +286,10 @@ def count_by_method(predicted: Predicted, min_areas: Sequence[int]) -> list[dict
                 "count_mae": round(metrics["count_mae"], 3),
                 "exact_count_accuracy": round(metrics["exact_count_accuracy"], 3),
                 "dice": round(metrics["dice"], 3),
+                # summed over images: how the count errs, and the beads without one pixel of the mask
+                "too_many": sum(max(found - true, 0) for found, true in zip(predicted_counts, truth, strict=True)),
+                "too_few": sum(max(true - found, 0) for found, true in zip(predicted_counts, truth, strict=True)),
+                "unseen_particles": sum(unseen_particles(prob, item.instances, best) for prob, item in zip(test_probs, test, strict=True)),
                 # where the error comes from: the method on the true masks (with the true map: its ceiling),
                 # and, for the learned map, each of mask and map swapped for the truth
                 "ceiling_relative_count_error": relative_error(true_masks, true_maps, on_true_masks),

@@ -4,6 +4,7 @@ a kept model is predicted again without training."""
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from skipnas.counting.postprocess import METHODS
+from skipnas.counting.postprocess import METHODS, PostprocessConfig
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -46,10 +47,34 @@ def test_a_kept_centre_model_is_counted_again_with_test_time_augmentation(tmp_pa
     )
     assert again.returncode == 0, again.stderr
     comment = second.read_text().splitlines()[0]
-    assert f"the model in {model} (standard, centres head), test-time augmentation flips" in comment
+    assert f"the model in {model} (standard width 4 with the centres head, weights of step " in comment
+    assert "test-time augmentation flips" in comment
     assert "centres head" in first.read_text().splitlines()[0]
     # the saved predictions remember their target, so counting them again scores against centre maps
     with np.load(predictions) as saved:
         assert str(saved["auxiliary"]) == "centres"
     rows = list(csv.DictReader(line for line in second.read_text().splitlines() if not line.startswith("#")))
     assert [row["method"] for row in rows] == list(METHODS)
+    for row in rows:
+        # sum |found - true| over images is the MAE times the images: the split into too many and too few adds up
+        images, wrong = int(row["test_images"]), int(row["too_many"]) + int(row["too_few"])
+        assert abs(float(row["count_mae"]) * images - wrong) < 0.001 * images
+        assert 0 <= int(row["unseen_particles"]) <= int(row["test_particles"])
+
+
+def test_a_particle_without_one_pixel_of_the_mask_is_unseen() -> None:
+    spec = importlib.util.spec_from_file_location("touching_particles", REPO / "experiments" / "touching_particles.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    instances = np.zeros((16, 16), np.int32)
+    instances[1:4, 1:4], instances[6:9, 6:9], instances[12:15, 12:15] = 1, 2, 3
+    prob = np.zeros((16, 16), np.float32)
+    prob[1:4, 1:4] = 0.9  # all of particle 1
+    prob[8, 8] = 0.9  # one pixel of particle 2
+    prob[12:15, 12:15] = 0.4  # particle 3, below the threshold
+    assert module.unseen_particles(prob, instances, PostprocessConfig(threshold=0.5)) == 1
+    assert module.unseen_particles(prob, instances, PostprocessConfig(threshold=0.3)) == 0
+    # the mask is the post-processed one: an erosion that removes the single pixel loses particle 2
+    assert module.unseen_particles(prob, instances, PostprocessConfig(threshold=0.5, erode=3)) == 2
