@@ -27,7 +27,6 @@ from skipnas.fileio import atomic_path, write_csv_atomic, write_json_atomic
 from skipnas.modelio import ModelFolder, load_model_folder
 from skipnas.predict import predict_image
 from skipnas.progress import progress_bar
-from skipnas.tta import check_tta
 from skipnas.train.data import prepare_image
 from skipnas.train.device import DeviceSetup, place_model, select_device
 
@@ -153,8 +152,7 @@ def count_image(
     ``tta`` (None: the folder's own, the one its counting was calibrated with) is the test-time augmentation.
     """
     prepared = prepare_image(image, folder.normalisation)
-    tta = folder.tta if tta is None else tta
-    prediction = predict_image(folder.model, prepared, setup, folder.tile, overlap, progress=progress, tta=tta)
+    prediction = predict_image(folder.model, prepared, setup, folder.tile, overlap, progress=progress, tta=folder.tta_for(tta))
     return count_per_class(prediction.classes, folder.postprocess, names=folder.class_names, auxiliary=prediction.auxiliary)
 
 
@@ -175,7 +173,7 @@ def count_images(
     """
     setup = select_device(device)
     folder = load_model_folder(model_dir, map_location=setup.device)
-    tta = folder.tta if tta is None else check_tta(tta)
+    tta = folder.tta_for(tta)
     paths = collect_images(inputs)
     place_model(folder.model, setup)
     out = Path(out_dir)

@@ -12,7 +12,6 @@ from skipnas.errors import SkipnasError
 from skipnas.modelio import load_model_folder
 from skipnas.predict import predict_images
 from skipnas.train.device import place_model, select_device
-from skipnas.tta import check_tta
 from skipnas.train.run import evaluate_predictions
 
 SPLITS = ("train", "val", "test")
@@ -37,7 +36,7 @@ def evaluate_model_folder(
         raise SkipnasError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
     setup = select_device(device)
     folder = load_model_folder(model_dir, map_location=setup.device)
-    tta = folder.tta if tta is None else check_tta(tta)
+    tta = folder.tta_for(tta)
     index = check_dataset(resolve_dataset(data))
     samples = index.samples(split)
     images = load_labeled(samples)

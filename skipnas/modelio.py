@@ -74,6 +74,10 @@ class ModelFolder:
         """The test-time augmentation the counting was calibrated with (``"none"`` in older folders)."""
         return str(self.info.get("inference_tta", "none"))
 
+    def tta_for(self, requested: str | None) -> str:
+        """The test-time augmentation to predict with: ``requested``, or the folder's own when None."""
+        return self.tta if requested is None else check_tta(requested)
+
     @property
     def auxiliary(self) -> str | None:
         """The auxiliary head's target (``"distance"``), or None for a model without one."""
