@@ -224,7 +224,7 @@ def train_and_predict(
     kept = training.kept or training.history[-1]
     top_dice = max((r for r in training.history if r.phase == "finetune"), key=lambda r: r.val_dice, default=kept)
     description = (
-        f"{describe_machine()}, demo beads only, standard width {args.width} with the {args.auxiliary} head"
+        f"{describe_machine()}, demo beads only, standard width {args.width} with the {args.auxiliary} head, training seed {args.seed}"
         + (f", particle loss weight {args.particle_weight:g}" if args.particle_weight else "")
         + (", brightness-contrast augmentation" if args.augment_contrast else "")
         + tta
