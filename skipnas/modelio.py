@@ -33,8 +33,8 @@ from skipnas.errors import SkipnasError
 from skipnas.fileio import write_json_atomic
 from skipnas.genome import Genome, GenomeError
 from skipnas.models import build_model
-from skipnas.tta import TTAError, check_tta
 from skipnas.train.data import Normalisation
+from skipnas.tta import TTAError, check_tta
 
 MODEL_FORMAT_VERSION = 1
 GENOME_FILE = "genome.json"

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from skipnas.auxiliary import AUXILIARY_TARGETS
-from skipnas.tta import TTA_MODES
 from skipnas.cli._common import console, print_json, status_console
 from skipnas.errors import SkipnasError
+from skipnas.tta import TTA_MODES
 
 METRIC_ROWS = (
     ("dice", "Dice"),

@@ -31,7 +31,6 @@ from skipnas.data.synth import SynthConfig
 from skipnas.data.tiling import INFERENCE_OVERLAP, INFERENCE_TILE, TileConfig
 from skipnas.errors import SkipnasError
 from skipnas.predict import Prediction, auxiliary_maps, predict_images
-from skipnas.tta import check_tta
 from skipnas.progress import progress_bar
 from skipnas.data.dataset import LabeledImage
 from skipnas.train.data import Normalisation, TileDataset
@@ -39,6 +38,7 @@ from skipnas.train.device import DeviceSetup, place_model, select_device
 from skipnas.train.losses import AuxiliaryLoss, LossConfig, ParticleLoss, build_loss, check_loss_weight
 from skipnas.train.metrics import PixelMetrics, pixel_confusion
 from skipnas.train.step import LossFn, train_step
+from skipnas.tta import check_tta
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULERS = ("plateau", "step", "none")
