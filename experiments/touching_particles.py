@@ -191,11 +191,13 @@ def train_and_predict(
             folder = load_model_folder(args.from_model)
             setup = select_device("cpu")
             model = place_model(folder.model, setup)
+            target = folder.auxiliary or "distance"
         else:
             data = prepare_data(root, config)
             genome = Genome.named("standard", base_width=args.width)
             result = train_candidate(genome, data, config, out=args.model, progress=False)
             model, setup = result.training.model, result.training.setup
+            target = args.auxiliary
         test: list[LabeledImage] = []
         names: list[str] = []
         own_test = 0
@@ -209,7 +211,7 @@ def train_and_predict(
         test_predictions = predict_images(model, test, data.normalisation, setup, config.val_tile, config.val_overlap, args.tta)
         seconds = time.perf_counter() - started
         if args.panels is not None:
-            write_panels(args.panels, test, test_predictions, names, args.auxiliary)
+            write_panels(args.panels, test, test_predictions, names, target)
     tta = f", test-time augmentation {args.tta}" if args.tta != "none" else ""
     if args.from_model is not None:
         kept_step = (folder.info.get("training", {}).get("kept") or {}).get("step", "?")
@@ -219,7 +221,7 @@ def train_and_predict(
             f"predicted in {seconds:.0f} s, calibrated on the val splits of demo seeds {','.join(map(str, train_seeds))}, "
             f"test splits of demo seeds {','.join(map(str, test_seeds))}"
         )
-        return Predicted(list(data.val), val_predictions, test, test_predictions, own_test, description, folder.auxiliary or "distance")
+        return Predicted(list(data.val), val_predictions, test, test_predictions, own_test, description, target)
     training = result.training
     kept = training.kept or training.history[-1]
     top_dice = max((r for r in training.history if r.phase == "finetune"), key=lambda r: r.val_dice, default=kept)
@@ -235,7 +237,7 @@ def train_and_predict(
         f"trained and calibrated on the train and val splits of demo seeds {','.join(map(str, train_seeds))}, "
         f"test splits of demo seeds {','.join(map(str, test_seeds))}"
     )
-    return Predicted(list(data.val), val_predictions, test, test_predictions, own_test, description, args.auxiliary)
+    return Predicted(list(data.val), val_predictions, test, test_predictions, own_test, description, target)
 
 
 def unseen_particles(prob: np.ndarray, instances: np.ndarray, config: PostprocessConfig) -> int:
@@ -259,12 +261,12 @@ def count_by_method(predicted: Predicted, min_areas: Sequence[int]) -> list[dict
     predicted_maps = auxiliary_maps(predicted.test_predictions)
     own_test = predicted.own_test
 
-    def counts(probs: list[np.ndarray], maps: list[np.ndarray] | None, config: PostprocessConfig, images: int | None = None) -> list[int]:
+    def counts(probs: list[np.ndarray], maps: list[np.ndarray] | None, config: PostprocessConfig) -> list[int]:
         extras = maps if maps is not None else [None] * len(probs)
-        return [count_particles(prob, config, extra).count for prob, extra in zip(probs[:images], extras[:images], strict=True)]
+        return [count_particles(prob, config, extra).count for prob, extra in zip(probs, extras, strict=True)]
 
-    def relative_error(probs: list[np.ndarray], maps: list[np.ndarray] | None, config: PostprocessConfig, images: int | None = None) -> float:
-        return round(count_metrics(counts(probs, maps, config, images), truth[:images])["relative_count_error"], 3)
+    def relative_error(found: list[int], images: int | None = None) -> float:
+        return round(count_metrics(found[:images], truth[:images])["relative_count_error"], 3)
 
     rows: list[dict[str, object]] = []
     for method in METHODS:
@@ -282,7 +284,9 @@ def count_by_method(predicted: Predicted, min_areas: Sequence[int]) -> list[dict
                 "test_particles": sum(truth),
                 "relative_count_error": round(metrics["relative_count_error"], 3),
                 # the demo's own test split alone (seed 0 comes first), when it was counted
-                "relative_count_error_seed0": relative_error(test_probs, predicted_maps, best, own_test) if own_test else "",
+                "relative_count_error_seed0": (
+                    relative_error(predicted_counts, own_test) if own_test else ""
+                ),
                 "count_mae": round(metrics["count_mae"], 3),
                 "exact_count_accuracy": round(metrics["exact_count_accuracy"], 3),
                 "dice": round(metrics["dice"], 3),
@@ -292,10 +296,10 @@ def count_by_method(predicted: Predicted, min_areas: Sequence[int]) -> list[dict
                 "unseen_particles": sum(unseen_particles(prob, item.instances, best) for prob, item in zip(test_probs, test, strict=True)),
                 # where the error comes from: the method on the true masks (with the true map: its ceiling),
                 # and, for the learned map, each of mask and map swapped for the truth
-                "ceiling_relative_count_error": relative_error(true_masks, true_maps, on_true_masks),
-                "true_map_on_predicted_mask": relative_error(test_probs, true_maps, best) if method in AUXILIARY_METHODS else "",
+                "ceiling_relative_count_error": relative_error(counts(true_masks, true_maps, on_true_masks)),
+                "true_map_on_predicted_mask": relative_error(counts(test_probs, true_maps, best)) if method in AUXILIARY_METHODS else "",
                 "predicted_map_on_true_mask": (
-                    relative_error(true_masks, predicted_maps, on_true_masks) if method in AUXILIARY_METHODS else ""
+                    relative_error(counts(true_masks, predicted_maps, on_true_masks)) if method in AUXILIARY_METHODS else ""
                 ),
             }
         )

@@ -26,6 +26,7 @@ from skipnas.train.device import DeviceSetup
 from skipnas.train.step import autocast_context
 from skipnas.tta import tta_views
 
+
 def _to_view(batch: torch.Tensor, transpose: bool, dims: tuple[int, ...]) -> torch.Tensor:
     batch = batch.transpose(2, 3) if transpose else batch
     return batch.flip(dims) if dims else batch
@@ -134,4 +135,3 @@ def predict_images(
 ) -> list[Prediction]:
     """The predictions of full labelled images."""
     return [predict_image(model, prepare_image(item.image, normalisation), setup, tile, overlap, tta=tta) for item in images]
-
