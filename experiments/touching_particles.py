@@ -24,8 +24,11 @@ network misses costs as much as any other bead. ``--augment-contrast`` adds rand
 contrast to the training tiles (camouflaged beads are low-contrast beads). ``--model`` keeps the
 trained model folder, and ``--from-model`` predicts with a kept one instead of training.
 ``--tta`` averages each prediction over mirrored views (test-time augmentation) before counting.
-``--predictions`` keeps what the network predicted, so the counting can be re-run (another
-``--min-areas``, changed counting code) without training again.
+``--calibrate-seeds`` adds the val splits of further draws (never trained on) to the images the
+counting is calibrated on. ``--predictions`` keeps what the network predicted, so the counting can
+be re-run (another ``--min-areas``, changed counting code) without training again, and
+``--average`` counts the mean of several such files (an ensemble of networks, or of training
+seeds).
 
 Writes one CSV row per method: test relative count error, count MAE, exact-count accuracy, Dice,
 the beads counted too many and too few (summed over images), and the beads with no pixel of the
@@ -61,6 +64,7 @@ from skipnas.data.augment import AugmentConfig
 from skipnas.data.dataset import LabeledImage, check_dataset
 from skipnas.data.demo import demo_classes, demo_dataset_path
 from skipnas.data.io import count_instances, read_raw, write_image, write_mask
+from skipnas.errors import SkipnasError
 from skipnas.fileio import atomic_open, write_csv_atomic
 from skipnas.genome import Genome
 from skipnas.modelio import load_model_folder
@@ -99,29 +103,50 @@ def write_class_subset(demo_root: Path, out: Path, keep: str = "bead", prefix: s
     return out
 
 
-def write_panels(
-    folder: Path, images: Sequence[LabeledImage], predictions: Sequence[Prediction], names: Sequence[str], target: str
-) -> None:
-    """Per test image (``names``: file stems), side by side: the image, the true auxiliary target and the predicted one."""
+def write_panels(folder: Path, images: Sequence[LabeledImage], predictions: Sequence[Prediction], target: str) -> None:
+    """Per test image (named by its stem), side by side: the image, the true auxiliary target and the predicted one."""
     folder.mkdir(parents=True, exist_ok=True)
-    for item, prediction, name in zip(images, predictions, names, strict=True):
+    for item, prediction in zip(images, predictions, strict=True):
         grey = (item.image if item.image.ndim == 2 else item.image[..., 0]).astype(np.float32)
         grey = (255 * (grey - grey.min()) / max(float(np.ptp(grey)), 1e-6)).astype(np.uint8)
         true = (255 * auxiliary_target(target, item.instances)).astype(np.uint8)
         predicted = (255 * prediction.auxiliary).astype(np.uint8)
         panel = np.concatenate([grey, true, predicted], axis=1)
-        cv2.imwrite(str(folder / f"{name}.png"), cv2.resize(panel, None, fx=3, fy=3, interpolation=cv2.INTER_NEAREST))
+        cv2.imwrite(str(folder / f"{item.stem}.png"), cv2.resize(panel, None, fx=3, fy=3, interpolation=cv2.INTER_NEAREST))
 
 
-def _integers(parser: argparse.ArgumentParser, option: str, text: str) -> list[int]:
-    """Sorted distinct integers of a comma-separated option (at least one)."""
+def _integers(parser: argparse.ArgumentParser, option: str, text: str, kind: type = int) -> list:
+    """Sorted distinct numbers (``kind``: int or float) of a comma-separated option (at least one)."""
+    noun = "integers" if kind is int else "numbers"
     try:
-        values = sorted({int(value) for value in text.split(",") if value.strip()})
+        values = sorted({kind(value) for value in text.split(",") if value.strip()})
     except ValueError:
-        parser.error(f"{option}: comma-separated integers, got {text!r}")
+        parser.error(f"{option}: comma-separated {noun}, got {text!r}")
     if not values or min(values) < 0:
-        parser.error(f"{option}: give at least one integer, none negative, got {text!r}")
+        parser.error(f"{option}: give at least one of the {noun}, none negative, got {text!r}")
     return values
+
+
+def counting_grid(parser: argparse.ArgumentParser, args: argparse.Namespace) -> CalibrationGrid:
+    """The calibration grid of the options: bead-sized minimum areas and, where given, seed thresholds and peak windows."""
+    changes: dict[str, tuple] = {"min_area": tuple(_integers(parser, "--min-areas", args.min_areas))}
+    if args.seed_thresholds:
+        changes["seed_threshold"] = tuple(_integers(parser, "--seed-thresholds", args.seed_thresholds, float))
+    if args.peak_windows:
+        changes["watershed_min_distance"] = tuple(_integers(parser, "--peak-windows", args.peak_windows))
+    try:
+        return CalibrationGrid(**changes)
+    except SkipnasError as error:
+        parser.error(str(error))
+
+
+def describe_grid(grid: CalibrationGrid) -> str:
+    """The grid's settings that the options change, for the results' comment line."""
+    text = f"calibration min areas {','.join(map(str, grid.min_area))}"
+    text += f", seed thresholds {','.join(f'{value:g}' for value in grid.seed_threshold)}"
+    if grid.watershed_min_distance is not None:
+        text += f", peak windows {','.join(map(str, grid.watershed_min_distance))} px"
+    return text
 
 
 @dataclass
@@ -163,11 +188,43 @@ class Predicted:
             auxiliary = str(saved["auxiliary"]) if "auxiliary" in saved.files else "distance"
             return cls(*splits["val"], *splits["test"], int(saved["own_test"]), str(saved["description"]), auxiliary)
 
+    @classmethod
+    def mean(cls, paths: Sequence[Path]) -> Predicted:
+        """The pixel-wise mean of the predictions saved in ``paths``: the same images, predicted by several networks."""
+        loaded = [cls.load(path) for path in paths]
+        first = loaded[0]
+        for path, other in zip(paths[1:], loaded[1:]):
+            same_images = all(
+                [a.stem for a in mine] == [b.stem for b in theirs] and all(np.array_equal(a.instances, b.instances) for a, b in zip(mine, theirs))
+                for mine, theirs in ((first.val, other.val), (first.test, other.test))
+            )
+            if not same_images or other.auxiliary != first.auxiliary or other.own_test != first.own_test:
+                raise ValueError(f"{path} holds other images or another auxiliary target than {paths[0]}; average predictions of the same images")
+
+        def mean_of(split: str) -> list[Prediction]:
+            per_model = [getattr(item, split) for item in loaded]
+            return [
+                Prediction(
+                    np.mean([p.classes for p in predictions], axis=0),
+                    None if predictions[0].auxiliary is None else np.mean([p.auxiliary for p in predictions], axis=0),
+                )
+                for predictions in zip(*per_model, strict=True)
+            ]
+
+        sources = "; ".join(f"{path}: {item.description}" for path, item in zip(paths, loaded))
+        description = f"the mean of {len(paths)} networks' predictions ({sources})"
+        return cls(first.val, mean_of("val_predictions"), first.test, mean_of("test_predictions"), first.own_test, description, first.auxiliary)
+
 
 def train_and_predict(
-    args: argparse.Namespace, test_seeds: Sequence[int], train_seeds: Sequence[int], min_areas: Sequence[int]
+    args: argparse.Namespace,
+    test_seeds: Sequence[int],
+    train_seeds: Sequence[int],
+    grid: CalibrationGrid,
+    calibrate_seeds: Sequence[int] = (),
 ) -> Predicted:
-    """Train the network on the beads of the ``train_seeds`` draws and predict their val and the ``test_seeds``' test images."""
+    """Train the network on the beads of the ``train_seeds`` draws and predict their val, the
+    ``calibrate_seeds``' val and the ``test_seeds``' test images."""
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch) / "beads"
         for demo_seed in train_seeds:
@@ -181,7 +238,7 @@ def train_and_predict(
             auxiliary=args.auxiliary,
             early_stopping=None,  # the whole budget: validation Dice stops improving before the cores sharpen
             keep_best_by=args.keep_best,
-            count_grid=CalibrationGrid(min_area=tuple(min_areas)),
+            count_grid=grid,
             seed=args.seed,
         )
         started = time.perf_counter()
@@ -198,30 +255,38 @@ def train_and_predict(
             result = train_candidate(genome, data, config, out=args.model, progress=False)
             model, setup = result.training.model, result.training.setup
             target = args.auxiliary
-        test: list[LabeledImage] = []
-        names: list[str] = []
-        own_test = 0
-        for demo_seed in test_seeds:
-            beads = write_class_subset(demo_dataset_path(demo_seed), Path(scratch) / f"test-seed{demo_seed}", splits=("test",))
-            split = load_split(check_dataset(beads), "test")
-            test += split
-            names += [f"seed{demo_seed}-{item.stem}" for item in split]
-            own_test += len(split) if demo_seed == 0 else 0
-        val_predictions = predict_images(model, data.val, data.normalisation, setup, config.val_tile, config.val_overlap, args.tta)
+
+        def beads_of(split_name: str, demo_seeds: Sequence[int]) -> tuple[list[LabeledImage], int]:
+            """The beads-only ``split_name`` images of these draws (stems ``seed<N>-...``), and how many are seed 0's."""
+            images: list[LabeledImage] = []
+            own = 0
+            for demo_seed in demo_seeds:
+                beads = write_class_subset(
+                    demo_dataset_path(demo_seed), Path(scratch) / f"{split_name}-seed{demo_seed}", prefix=f"seed{demo_seed}-", splits=(split_name,)
+                )
+                split = load_split(check_dataset(beads), split_name)
+                images += split
+                own += len(split) if demo_seed == 0 else 0
+            return images, own
+
+        test, own_test = beads_of("test", test_seeds)
+        val = list(data.val) + beads_of("val", calibrate_seeds)[0]
+        val_predictions = predict_images(model, val, data.normalisation, setup, config.val_tile, config.val_overlap, args.tta)
         test_predictions = predict_images(model, test, data.normalisation, setup, config.val_tile, config.val_overlap, args.tta)
         seconds = time.perf_counter() - started
         if args.panels is not None:
-            write_panels(args.panels, test, test_predictions, names, target)
+            write_panels(args.panels, test, test_predictions, target)
     tta = f", test-time augmentation {args.tta}" if args.tta != "none" else ""
+    calibration = f" and the val splits of demo seeds {','.join(map(str, calibrate_seeds))}" if calibrate_seeds else ""
     if args.from_model is not None:
         kept_step = (folder.info.get("training", {}).get("kept") or {}).get("step", "?")
         description = (
             f"{describe_machine()}, demo beads only, the model in {args.from_model} ({folder.genome.name} width "
             f"{folder.genome.base_width} with the {folder.auxiliary} head, weights of step {kept_step}){tta}, "
-            f"predicted in {seconds:.0f} s, calibrated on the val splits of demo seeds {','.join(map(str, train_seeds))}, "
+            f"predicted in {seconds:.0f} s, calibrated on the val splits of demo seeds {','.join(map(str, train_seeds))}{calibration}, "
             f"test splits of demo seeds {','.join(map(str, test_seeds))}"
         )
-        return Predicted(list(data.val), val_predictions, test, test_predictions, own_test, description, target)
+        return Predicted(val, val_predictions, test, test_predictions, own_test, description, target)
     training = result.training
     kept = training.kept or training.history[-1]
     top_dice = max((r for r in training.history if r.phase == "finetune"), key=lambda r: r.val_dice, default=kept)
@@ -234,10 +299,10 @@ def train_and_predict(
         f"training steps in {seconds:.0f} s ({len(training.history)} validations, final learning rate {training.history[-1].lr:.2g}; "
         f"weights of step {kept.step} kept by best {args.keep_best}: {kept.scores()}; "
         f"best validation Dice {top_dice.val_dice:.3f} at step {top_dice.step}), "
-        f"trained and calibrated on the train and val splits of demo seeds {','.join(map(str, train_seeds))}, "
+        f"trained and calibrated on the train and val splits of demo seeds {','.join(map(str, train_seeds))}{calibration}, "
         f"test splits of demo seeds {','.join(map(str, test_seeds))}"
     )
-    return Predicted(list(data.val), val_predictions, test, test_predictions, own_test, description, target)
+    return Predicted(val, val_predictions, test, test_predictions, own_test, description, target)
 
 
 def unseen_particles(prob: np.ndarray, instances: np.ndarray, config: PostprocessConfig) -> int:
@@ -248,7 +313,7 @@ def unseen_particles(prob: np.ndarray, instances: np.ndarray, config: Postproces
     return int(len(ids) - len(seen))
 
 
-def count_by_method(predicted: Predicted, min_areas: Sequence[int]) -> list[dict[str, object]]:
+def count_by_method(predicted: Predicted, grid: CalibrationGrid) -> list[dict[str, object]]:
     """One row per counting method: calibrated on val (grid restricted to the method), scored on test,
     with the method's ceiling on the true masks and, for the learned map, where its error comes from."""
     test = predicted.test
@@ -270,8 +335,8 @@ def count_by_method(predicted: Predicted, min_areas: Sequence[int]) -> list[dict
 
     rows: list[dict[str, object]] = []
     for method in METHODS:
-        grid = CalibrationGrid(methods=(method,), min_area=tuple(min_areas))
-        best, _ = calibrate(val_probs, [item.instances for item in predicted.val], grid=grid, auxiliary=val_maps)
+        only = dataclasses.replace(grid, methods=(method,))
+        best, _ = calibrate(val_probs, [item.instances for item in predicted.val], grid=only, auxiliary=val_maps)
         metrics = evaluate_probabilities(test_probs, test, best, predicted_maps)
         predicted_counts = counts(test_probs, predicted_maps, best)
         # the true masks need no threshold or morphology
@@ -352,8 +417,24 @@ def main() -> None:
         "demo's own; each further draw adds about 130 training beads)",
     )
     parser.add_argument(
+        "--calibrate-seeds", default="", metavar="S,S,...",
+        help="demo seeds whose val splits also calibrate the counting (not the weights kept); none of --train-seeds (default none)",
+    )
+    parser.add_argument(
+        "--average", default="", metavar="A.npz,B.npz,...",
+        help="count the mean of these saved --predictions files (the same images, several networks) instead of training",
+    )
+    parser.add_argument(
         "--min-areas", default="0,10,20,30,100", metavar="PX,PX,...",
         help="minimum areas the calibration tries (default: bead-sized steps, finer than the search's grid)",
+    )
+    parser.add_argument(
+        "--seed-thresholds", default="", metavar="T,T,...",
+        help="seed thresholds the calibration tries with the seeded method (default the grid's: 0.3,0.5,0.7)",
+    )
+    parser.add_argument(
+        "--peak-windows", default="", metavar="PX,PX,...",
+        help="peak windows (watershed_min_distance, px) the calibration tries with watershed and seeded (default the grid's: 3,5,10)",
     )
     parser.add_argument("--smoke", action="store_true", help="tiny width and a few steps: checks the script runs")
     parser.add_argument("--panels", type=Path, help="a folder for one PNG per test image: image, true and predicted core maps")
@@ -365,20 +446,34 @@ def main() -> None:
     args = parser.parse_args()
     if args.smoke:
         args.width, args.pretrain_seconds, args.finetune_seconds, args.test_seeds, args.train_seeds = 4, 0.5, 1.0, "0,1", "0,1"
-    test_seeds, train_seeds, min_areas = (
-        _integers(parser, option, value)
-        for option, value in (("--test-seeds", args.test_seeds), ("--train-seeds", args.train_seeds), ("--min-areas", args.min_areas))
+    test_seeds, train_seeds = (
+        _integers(parser, option, value) for option, value in (("--test-seeds", args.test_seeds), ("--train-seeds", args.train_seeds))
     )
+    grid = counting_grid(parser, args)
 
-    if args.predictions is not None and args.predictions.exists():
+    calibrate_seeds = _integers(parser, "--calibrate-seeds", args.calibrate_seeds) if args.calibrate_seeds.strip() else []
+    if set(calibrate_seeds) & set(train_seeds):
+        parser.error(f"--calibrate-seeds: {sorted(set(calibrate_seeds) & set(train_seeds))} already calibrate, as --train-seeds")
+    averaged = [Path(path) for path in args.average.split(",") if path.strip()]
+    for path in averaged:
+        if not path.is_file():
+            parser.error(f"--average: {path} is not a file; give the --predictions files of earlier runs")
+
+    if averaged:
+        try:
+            predicted = Predicted.mean(averaged)
+        except ValueError as error:
+            parser.error(f"--average: {error}")
+        print(f"counting {predicted.description}")
+    elif args.predictions is not None and args.predictions.exists():
         predicted = Predicted.load(args.predictions)
         print(f"counting the predictions in {args.predictions} ({predicted.description})")
     else:
-        predicted = train_and_predict(args, test_seeds, train_seeds, min_areas)
+        predicted = train_and_predict(args, test_seeds, train_seeds, grid, calibrate_seeds)
         if args.predictions is not None:
             predicted.save(args.predictions)
-    rows = count_by_method(predicted, min_areas)
-    comment = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {predicted.description}, calibration min areas {','.join(map(str, min_areas))}"
+    rows = count_by_method(predicted, grid)
+    comment = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {predicted.description}, {describe_grid(grid)}"
     write_csv_atomic(args.out, rows, comment=comment)
 
 

@@ -2,7 +2,7 @@
 
 Every setting of the grid (threshold x erode x dilate x min_area x counting method, each method
 with its own settings: the fibre method's maximum turn, the seeded method's seed threshold and
-peak fraction) is
+peak fraction, and where the grid gives them, the peak window of watershed and seeded) is
 scored on all images. The best has the lowest count MAE; ties go to the higher pooled Dice, then to
 the simpler setting (the methods in the order of ``METHODS``, fewer and smaller morphology steps,
 threshold nearer 0.5, smaller min_area). Work is shared: each threshold, erosion and dilation is
@@ -36,7 +36,7 @@ from skipnas.train.metrics import PixelMetrics, pixel_confusion
 
 @dataclass(frozen=True)
 class CalibrationGrid:
-    """The values tried; ``methods=None`` keeps the base config's method."""
+    """The values tried; ``methods=None`` keeps the base config's method, ``watershed_min_distance=None`` its peak window."""
 
     # measured on the real SEM fibres: a high threshold, an erosion and a large minimum area with
     # watershed splitting count best; the grid keeps the simpler settings for easier data
@@ -50,11 +50,14 @@ class CalibrationGrid:
     fibre_junction_scale: tuple[float, ...] = (1.5,)
     seed_threshold: tuple[float, ...] = (0.3, 0.5, 0.7)
     seed_peak_fraction: tuple[float, ...] = (0.0, 0.8)
+    # the peak window of watershed and seeded (a window near the particles' radius splits a small
+    # particle from a large neighbour; measured on the demo beads, radius 3-5.5 px); None keeps the base's
+    watershed_min_distance: tuple[int, ...] | None = (3, 5, 10)
 
     def __post_init__(self) -> None:
         for item in fields(self):
             values = getattr(self, item.name)
-            if values is None and item.name == "methods":
+            if values is None and item.name in ("methods", "watershed_min_distance"):
                 continue
             if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) == 0:
                 raise PostprocessConfigError(f"calibration grid {item.name} must be a non-empty list, got {values!r}")
@@ -72,7 +75,7 @@ class CalibrationGrid:
             PostprocessConfig(method=method)
         for names in _METHOD_FIELDS.values():
             for name in names:
-                for value in getattr(self, name):
+                for value in getattr(self, name) or ():
                     PostprocessConfig(**{name: value})
 
     @classmethod
@@ -87,8 +90,15 @@ class CalibrationGrid:
 
     def method_settings(self, method: str) -> list[dict[str, Any]]:
         """The method-specific settings tried with ``method`` (one empty dict for a method without any)."""
-        names = _METHOD_FIELDS.get(method, ())
-        return [dict(zip(names, values, strict=True)) for values in itertools.product(*(getattr(self, n) for n in names))]
+        names = [n for n in _METHOD_FIELDS.get(method, ()) if getattr(self, n) is not None]
+        settings = [dict(zip(names, values, strict=True)) for values in itertools.product(*(getattr(self, n) for n in names))]
+        if method == "seeded" and self.watershed_min_distance is not None:
+            # with no peak fraction a core is any region above the seed threshold: the window plays no part
+            for setting in settings:
+                if setting["seed_peak_fraction"] == 0:
+                    setting["watershed_min_distance"] = self.watershed_min_distance[0]
+        unique = {tuple(sorted(setting.items())): setting for setting in settings}
+        return list(unique.values())
 
     def method_configs(self, base: PostprocessConfig, auxiliary: bool = True) -> list[PostprocessConfig]:
         """``base`` with each method and its own settings (``methods=None``: base's method); the methods
@@ -103,8 +113,9 @@ class CalibrationGrid:
 
 
 _METHOD_FIELDS: dict[str, tuple[str, ...]] = {
+    "watershed": ("watershed_min_distance",),
     "fibres": ("fibre_max_turn", "fibre_junction_scale"),
-    "seeded": ("seed_threshold", "seed_peak_fraction"),
+    "seeded": ("seed_threshold", "seed_peak_fraction", "watershed_min_distance"),
 }
 
 
@@ -119,6 +130,7 @@ def _simplicity(config: PostprocessConfig) -> tuple[float, ...]:
         float(config.min_area),
         config.seed_peak_fraction,
         abs(config.seed_threshold - 0.5),
+        -float(config.watershed_min_distance),  # a wider window: fewer cores
     )
 
 
@@ -162,7 +174,7 @@ def calibrate(
 ) -> tuple[PostprocessConfig, dict[str, Any]]:
     """The grid setting with the lowest count MAE on these images (ties: see the module), and the table.
 
-    ``base`` supplies the settings the grid does not vary (iterations, watershed parameters).
+    ``base`` supplies the settings the grid does not vary (iterations, the watershed's peak fraction).
     ``auxiliary``: the network's auxiliary maps, one per probability map, for the methods that
     need them (without them those methods are left out). The
     table holds ``images``, ``settings``, ``objective``, ``best`` (the winning row) and

@@ -80,7 +80,7 @@ def test_every_row_matches_count_particles() -> None:
         thresholds=(0.4, 0.6), erode=(0, 3), dilate=(0, 5), min_area=(0, 30), methods=("blobs", "watershed")
     )
     _, table = calibrate(probs, truths, PostprocessConfig(), grid)
-    assert table["settings"] == 32
+    assert table["settings"] == 16 * (1 + 3)  # 16 masks x (blobs, and watershed with each of 3 peak windows)
     fields = set(PostprocessConfig().to_dict())
     for row in table["results"]:
         config = PostprocessConfig.from_dict({key: row[key] for key in fields})
@@ -95,7 +95,7 @@ def test_every_row_matches_count_particles() -> None:
 def test_grid_keeps_the_base_settings_it_does_not_vary() -> None:
     probs, truths = _tricky_set(images=2)
     base = PostprocessConfig(dilate_iterations=2, method="watershed", watershed_min_distance=4)
-    grid = {"thresholds": [0.5], "erode": [0], "dilate": [0, 3], "min_area": [10], "methods": None}
+    grid = {"thresholds": [0.5], "erode": [0], "dilate": [0, 3], "min_area": [10], "methods": None, "watershed_min_distance": None}
     best, table = calibrate(probs, truths, base, grid)
     assert (best.dilate_iterations, best.method, best.watershed_min_distance) == (2, "watershed", 4)
     assert {row["method"] for row in table["results"]} == {"watershed"}
@@ -105,11 +105,13 @@ def test_default_grid_tries_every_counting_method_with_its_own_settings() -> Non
     grid = CalibrationGrid()
     assert set(grid.methods or ()) == {"blobs", "watershed", "fibres", "seeded"}
     masks = len(grid.thresholds) * len(grid.erode) * len(grid.dilate) * len(grid.min_area)
-    # blobs, watershed, one fibre setting, three seed thresholds x two peak fractions
+    # blobs, watershed with three peak windows, one fibre setting, three seed thresholds x (no peak
+    # fraction, or 0.8 with each of the three windows)
     assert grid.method_settings("fibres") == [{"fibre_max_turn": 45.0, "fibre_junction_scale": 1.5}]
-    assert len(grid.method_settings("seeded")) == 6
-    assert grid.size() == masks * (3 + 6)
-    assert grid.size(auxiliary=False) == masks * 3
+    assert len(grid.method_settings("watershed")) == 3
+    assert len(grid.method_settings("seeded")) == 3 * (1 + 3)
+    assert grid.size() == masks * (1 + 3 + 1 + 12)
+    assert grid.size(auxiliary=False) == masks * (1 + 3 + 1)
 
 
 def _touching_pairs(images: int = 2, size: int = 64) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -163,6 +165,45 @@ def test_size_counts_what_calibrate_tries_whatever_the_base_method() -> None:
     grid = CalibrationGrid(thresholds=(0.5,), erode=(0,), dilate=(0,), min_area=(1, 10), methods=None)
     base = PostprocessConfig(method="seeded")
     _, table = calibrate(probs, truths, base, grid, auxiliary=auxiliary)
-    assert table["settings"] == grid.size(base) == 2 * 6
+    assert table["settings"] == grid.size(base) == 2 * 3 * (1 + 3)
     _, table = calibrate(probs, truths, PostprocessConfig(method="fibres"), grid)
     assert table["settings"] == grid.size(PostprocessConfig(method="fibres"), auxiliary=False) == 2
+
+
+def _uneven_touching_pair(size: int = 48) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(probability, true instances, learned-looking map) of a large and a small touching particle
+    whose map peaks (1.0 and 0.6, 10 px apart) stay joined above 0.3."""
+    truth = np.zeros((size, size), np.int32)
+    big, small = (19, 24), (29, 24)
+    cv2.circle(truth, small, 5, 2, -1)
+    cv2.circle(truth, big, 6, 1, -1)
+    yy, xx = np.mgrid[:size, :size]
+    bumps = [height * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 32.0) for (x, y), height in ((big, 1.0), (small, 0.6))]
+    relief = np.where(truth > 0, np.maximum(*bumps), 0).astype(np.float32)
+    return np.where(truth > 0, 0.9, 0.05).astype(np.float32), truth, relief
+
+
+def test_a_peak_window_near_the_particles_radius_splits_a_small_particle_from_a_large_one() -> None:
+    prob, truth, relief = _uneven_touching_pair()
+    grid = {
+        "thresholds": [0.5], "erode": [0], "dilate": [0], "min_area": [1], "methods": ["seeded"], "seed_threshold": [0.3],
+        "watershed_min_distance": None,
+    }
+    # the base window (10 px) reaches the large particle's peak from the small one's: one core
+    best, table = calibrate([prob], [truth], grid=grid, auxiliary=[relief])
+    assert table["best"]["count_mae"] == 1 and best.watershed_min_distance == 10
+    best, table = calibrate([prob], [truth], grid={**grid, "watershed_min_distance": [3, 10]}, auxiliary=[relief])
+    assert table["best"]["count_mae"] == 0
+    assert (best.watershed_min_distance, best.seed_peak_fraction) == (3, 0.8)
+
+
+def test_the_peak_window_is_tried_only_where_it_shapes_the_cores() -> None:
+    grid = CalibrationGrid(watershed_min_distance=(3, 10))
+    seeded = grid.method_settings("seeded")
+    # three seed thresholds x (no peak fraction, or 0.8 with either window)
+    assert len(seeded) == 3 * (1 + 2)
+    assert {s["watershed_min_distance"] for s in seeded if s["seed_peak_fraction"] == 0} == {3}
+    assert grid.method_settings("watershed") == [{"watershed_min_distance": 3}, {"watershed_min_distance": 10}]
+    assert CalibrationGrid(watershed_min_distance=None).method_settings("watershed") == [{}]
+    with pytest.raises(SkipnasError, match="watershed_min_distance"):
+        CalibrationGrid(watershed_min_distance=(0,))

@@ -1,5 +1,5 @@
 """The bead experiment's training options reach the model it trains and the results' comment line;
-a kept model is predicted again without training."""
+a kept model is predicted again without training, and saved predictions are averaged."""
 
 from __future__ import annotations
 
@@ -42,17 +42,24 @@ def test_a_kept_centre_model_is_counted_again_with_test_time_augmentation(tmp_pa
     assert json.loads((model / "model.json").read_text())["auxiliary"] == "centres"
     predictions = tmp_path / "again.npz"
     again = subprocess.run(
-        [sys.executable, script, "--smoke", "--from-model", str(model), "--tta", "flips", "--predictions", str(predictions), "--out", str(second)],
+        [
+            sys.executable, script, "--smoke", "--from-model", str(model), "--tta", "flips", "--calibrate-seeds", "2",
+            "--predictions", str(predictions), "--out", str(second),
+        ],
         capture_output=True, text=True, cwd=tmp_path,
     )
     assert again.returncode == 0, again.stderr
     comment = second.read_text().splitlines()[0]
     assert f"the model in {model} (standard width 4 with the centres head, weights of step " in comment
     assert "test-time augmentation flips" in comment
+    assert "calibrated on the val splits of demo seeds 0,1 and the val splits of demo seeds 2" in comment
     assert "centres head" in first.read_text().splitlines()[0]
     # the saved predictions remember their target, so counting them again scores against centre maps
     with np.load(predictions) as saved:
         assert str(saved["auxiliary"]) == "centres"
+        val_stems = [str(stem) for stem in saved["val_stems"]]
+    # the third draw's val images joined the calibration images, after the trained draws' own
+    assert any(stem.startswith("seed2-") for stem in val_stems) and not val_stems[0].startswith("seed2-")
     rows = list(csv.DictReader(line for line in second.read_text().splitlines() if not line.startswith("#")))
     assert [row["method"] for row in rows] == list(METHODS)
     for row in rows:
@@ -78,3 +85,31 @@ def test_a_particle_without_one_pixel_of_the_mask_is_unseen() -> None:
     assert module.unseen_particles(prob, instances, PostprocessConfig(threshold=0.3)) == 0
     # the mask is the post-processed one: an erosion that removes the single pixel loses particle 2
     assert module.unseen_particles(prob, instances, PostprocessConfig(threshold=0.5, erode=3)) == 2
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(line for line in path.read_text().splitlines() if not line.startswith("#")))
+
+
+def test_the_mean_of_one_network_twice_counts_as_that_network(tmp_path: Path) -> None:
+    script = str(REPO / "experiments" / "touching_particles.py")
+    predictions, single, averaged = tmp_path / "net.npz", tmp_path / "single.csv", tmp_path / "mean.csv"
+    trained = subprocess.run(
+        [sys.executable, script, "--smoke", "--predictions", str(predictions), "--out", str(tmp_path / "trained.csv")],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert trained.returncode == 0, trained.stderr
+    grid = ["--peak-windows", "3,10", "--seed-thresholds", "0.2,0.5"]
+    for source, out in ((["--predictions", str(predictions)], single), (["--average", f"{predictions},{predictions}"], averaged)):
+        counted = subprocess.run([sys.executable, script, *source, *grid, "--out", str(out)], capture_output=True, text=True, cwd=tmp_path)
+        assert counted.returncode == 0, counted.stderr
+    assert _rows(averaged) == _rows(single)
+    comment = averaged.read_text().splitlines()[0]
+    assert f"the mean of 2 networks' predictions ({predictions}: " in comment
+    assert comment.endswith("seed thresholds 0.2,0.5, peak windows 3,10 px")
+    # a missing file is named, exit code 2
+    missing = subprocess.run(
+        [sys.executable, script, "--average", f"{predictions},{tmp_path / 'none.npz'}", "--out", str(tmp_path / "x.csv")],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert missing.returncode == 2 and "none.npz is not a file" in missing.stderr and not (tmp_path / "x.csv").exists()
