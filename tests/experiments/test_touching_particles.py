@@ -11,10 +11,25 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from skipnas.counting.postprocess import METHODS, PostprocessConfig
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def _experiment():
+    """The experiment script as a module."""
+    spec = importlib.util.spec_from_file_location("touching_particles", REPO / "experiments" / "touching_particles.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(line for line in path.read_text().splitlines() if not line.startswith("#")))
 
 
 def test_the_particle_loss_and_contrast_augmentation_options_train_the_kept_model(tmp_path: Path) -> None:
@@ -60,7 +75,7 @@ def test_a_kept_centre_model_is_counted_again_with_test_time_augmentation(tmp_pa
         val_stems = [str(stem) for stem in saved["val_stems"]]
     # the third draw's val images joined the calibration images, after the trained draws' own
     assert any(stem.startswith("seed2-") for stem in val_stems) and not val_stems[0].startswith("seed2-")
-    rows = list(csv.DictReader(line for line in second.read_text().splitlines() if not line.startswith("#")))
+    rows = _rows(second)
     assert [row["method"] for row in rows] == list(METHODS)
     for row in rows:
         # sum |found - true| over images is the MAE times the images: the split into too many and too few adds up
@@ -70,11 +85,7 @@ def test_a_kept_centre_model_is_counted_again_with_test_time_augmentation(tmp_pa
 
 
 def test_a_particle_without_one_pixel_of_the_mask_is_unseen() -> None:
-    spec = importlib.util.spec_from_file_location("touching_particles", REPO / "experiments" / "touching_particles.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
+    module = _experiment()
     instances = np.zeros((16, 16), np.int32)
     instances[1:4, 1:4], instances[6:9, 6:9], instances[12:15, 12:15] = 1, 2, 3
     prob = np.zeros((16, 16), np.float32)
@@ -85,10 +96,6 @@ def test_a_particle_without_one_pixel_of_the_mask_is_unseen() -> None:
     assert module.unseen_particles(prob, instances, PostprocessConfig(threshold=0.3)) == 0
     # the mask is the post-processed one: an erosion that removes the single pixel loses particle 2
     assert module.unseen_particles(prob, instances, PostprocessConfig(threshold=0.5, erode=3)) == 2
-
-
-def _rows(path: Path) -> list[dict[str, str]]:
-    return list(csv.DictReader(line for line in path.read_text().splitlines() if not line.startswith("#")))
 
 
 def test_the_mean_of_one_network_twice_counts_as_that_network(tmp_path: Path) -> None:
@@ -113,3 +120,23 @@ def test_the_mean_of_one_network_twice_counts_as_that_network(tmp_path: Path) ->
         capture_output=True, text=True, cwd=tmp_path,
     )
     assert missing.returncode == 2 and "none.npz is not a file" in missing.stderr and not (tmp_path / "x.csv").exists()
+
+
+def test_saved_predictions_average_pixel_by_pixel_and_only_over_the_same_images(tmp_path: Path) -> None:
+    module = _experiment()
+    instances = np.zeros((8, 8), np.int32)
+    instances[2:5, 2:5] = 1
+
+    def saved(name: str, value: float, stem: str = "a") -> Path:
+        image = module.LabeledImage(stem, np.zeros((8, 8), np.uint8), instances)
+        predictions = [module.Prediction(np.full((1, 8, 8), value, np.float32), np.full((8, 8), value / 2, np.float32))]
+        path = tmp_path / f"{name}.npz"
+        module.Predicted([image], predictions, [image], predictions, 1, name).save(path)
+        return path
+
+    mean = module.Predicted.mean([saved("low", 0.2), saved("high", 0.6)])
+    for predictions in (mean.val_predictions, mean.test_predictions):
+        assert np.allclose(predictions[0].classes, 0.4) and np.allclose(predictions[0].auxiliary, 0.2)
+    assert mean.description.startswith("the mean of 2 networks' predictions") and mean.auxiliary == "distance"
+    with pytest.raises(ValueError, match="other images"):
+        module.Predicted.mean([saved("low", 0.2), saved("elsewhere", 0.6, stem="b")])
