@@ -115,7 +115,7 @@ def write_panels(folder: Path, images: Sequence[LabeledImage], predictions: Sequ
         cv2.imwrite(str(folder / f"{item.stem}.png"), cv2.resize(panel, None, fx=3, fy=3, interpolation=cv2.INTER_NEAREST))
 
 
-def _integers(parser: argparse.ArgumentParser, option: str, text: str, kind: type = int) -> list:
+def _numbers(parser: argparse.ArgumentParser, option: str, text: str, kind: type = int) -> list:
     """Sorted distinct numbers (``kind``: int or float) of a comma-separated option (at least one)."""
     noun = "integers" if kind is int else "numbers"
     try:
@@ -129,11 +129,11 @@ def _integers(parser: argparse.ArgumentParser, option: str, text: str, kind: typ
 
 def counting_grid(parser: argparse.ArgumentParser, args: argparse.Namespace) -> CalibrationGrid:
     """The calibration grid of the options: bead-sized minimum areas and, where given, seed thresholds and peak windows."""
-    changes: dict[str, tuple] = {"min_area": tuple(_integers(parser, "--min-areas", args.min_areas))}
+    changes: dict[str, tuple] = {"min_area": tuple(_numbers(parser, "--min-areas", args.min_areas))}
     if args.seed_thresholds:
-        changes["seed_threshold"] = tuple(_integers(parser, "--seed-thresholds", args.seed_thresholds, float))
+        changes["seed_threshold"] = tuple(_numbers(parser, "--seed-thresholds", args.seed_thresholds, float))
     if args.peak_windows:
-        changes["watershed_min_distance"] = tuple(_integers(parser, "--peak-windows", args.peak_windows))
+        changes["watershed_min_distance"] = tuple(_numbers(parser, "--peak-windows", args.peak_windows))
     try:
         return CalibrationGrid(**changes)
     except SkipnasError as error:
@@ -447,11 +447,11 @@ def main() -> None:
     if args.smoke:
         args.width, args.pretrain_seconds, args.finetune_seconds, args.test_seeds, args.train_seeds = 4, 0.5, 1.0, "0,1", "0,1"
     test_seeds, train_seeds = (
-        _integers(parser, option, value) for option, value in (("--test-seeds", args.test_seeds), ("--train-seeds", args.train_seeds))
+        _numbers(parser, option, value) for option, value in (("--test-seeds", args.test_seeds), ("--train-seeds", args.train_seeds))
     )
     grid = counting_grid(parser, args)
 
-    calibrate_seeds = _integers(parser, "--calibrate-seeds", args.calibrate_seeds) if args.calibrate_seeds.strip() else []
+    calibrate_seeds = _numbers(parser, "--calibrate-seeds", args.calibrate_seeds) if args.calibrate_seeds.strip() else []
     if set(calibrate_seeds) & set(train_seeds):
         parser.error(f"--calibrate-seeds: {sorted(set(calibrate_seeds) & set(train_seeds))} already calibrate, as --train-seeds")
     averaged = [Path(path) for path in args.average.split(",") if path.strip()]
