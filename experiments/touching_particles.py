@@ -74,7 +74,7 @@ from skipnas.train.device import describe_machine, place_model, select_device
 from skipnas.train.losses import LossConfig
 from skipnas.train.metrics import count_metrics
 from skipnas.train.run import evaluate_probabilities, prepare_data, train_candidate
-from skipnas.train.trainer import KEEP_BEST_BY, PhaseConfig, TrainConfig
+from skipnas.train.trainer import KEEP_BEST_BY, SCHEDULERS, PhaseConfig, TrainConfig
 from skipnas.tta import TTA_MODES
 
 
@@ -238,6 +238,7 @@ def train_and_predict(
             auxiliary=args.auxiliary,
             early_stopping=None,  # the whole budget: validation Dice stops improving before the cores sharpen
             keep_best_by=args.keep_best,
+            scheduler=args.scheduler,
             count_grid=grid,
             seed=args.seed,
         )
@@ -294,6 +295,7 @@ def train_and_predict(
         f"{describe_machine()}, demo beads only, standard width {args.width} with the {args.auxiliary} head, training seed {args.seed}"
         + (f", particle loss weight {args.particle_weight:g}" if args.particle_weight else "")
         + (", brightness-contrast augmentation" if args.augment_contrast else "")
+        + (f", {args.scheduler} learning-rate schedule" if args.scheduler != "plateau" else "")
         + tta
         + f", {training.steps} "
         f"training steps in {seconds:.0f} s ({len(training.history)} validations, final learning rate {training.history[-1].lr:.2g}; "
@@ -393,6 +395,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--augment-contrast", action="store_true", help="random brightness and contrast on the training tiles (default off)"
+    )
+    parser.add_argument(
+        "--scheduler", choices=SCHEDULERS, default="plateau",
+        help="the learning-rate schedule of both phases (default plateau; cosine: a half cosine over each phase's budget)",
     )
     parser.add_argument(
         "--auxiliary", choices=AUXILIARY_TARGETS, default="distance",

@@ -66,7 +66,10 @@ def register(subparsers: Any) -> None:
         "masks to tell touching particles apart) (default 0: pixel losses only)",
     )
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam", help="optimiser (default adam)")
-    parser.add_argument("--scheduler", choices=("plateau", "step", "none"), default="plateau", help="LR schedule (default plateau)")
+    parser.add_argument(
+        "--scheduler", choices=("plateau", "step", "cosine", "none"), default="plateau",
+        help="LR schedule: halve on a validation Dice plateau, step, a half cosine over each phase's budget, or none (default plateau)",
+    )
     parser.add_argument(
         "--validation-steps", type=int, default=100, metavar="N",
         help="validate (and step the scheduler and early stopping) at the first epoch end at least N steps after the last "

@@ -32,18 +32,20 @@ def _rows(path: Path) -> list[dict[str, str]]:
     return list(csv.DictReader(line for line in path.read_text().splitlines() if not line.startswith("#")))
 
 
-def test_the_particle_loss_and_contrast_augmentation_options_train_the_kept_model(tmp_path: Path) -> None:
+def test_the_loss_augmentation_and_schedule_options_train_the_kept_model(tmp_path: Path) -> None:
     out, model = tmp_path / "beads.csv", tmp_path / "model"
     command = [
         sys.executable, str(REPO / "experiments" / "touching_particles.py"), "--smoke",
-        "--particle-weight", "0.5", "--augment-contrast", "--model", str(model), "--out", str(out),
+        "--particle-weight", "0.5", "--augment-contrast", "--scheduler", "cosine", "--model", str(model), "--out", str(out),
     ]
     result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     train_config = json.loads((model / "model.json").read_text())["train_config"]
     assert train_config["loss"]["particle_weight"] == 0.5 and train_config["augment"]["brightness_contrast"] is True
+    assert train_config["scheduler"] == "cosine"
     comment = out.read_text().splitlines()[0]
     assert "particle loss weight 0.5" in comment and "brightness-contrast augmentation" in comment
+    assert "cosine learning-rate schedule" in comment
 
 
 def test_a_kept_centre_model_is_counted_again_with_test_time_augmentation(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from skipnas.models import build_model
 from skipnas.train.losses import LossConfig, particle_dice_loss
 from skipnas.train.run import PreparedData, prepare_data
 from skipnas.errors import SkipnasError
-from skipnas.train.trainer import EpochResult, PhaseConfig, TrainConfig, TrainingDiverged, fit_model, training_loss
+from skipnas.train.trainer import EpochResult, PhaseConfig, TrainConfig, TrainingDiverged, cosine_lr, fit_model, training_loss
 
 
 def _config(**changes: object) -> TrainConfig:
@@ -215,6 +215,25 @@ def test_the_plateau_schedule_stops_at_its_learning_rate_floor(data: PreparedDat
     unfloored = _fit(data, _config(**phases, plateau_patience=0, early_stopping=None, min_lr_fraction=0.0))
     # the first validation sets the best; each later one halves the rate for the next
     assert unfloored.history[-1].lr == pytest.approx(1e-3 * 0.5**10)
+
+
+def test_the_cosine_schedule_falls_from_the_phase_rate_to_its_floor() -> None:
+    rates = [cosine_lr(1e-3, 0.05, spent) for spent in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    assert rates[0] == pytest.approx(1e-3) and rates[2] == pytest.approx((1e-3 + 5e-5) / 2) and rates[-1] == pytest.approx(5e-5)
+    assert all(later < earlier for earlier, later in zip(rates, rates[1:]))
+    # past the budget (a step that ends it) the rate stays at the floor
+    assert cosine_lr(1e-3, 0.05, 1.5) == pytest.approx(5e-5)
+
+
+def test_the_cosine_schedule_follows_the_spent_step_budget(data: PreparedData) -> None:
+    """Each batch trains at the rate of the budget spent before it, whatever the validation Dice does."""
+    steps = 18  # the tiny data's epochs are 6 steps: 3 validations
+    result = _fit(data, _config(pretrain=PhaseConfig(), finetune=PhaseConfig(steps=steps, lr=1e-3), scheduler="cosine", early_stopping=None))
+    assert len(result.history) == 3
+    # a validation reports the rate of the batch just trained, the phase's (step - 1)-th
+    for record in result.history:
+        assert record.lr == pytest.approx(cosine_lr(1e-3, 0.05, (record.step - 1) / steps))
+    assert [r.lr for r in result.history] == sorted((r.lr for r in result.history), reverse=True)
 
 
 def test_min_lr_fraction_is_a_fraction() -> None:
