@@ -71,7 +71,7 @@ from skipnas.modelio import load_model_folder
 from skipnas.predict import Prediction, auxiliary_maps, predict_images
 from skipnas.train.data import load_split
 from skipnas.train.device import describe_machine, place_model, select_device
-from skipnas.train.losses import LossConfig
+from skipnas.train.losses import LossConfig, check_loss_weight
 from skipnas.train.metrics import count_metrics
 from skipnas.train.run import evaluate_probabilities, prepare_data, train_candidate
 from skipnas.train.trainer import KEEP_BEST_BY, SCHEDULERS, PhaseConfig, TrainConfig
@@ -236,6 +236,7 @@ def train_and_predict(
             loss=LossConfig(particle_weight=args.particle_weight),
             augment=AugmentConfig(brightness_contrast=args.augment_contrast),
             auxiliary=args.auxiliary,
+            auxiliary_weight=args.auxiliary_weight,
             early_stopping=None,  # the whole budget: validation Dice stops improving before the cores sharpen
             keep_best_by=args.keep_best,
             scheduler=args.scheduler,
@@ -296,6 +297,7 @@ def train_and_predict(
         + (f", particle loss weight {args.particle_weight:g}" if args.particle_weight else "")
         + (", brightness-contrast augmentation" if args.augment_contrast else "")
         + (f", {args.scheduler} learning-rate schedule" if args.scheduler != "plateau" else "")
+        + (f", auxiliary loss weight {args.auxiliary_weight:g}" if args.auxiliary_weight != 1.0 else "")
         + tta
         + f", {training.steps} "
         f"training steps in {seconds:.0f} s ({len(training.history)} validations, final learning rate {training.history[-1].lr:.2g}; "
@@ -404,6 +406,10 @@ def main() -> None:
         "--auxiliary", choices=AUXILIARY_TARGETS, default="distance",
         help="the auxiliary head's target, whose cores seed the seeded counting (default distance)",
     )
+    parser.add_argument(
+        "--auxiliary-weight", type=float, default=1.0, metavar="W",
+        help="weight of the auxiliary head's loss next to the segmentation loss (default 1)",
+    )
     parser.add_argument("--model", type=Path, default=None, metavar="DIR", help="also keep the trained model folder here")
     parser.add_argument(
         "--from-model", type=Path, default=None, metavar="DIR",
@@ -450,6 +456,11 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("experiments/results/touching_particles.csv"))
     args = parser.parse_args()
+    for option, name in (("--particle-weight", "particle_weight"), ("--auxiliary-weight", "auxiliary_weight")):
+        try:
+            check_loss_weight(name, getattr(args, name))
+        except SkipnasError as error:
+            parser.error(f"{option}: {error}")
     if args.smoke:
         args.width, args.pretrain_seconds, args.finetune_seconds, args.test_seeds, args.train_seeds = 4, 0.5, 1.0, "0,1", "0,1"
     test_seeds, train_seeds = (

@@ -36,16 +36,25 @@ def test_the_loss_augmentation_and_schedule_options_train_the_kept_model(tmp_pat
     out, model = tmp_path / "beads.csv", tmp_path / "model"
     command = [
         sys.executable, str(REPO / "experiments" / "touching_particles.py"), "--smoke",
-        "--particle-weight", "0.5", "--augment-contrast", "--scheduler", "cosine", "--model", str(model), "--out", str(out),
+        "--particle-weight", "0.5", "--augment-contrast", "--scheduler", "cosine", "--auxiliary-weight", "2", "--model", str(model), "--out", str(out),
     ]
     result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     train_config = json.loads((model / "model.json").read_text())["train_config"]
     assert train_config["loss"]["particle_weight"] == 0.5 and train_config["augment"]["brightness_contrast"] is True
-    assert train_config["scheduler"] == "cosine"
+    assert train_config["scheduler"] == "cosine" and train_config["auxiliary_weight"] == 2
     comment = out.read_text().splitlines()[0]
     assert "particle loss weight 0.5" in comment and "brightness-contrast augmentation" in comment
-    assert "cosine learning-rate schedule" in comment
+    assert "cosine learning-rate schedule" in comment and "auxiliary loss weight 2" in comment
+
+
+@pytest.mark.parametrize("option", ["--particle-weight", "--auxiliary-weight"])
+def test_a_negative_loss_weight_is_named_before_any_training(tmp_path: Path, option: str) -> None:
+    out = tmp_path / "beads.csv"
+    command = [sys.executable, str(REPO / "experiments" / "touching_particles.py"), "--smoke", option, "-1", "--out", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2 and f"{option}: " in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists()
 
 
 def test_a_kept_centre_model_is_counted_again_with_test_time_augmentation(tmp_path: Path) -> None:
