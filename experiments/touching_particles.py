@@ -31,8 +31,10 @@ be re-run (another ``--min-areas``, changed counting code) without training agai
 seeds).
 
 Writes one CSV row per method: test relative count error, count MAE, exact-count accuracy, Dice,
-the beads counted too many and too few (summed over images), and the beads with no pixel of the
-calibrated mask at all.
+the beads counted too many and too few (summed over images), the beads with no pixel of the
+calibrated mask at all, the errors particle by particle (beads missed, merged into a neighbour's
+particle or split, and false positives: :func:`error_kinds`), and the test error of the counting
+calibrated on the test images themselves, the best any calibration could do with the network.
 """
 
 from __future__ import annotations
@@ -317,6 +319,36 @@ def unseen_particles(prob: np.ndarray, instances: np.ndarray, config: Postproces
     return int(len(ids) - len(seen))
 
 
+ERROR_KINDS: tuple[str, ...] = ("missed", "merged", "split", "false_positives")
+
+
+def error_kinds(labels: np.ndarray, instances: np.ndarray) -> dict[str, int]:
+    """How the counted ``labels`` (0 background) err against the true ``instances``, particle by particle.
+
+    A counted particle lies on the true particle holding most of its pixels, when true particles
+    hold at least half of them; otherwise it is a false positive. A true particle on which no counted
+    particle lies is missed when no counted particle covers any of its pixels, and merged (into a
+    neighbour's particle) when one does; each further particle lying on one true particle is a split.
+    So found - true = split + false_positives - missed - merged, exactly.
+    """
+    kinds = dict.fromkeys(ERROR_KINDS, 0)
+    lies_on = np.zeros(int(instances.max(initial=0)) + 1, np.int64)
+    for particle in np.unique(labels[labels > 0]):
+        under = instances[labels == particle]
+        on_particles = under[under > 0]
+        if 2 * len(on_particles) < len(under):
+            kinds["false_positives"] += 1
+        else:
+            lies_on[np.bincount(on_particles).argmax()] += 1
+    for true_id in np.unique(instances[instances > 0]):
+        if lies_on[true_id] == 0:
+            covered = bool((labels[instances == true_id] > 0).any())
+            kinds["merged" if covered else "missed"] += 1
+        else:
+            kinds["split"] += int(lies_on[true_id]) - 1
+    return kinds
+
+
 def count_by_method(predicted: Predicted, grid: CalibrationGrid) -> list[dict[str, object]]:
     """One row per counting method: calibrated on val (grid restricted to the method), scored on test,
     with the method's ceiling on the true masks and, for the learned map, where its error comes from."""
@@ -334,6 +366,13 @@ def count_by_method(predicted: Predicted, grid: CalibrationGrid) -> list[dict[st
         extras = maps if maps is not None else [None] * len(probs)
         return [count_particles(prob, config, extra).count for prob, extra in zip(probs, extras, strict=True)]
 
+    def kinds_of_error(config: PostprocessConfig) -> dict[str, int]:
+        totals = dict.fromkeys(ERROR_KINDS, 0)
+        for prob, extra, item in zip(test_probs, predicted_maps or [None] * len(test), test, strict=True):
+            for kind, number in error_kinds(count_particles(prob, config, extra).labels, item.instances).items():
+                totals[kind] += number
+        return totals
+
     def relative_error(found: list[int], images: int | None = None) -> float:
         return round(count_metrics(found[:images], truth[:images])["relative_count_error"], 3)
 
@@ -341,6 +380,8 @@ def count_by_method(predicted: Predicted, grid: CalibrationGrid) -> list[dict[st
     for method in METHODS:
         only = dataclasses.replace(grid, methods=(method,))
         best, _ = calibrate(val_probs, [item.instances for item in predicted.val], grid=only, auxiliary=val_maps)
+        # the best any calibration could do with these predictions: calibrated on the test images themselves
+        on_test, _ = calibrate(test_probs, [item.instances for item in test], grid=only, auxiliary=predicted_maps)
         metrics = evaluate_probabilities(test_probs, test, best, predicted_maps)
         predicted_counts = counts(test_probs, predicted_maps, best)
         # the true masks need no threshold or morphology
@@ -363,6 +404,9 @@ def count_by_method(predicted: Predicted, grid: CalibrationGrid) -> list[dict[st
                 "too_many": sum(max(found - true, 0) for found, true in zip(predicted_counts, truth, strict=True)),
                 "too_few": sum(max(true - found, 0) for found, true in zip(predicted_counts, truth, strict=True)),
                 "unseen_particles": sum(unseen_particles(prob, item.instances, best) for prob, item in zip(test_probs, test, strict=True)),
+                # particle by particle (error_kinds), summed over images: found - true = split + false positives - missed - merged
+                **kinds_of_error(best),
+                "test_calibrated_relative_count_error": relative_error(counts(test_probs, predicted_maps, on_test)),
                 # where the error comes from: the method on the true masks (with the true map: its ceiling),
                 # and, for the learned map, each of mask and map swapped for the truth
                 "ceiling_relative_count_error": relative_error(counts(true_masks, true_maps, on_true_masks)),

@@ -93,6 +93,10 @@ def test_a_kept_centre_model_is_counted_again_with_test_time_augmentation(tmp_pa
         images, wrong = int(row["test_images"]), int(row["too_many"]) + int(row["too_few"])
         assert abs(float(row["count_mae"]) * images - wrong) < 0.001 * images
         assert 0 <= int(row["unseen_particles"]) <= int(row["test_particles"])
+        kinds = {kind: int(row[kind]) for kind in ("missed", "merged", "split", "false_positives")}
+        assert int(row["too_many"]) - int(row["too_few"]) == kinds["split"] + kinds["false_positives"] - kinds["missed"] - kinds["merged"]
+        # calibrating on the test images themselves cannot count them worse than calibrating on val
+        assert float(row["test_calibrated_relative_count_error"]) <= float(row["relative_count_error"])
 
 
 def test_a_particle_without_one_pixel_of_the_mask_is_unseen() -> None:
@@ -107,6 +111,25 @@ def test_a_particle_without_one_pixel_of_the_mask_is_unseen() -> None:
     assert module.unseen_particles(prob, instances, PostprocessConfig(threshold=0.3)) == 0
     # the mask is the post-processed one: an erosion that removes the single pixel loses particle 2
     assert module.unseen_particles(prob, instances, PostprocessConfig(threshold=0.5, erode=3)) == 2
+
+
+def test_counting_errors_are_sorted_particle_by_particle() -> None:
+    module = _experiment()
+    instances = np.zeros((20, 40), np.int32)
+    instances[2:8, 2:8], instances[2:8, 8:14] = 1, 2  # a touching pair, counted as one particle
+    instances[12:18, 2:14] = 3  # one bead, counted as two
+    instances[12:18, 20:26] = 4  # a bead not counted at all
+    labels = np.zeros_like(instances)
+    labels[2:8, 2:14] = 1
+    labels[12:18, 2:8], labels[12:18, 8:14] = 2, 3
+    labels[2:8, 30:36] = 4  # on no bead
+    labels[8:10, 2:6] = 5  # mostly beside bead 1: a false positive too
+    kinds = module.error_kinds(labels, instances)
+    assert kinds == {"missed": 1, "merged": 1, "split": 1, "false_positives": 2}
+    found, true = 5, 4
+    assert found - true == kinds["split"] + kinds["false_positives"] - kinds["missed"] - kinds["merged"]
+    # a perfect count errs in no way
+    assert set(module.error_kinds(instances, instances).values()) == {0}
 
 
 def test_the_mean_of_one_network_twice_counts_as_that_network(tmp_path: Path) -> None:
