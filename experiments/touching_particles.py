@@ -56,6 +56,7 @@ from skipnas.counting.calibrate import CalibrationGrid, calibrate
 from skipnas.counting.postprocess import (
     AUXILIARY_METHODS,
     METHODS,
+    Detections,
     PostprocessConfig,
     count_particles,
     describe,
@@ -366,10 +367,10 @@ def count_by_method(predicted: Predicted, grid: CalibrationGrid) -> list[dict[st
         extras = maps if maps is not None else [None] * len(probs)
         return [count_particles(prob, config, extra).count for prob, extra in zip(probs, extras, strict=True)]
 
-    def kinds_of_error(config: PostprocessConfig) -> dict[str, int]:
+    def kinds_of_error(detections: list[Detections]) -> dict[str, int]:
         totals = dict.fromkeys(ERROR_KINDS, 0)
-        for prob, extra, item in zip(test_probs, predicted_maps or [None] * len(test), test, strict=True):
-            for kind, number in error_kinds(count_particles(prob, config, extra).labels, item.instances).items():
+        for found, item in zip(detections, test, strict=True):
+            for kind, number in error_kinds(found.labels, item.instances).items():
                 totals[kind] += number
         return totals
 
@@ -383,7 +384,10 @@ def count_by_method(predicted: Predicted, grid: CalibrationGrid) -> list[dict[st
         # the best any calibration could do with these predictions: calibrated on the test images themselves
         on_test, _ = calibrate(test_probs, [item.instances for item in test], grid=only, auxiliary=predicted_maps)
         metrics = evaluate_probabilities(test_probs, test, best, predicted_maps)
-        predicted_counts = counts(test_probs, predicted_maps, best)
+        detections = [
+            count_particles(prob, best, extra) for prob, extra in zip(test_probs, predicted_maps or [None] * len(test), strict=True)
+        ]
+        predicted_counts = [found.count for found in detections]
         # the true masks need no threshold or morphology
         on_true_masks = best.replace(threshold=0.5, erode=0, dilate=0)
         rows.append(
@@ -405,7 +409,7 @@ def count_by_method(predicted: Predicted, grid: CalibrationGrid) -> list[dict[st
                 "too_few": sum(max(true - found, 0) for found, true in zip(predicted_counts, truth, strict=True)),
                 "unseen_particles": sum(unseen_particles(prob, item.instances, best) for prob, item in zip(test_probs, test, strict=True)),
                 # particle by particle (error_kinds), summed over images: found - true = split + false positives - missed - merged
-                **kinds_of_error(best),
+                **kinds_of_error(detections),
                 "test_calibrated_relative_count_error": relative_error(counts(test_probs, predicted_maps, on_test)),
                 # where the error comes from: the method on the true masks (with the true map: its ceiling),
                 # and, for the learned map, each of mask and map swapped for the truth
