@@ -58,6 +58,7 @@ from skipnas.counting.postprocess import (
     METHODS,
     Detections,
     PostprocessConfig,
+    as_probabilities,
     count_particles,
     describe,
     mask_from_probabilities,
@@ -75,8 +76,8 @@ from skipnas.predict import Prediction, auxiliary_maps, predict_images
 from skipnas.train.data import load_split
 from skipnas.train.device import describe_machine, place_model, select_device
 from skipnas.train.losses import LossConfig, check_loss_weight
-from skipnas.train.metrics import count_metrics
-from skipnas.train.run import evaluate_probabilities, prepare_data, train_candidate
+from skipnas.train.metrics import Evaluation, count_metrics
+from skipnas.train.run import prepare_data, train_candidate
 from skipnas.train.trainer import KEEP_BEST_BY, SCHEDULERS, PhaseConfig, TrainConfig
 from skipnas.tta import TTA_MODES
 
@@ -383,10 +384,13 @@ def count_by_method(predicted: Predicted, grid: CalibrationGrid) -> list[dict[st
         best, _ = calibrate(val_probs, [item.instances for item in predicted.val], grid=only, auxiliary=val_maps)
         # the best any calibration could do with these predictions: calibrated on the test images themselves
         on_test, _ = calibrate(test_probs, [item.instances for item in test], grid=only, auxiliary=predicted_maps)
-        metrics = evaluate_probabilities(test_probs, test, best, predicted_maps)
         detections = [
             count_particles(prob, best, extra) for prob, extra in zip(test_probs, predicted_maps or [None] * len(test), strict=True)
         ]
+        evaluation = Evaluation()
+        for prob, found, item in zip(test_probs, detections, test, strict=True):
+            evaluation.add_detections(found, item.instances, item.stem, foreground=as_probabilities(prob) > best.threshold)
+        metrics = evaluation.summary()
         predicted_counts = [found.count for found in detections]
         # the true masks need no threshold or morphology
         on_true_masks = best.replace(threshold=0.5, erode=0, dilate=0)
