@@ -66,7 +66,7 @@ from skipnas.counting.postprocess import (
 from skipnas.counting.seeded import auxiliary_target
 from skipnas.data.augment import AugmentConfig
 from skipnas.data.dataset import LabeledImage, check_dataset
-from skipnas.data.demo import demo_classes, demo_dataset_path
+from skipnas.data.demo import class_instances, demo_classes, demo_dataset_path
 from skipnas.data.io import count_instances, read_raw, write_image, write_mask
 from skipnas.errors import SkipnasError
 from skipnas.fileio import atomic_open, write_csv_atomic
@@ -97,13 +97,8 @@ def write_class_subset(demo_root: Path, out: Path, keep: str = "bead", prefix: s
         for stem, ids in stems.items():
             image = next((demo_root / split / "images").glob(f"{stem}.*"))
             mask = next((demo_root / split / "masks").glob(f"{stem}.*"))
-            instances = read_raw(mask).astype(np.int32)
-            kept = np.zeros(int(instances.max(initial=0)) + 1, np.int32)
-            for particle, name in ids.items():
-                if name == keep and particle < len(kept):
-                    kept[particle] = particle
             write_image(out / split / "images" / f"{prefix}{image.name}", read_raw(image))
-            write_mask(out / split / "masks" / f"{prefix}{mask.name}", kept[instances])
+            write_mask(out / split / "masks" / f"{prefix}{mask.name}", class_instances(read_raw(mask), ids, keep))
     return out
 
 

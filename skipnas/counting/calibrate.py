@@ -6,8 +6,10 @@ peak fraction, and where the grid gives them, the peak window of watershed and s
 scored on all images. The best has the lowest count MAE; ties go to the higher pooled Dice, then to
 the simpler setting (the methods in the order of ``METHODS``, fewer and smaller morphology steps,
 threshold nearer 0.5, smaller min_area). Work is shared: each threshold, erosion and dilation is
-computed once per image for every method, and the min_area values only filter the particles
-already labelled. Methods that need the network's auxiliary map are tried only when it is given.
+computed once per image for every method, each mask's relief (its distance transform for
+watershed, the auxiliary map for seeded: :class:`~skipnas.counting.seeded.Relief`) once for all
+of that method's settings, and the min_area values only filter the particles already labelled.
+Methods that need the network's auxiliary map are tried only when it is given.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from skipnas.counting.postprocess import (
     dilate_mask,
     erode_mask,
     label_particles,
+    particle_relief,
     threshold_probabilities,
 )
+from skipnas.counting.seeded import Relief
 from skipnas.data.io import count_instances
 from skipnas.errors import SkipnasError
 from skipnas.train.metrics import PixelMetrics, pixel_confusion
@@ -204,14 +208,23 @@ def calibrate(
             eroded = [erode_mask(binary, erode, base.erode_iterations) for binary in binaries]
             for dilate in grid.dilate:
                 masks = [dilate_mask(mask, dilate, base.dilate_iterations) for mask in eroded]
+                # per image, each method's relief (distance transform or auxiliary map) serves all its settings
+                reliefs: list[dict[str, Relief | None]] = [{} for _ in masks]
                 for setting in settings:
                     shared = setting.replace(threshold=threshold, erode=erode, dilate=dilate)
+                    # built once per setting, not per image: a config validates itself on creation
+                    by_area = [
+                        (max(min_area, 1), scores.setdefault(shared.replace(min_area=min_area), _Scores(*confusion)))
+                        for min_area in grid.min_area
+                    ]
                     for image, mask in enumerate(masks):
-                        labels = label_particles(mask, shared, None if auxiliary is None else auxiliary[image])
+                        extra = None if auxiliary is None else auxiliary[image]
+                        if shared.method not in reliefs[image]:
+                            reliefs[image][shared.method] = particle_relief(mask, shared, extra)
+                        labels = label_particles(mask, shared, extra, reliefs[image][shared.method])
                         areas = np.bincount(labels.ravel())[1:]
-                        for min_area in grid.min_area:
-                            count = int((areas >= max(min_area, 1)).sum())
-                            score = scores.setdefault(shared.replace(min_area=min_area), _Scores(*confusion))
+                        for smallest, score in by_area:
+                            count = int((areas >= smallest).sum())
                             error = count - true_counts[image]
                             score.abs_error += abs(error)
                             score.squared_error += error * error

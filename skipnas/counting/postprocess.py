@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from skipnas.counting.fibres import fibre_labels
-from skipnas.counting.seeded import flood_from_seeds, peak_seeds, seeded_labels
+from skipnas.counting.seeded import Relief
 from skipnas.errors import SkipnasError
 from skipnas.fileio import write_json_atomic
 
@@ -223,31 +223,43 @@ def _components(mask: np.ndarray) -> tuple[int, np.ndarray]:
     return count - 1, labels
 
 
-def _watershed_labels(mask: np.ndarray, config: PostprocessConfig) -> np.ndarray:
-    distance = cv2.distanceTransform(mask, cv2.DIST_L2, 5)
-    seeds = peak_seeds(distance, mask, config.watershed_min_distance, config.watershed_peak_fraction)
-    return flood_from_seeds(mask, seeds)
-
-
-def label_particles(mask: np.ndarray, config: PostprocessConfig, auxiliary: np.ndarray | None = None) -> np.ndarray:
-    """int32 labels of every particle in ``mask`` by ``config.method``, before the ``min_area`` filter.
-
-    ``auxiliary`` is the network's auxiliary map (HxW), needed by ``method="seeded"`` only.
-    """
+def particle_relief(mask: np.ndarray, config: PostprocessConfig, auxiliary: np.ndarray | None = None) -> Relief | None:
+    """The relief ``config.method`` finds its cores on, for :func:`label_particles`: the mask's own
+    distance transform for ``watershed``, the auxiliary map for ``seeded``; None for the others."""
     mask = np.ascontiguousarray(mask, dtype=np.uint8)
     if config.method == "watershed":
-        return _watershed_labels(mask, config)
-    if config.method == "fibres":
-        return fibre_labels(mask, config.fibre_max_turn, config.fibre_junction_scale)
+        return Relief(cv2.distanceTransform(mask, cv2.DIST_L2, 5), mask)
     if config.method == "seeded":
         if auxiliary is None:
             raise PostprocessConfigError(
                 "method 'seeded' needs the auxiliary map of a model trained with an auxiliary head; "
                 "choose another method or retrain with --auxiliary distance"
             )
-        return seeded_labels(
-            mask, auxiliary, config.seed_threshold, config.watershed_min_distance, config.seed_peak_fraction
-        )
+        if np.shape(auxiliary) != mask.shape:
+            raise ValueError(f"the auxiliary map is {np.shape(auxiliary)} but the mask is {mask.shape}")
+        return Relief(auxiliary, mask)
+    return None
+
+
+def label_particles(
+    mask: np.ndarray, config: PostprocessConfig, auxiliary: np.ndarray | None = None, relief: Relief | None = None
+) -> np.ndarray:
+    """int32 labels of every particle in ``mask`` by ``config.method``, before the ``min_area`` filter.
+
+    ``auxiliary`` is the network's auxiliary map (HxW), needed by ``method="seeded"`` only.
+    ``relief``: :func:`particle_relief` of the same mask, method and map, so that several settings
+    of one method share its work (calibration); made here when not given.
+    """
+    mask = np.ascontiguousarray(mask, dtype=np.uint8)
+    if config.method == "fibres":
+        return fibre_labels(mask, config.fibre_max_turn, config.fibre_junction_scale)
+    if config.method in ("watershed", "seeded"):
+        if relief is None:
+            relief = particle_relief(mask, config, auxiliary)
+        if config.method == "watershed":
+            return relief.flood(relief.seeds(config.watershed_min_distance, config.watershed_peak_fraction))
+        seeds = relief.seeds(config.watershed_min_distance, config.seed_peak_fraction, floor=config.seed_threshold)
+        return relief.flood(seeds)
     return _components(mask)[1]
 
 
@@ -397,5 +409,6 @@ __all__ = [
     "describe",
     "detections_from_labels",
     "label_particles",
+    "particle_relief",
     "mask_from_probabilities",
 ]

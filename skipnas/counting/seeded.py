@@ -97,36 +97,89 @@ def _touches_other_particle(ids: np.ndarray) -> np.ndarray:
     return touching
 
 
+class Relief:
+    """A relief map on a binary mask, with what every search for cores on it shares: the mask's
+    8-connected blobs, each blob's highest point, the max filter of each peak window and the image
+    the watershed floods.
+
+    :func:`peak_seeds` and :func:`flood_from_seeds` build one for a single call; calibration keeps
+    one per mask and relief while it tries every seed threshold, peak fraction and window.
+    """
+
+    def __init__(self, relief: np.ndarray, mask: np.ndarray) -> None:
+        self.mask = np.ascontiguousarray(mask, dtype=np.uint8)
+        if np.shape(relief) != self.mask.shape:
+            raise ValueError(f"the relief map is {np.shape(relief)} but the mask is {self.mask.shape}")
+        self.values = np.where(self.mask > 0, relief, 0).astype(np.float32)
+        self.blob_count, self.blobs = cv2.connectedComponents(self.mask, connectivity=8, ltype=cv2.CV_32S)
+        self._at_blob_peak: np.ndarray | None = None
+        self._nearby_peak: dict[int, np.ndarray] = {}
+        self._flood_bgr: np.ndarray | None = None
+
+    @property
+    def at_blob_peak(self) -> np.ndarray:
+        """True at each blob's highest points."""
+        if self._at_blob_peak is None:
+            blob_peak = np.zeros(self.blob_count, np.float32)
+            np.maximum.at(blob_peak, self.blobs.ravel(), self.values.ravel())
+            self._at_blob_peak = (self.mask > 0) & (self.values >= blob_peak[self.blobs])
+        return self._at_blob_peak
+
+    def nearby_peak(self, min_distance: int) -> np.ndarray:
+        """The highest relief within ``min_distance`` px of each pixel (an elliptical max filter)."""
+        if min_distance not in self._nearby_peak:
+            window = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * min_distance + 1, 2 * min_distance + 1))
+            self._nearby_peak[min_distance] = cv2.dilate(self.values, window)
+        return self._nearby_peak[min_distance]
+
+    def seeds(self, min_distance: int, peak_fraction: float, floor: float = -np.inf) -> np.ndarray:
+        """int32 seeds, one label per 8-connected core: see :func:`peak_seeds`."""
+        core = self.values > floor
+        # a fraction of 0 leaves only the relief's sign to test: no max filter needed
+        core &= self.values >= (peak_fraction * self.nearby_peak(min_distance) if peak_fraction > 0 else 0)
+        cores = ((self.mask > 0) & (core | self.at_blob_peak)).astype(np.uint8)
+        return cv2.connectedComponents(cores, connectivity=8, ltype=cv2.CV_32S)[1]
+
+    def _flood_image(self) -> np.ndarray:
+        """The image cv2.watershed floods: the mask flat (0) on a high background (255), padded by one pixel."""
+        if self._flood_bgr is None:
+            # cv2.watershed floods in order of the colour step between neighbours: a flat particle on a
+            # high background makes it a breadth-first growth of every seed inside its particle, so touching
+            # particles split where the floods from their seeds meet, before any background is flooded
+            relief = np.where(self.mask > 0, 0, 255).astype(np.uint8)
+            # cv2.watershed marks the image's outer pixel frame as boundary: pad so the frame is flooded too
+            relief = cv2.copyMakeBorder(relief, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=255)
+            self._flood_bgr = cv2.cvtColor(relief, cv2.COLOR_GRAY2BGR)
+        return self._flood_bgr
+
+    def flood(self, seeds: np.ndarray) -> np.ndarray:
+        """int32 labels of the mask grown from ``seeds``: see :func:`flood_from_seeds`."""
+        mask, blobs = self.mask, self.blobs
+        markers = np.where(mask > 0, seeds, 0).astype(np.int32)
+        seeded = np.zeros(self.blob_count, bool)
+        seeded[blobs[markers > 0]] = True
+        seeded[0] = True
+        unseeded = ~seeded[blobs]
+        if unseeded.any():  # whole blobs as their own seeds, numbered after the given ones, in blob order
+            lookup = np.zeros(self.blob_count, np.int32)
+            lookup[~seeded] = int(markers.max(initial=0)) + 1 + np.arange(int((~seeded).sum()), dtype=np.int32)
+            markers[unseeded] = lookup[blobs[unseeded]]
+        if not markers.any():
+            return markers
+        padded = cv2.copyMakeBorder(markers, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+        cv2.watershed(self._flood_image(), padded)
+        markers = padded[1:-1, 1:-1]
+        labels = np.where((markers > 0) & (mask > 0), markers, 0).astype(np.int32)
+        return _fill_from_neighbours(labels, mask)
+
+
 def flood_from_seeds(mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
     """int32 labels: every foreground pixel of ``mask`` takes the label of the seed that reaches it first.
 
     ``seeds`` is an int32 map (0 = no seed, k = seed of particle k) inside ``mask``. A
     foreground blob holding no seed becomes one particle of its own.
     """
-    mask = np.ascontiguousarray(mask, dtype=np.uint8)
-    markers = np.where(mask > 0, seeds, 0).astype(np.int32)
-    blob_count, blobs = cv2.connectedComponents(mask, connectivity=8, ltype=cv2.CV_32S)
-    seeded = np.zeros(blob_count, bool)
-    seeded[blobs[markers > 0]] = True
-    seeded[0] = True
-    unseeded = ~seeded[blobs]
-    if unseeded.any():  # whole blobs as their own seeds, numbered after the given ones
-        start = int(markers.max(initial=0))
-        _, lookup = np.unique(blobs[unseeded], return_inverse=True)
-        markers[unseeded] = start + 1 + lookup.astype(np.int32)
-    if not markers.any():
-        return markers
-    # cv2.watershed floods in order of the colour step between neighbours: a flat particle (0) on a
-    # high background (255) makes it a breadth-first growth of every seed inside its particle, so
-    # touching particles split where the floods from their seeds meet, before any background is flooded
-    relief = np.where(mask > 0, 0, 255).astype(np.uint8)
-    # cv2.watershed marks the image's outer pixel frame as boundary: pad so the frame is flooded too
-    relief = cv2.copyMakeBorder(relief, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=255)
-    padded = cv2.copyMakeBorder(markers, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
-    cv2.watershed(cv2.cvtColor(relief, cv2.COLOR_GRAY2BGR), padded)
-    markers = padded[1:-1, 1:-1]
-    labels = np.where((markers > 0) & (mask > 0), markers, 0).astype(np.int32)
-    return _fill_from_neighbours(labels, mask)
+    return Relief(np.zeros(np.shape(mask), np.float32), mask).flood(seeds)
 
 
 def _fill_from_neighbours(labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -155,16 +208,7 @@ def peak_seeds(
     core each, cut apart at the narrow neck; on a blurred learned map, each particle keeps its own
     local peak even where the map does not fall to 0 between touching particles.
     """
-    mask = np.ascontiguousarray(mask, dtype=np.uint8)
-    relief = np.where(mask > 0, relief, 0).astype(np.float32)
-    blob_count, blobs = cv2.connectedComponents(mask, connectivity=8, ltype=cv2.CV_32S)
-    blob_peak = np.zeros(blob_count, np.float32)
-    np.maximum.at(blob_peak, blobs.ravel(), relief.ravel())
-    window = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * min_distance + 1, 2 * min_distance + 1))
-    nearby_peak = cv2.dilate(relief, window)
-    core = (relief > floor) & (relief >= peak_fraction * nearby_peak)
-    cores = ((mask > 0) & (core | (relief >= blob_peak[blobs]))).astype(np.uint8)
-    return cv2.connectedComponents(cores, connectivity=8, ltype=cv2.CV_32S)[1]
+    return Relief(relief, mask).seeds(min_distance, peak_fraction, floor)
 
 
 def seeded_labels(
@@ -175,11 +219,13 @@ def seeded_labels(
     auxiliary = np.asarray(auxiliary)
     if auxiliary.shape != np.shape(mask):
         raise ValueError(f"the auxiliary map is {auxiliary.shape} but the mask is {np.shape(mask)}")
-    return flood_from_seeds(mask, peak_seeds(auxiliary, mask, min_distance, peak_fraction, floor=seed_threshold))
+    relief = Relief(auxiliary, mask)
+    return relief.flood(relief.seeds(min_distance, peak_fraction, floor=seed_threshold))
 
 
 __all__ = [
     "AUXILIARY_TARGETS",
+    "Relief",
     "auxiliary_target",
     "flood_from_seeds",
     "instance_centre_map",

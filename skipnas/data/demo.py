@@ -396,3 +396,14 @@ def demo_classes(root: Path) -> dict[str, dict[str, dict[int, str]]]:
         split: {stem: {int(k): v for k, v in ids.items()} for stem, ids in stems.items()}
         for split, stems in marker["classes"].items()
     }
+
+
+def class_instances(instances: np.ndarray, classes: dict[int, str], keep: str) -> np.ndarray:
+    """int32 ``instances`` with only the particles whose class (in ``classes``, from :func:`demo_classes`) is ``keep``."""
+    instances = np.asarray(instances).astype(np.int32)
+    kept = np.zeros(int(instances.max(initial=0)) + 1, np.int32)
+    for particle, name in classes.items():
+        if name == keep and particle < len(kept):
+            kept[particle] = particle
+    return kept[instances]
+

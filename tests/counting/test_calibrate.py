@@ -75,18 +75,27 @@ def test_equal_count_error_goes_to_the_higher_dice() -> None:
 
 
 def test_every_row_matches_count_particles() -> None:
+    # each setting counted on its own gives the row: calibration shares each image's masks and reliefs
+    # between settings, and sharing must not change a count
     probs, truths = _tricky_set(images=3, seed=1)
+    rng = np.random.default_rng(2)
+    maps = [
+        np.clip(cv2.GaussianBlur(instance_distance_map(truth), (0, 0), 1.5) + rng.normal(0, 0.05, truth.shape), 0, 1).astype(np.float32)
+        for truth in truths
+    ]
     grid = CalibrationGrid(
-        thresholds=(0.4, 0.6), erode=(0, 3), dilate=(0, 5), min_area=(0, 30), methods=("blobs", "watershed")
+        thresholds=(0.4, 0.6), erode=(0, 3), dilate=(0, 5), min_area=(0, 30), methods=("blobs", "watershed", "seeded"),
+        seed_threshold=(0.3, 0.6),
     )
-    _, table = calibrate(probs, truths, PostprocessConfig(), grid)
-    assert table["settings"] == 16 * (1 + 3)  # 16 masks x (blobs, and watershed with each of 3 peak windows)
+    _, table = calibrate(probs, truths, PostprocessConfig(), grid, auxiliary=maps)
+    # 16 masks x (blobs, watershed with each of 3 peak windows, seeded: 2 thresholds x (no peaks, or 3 windows))
+    assert table["settings"] == 16 * (1 + 3 + 2 * 4)
     fields = set(PostprocessConfig().to_dict())
     for row in table["results"]:
         config = PostprocessConfig.from_dict({key: row[key] for key in fields})
         evaluation = Evaluation(config)
-        for prob, truth in zip(probs, truths, strict=True):
-            evaluation.add(prob, truth)
+        for prob, truth, extra in zip(probs, truths, maps, strict=True):
+            evaluation.add(prob, truth, auxiliary=extra)
         summary = evaluation.summary()
         assert row["count_mae"] == pytest.approx(summary["count_mae"]), row
         assert row["dice"] == pytest.approx(summary["dice"]), row

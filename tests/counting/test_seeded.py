@@ -9,6 +9,7 @@ import pytest
 from skipnas.counting.postprocess import PostprocessConfig, PostprocessConfigError, count_particles
 from skipnas.auxiliary import AUXILIARY_TARGETS
 from skipnas.counting.seeded import (
+    Relief,
     auxiliary_target,
     flood_from_seeds,
     instance_centre_map,
@@ -124,6 +125,27 @@ def test_a_blob_without_a_seed_is_one_particle_and_nothing_leaks_between_blobs()
     assert not labels[mask == 0].any()
     # auxiliary cores low everywhere: each blob is one particle
     assert count_particles(mask.astype(np.float32), PostprocessConfig(method="seeded", min_area=1), np.zeros((32, 32))).count == 2
+
+
+def test_one_relief_serves_every_setting_as_a_fresh_one_would() -> None:
+    # calibration keeps one Relief per mask and map while it tries each window, fraction and floor
+    rng = np.random.default_rng(0)
+    truth = _touching_discs()
+    mask = (truth > 0).astype(np.uint8)
+    relief_map = cv2.GaussianBlur(instance_distance_map(truth), (0, 0), 2) + rng.normal(0, 0.05, truth.shape)
+    relief_map[:, :8] -= 0.5  # negative relief too: a fraction of 0 keeps only pixels >= 0
+    shared = Relief(relief_map, mask)
+    settings = [(window, fraction, floor) for window in (3, 10, 3) for fraction in (0.0, 0.8) for floor in (-np.inf, 0.3)]
+    cores = set()
+    for window, fraction, floor in settings:
+        fresh = Relief(relief_map, mask)
+        seeds = shared.seeds(window, fraction, floor)
+        assert np.array_equal(seeds, fresh.seeds(window, fraction, floor))
+        assert np.array_equal(shared.flood(seeds), flood_from_seeds(mask, seeds))
+        cores.add(int(seeds.max()))
+    assert len(cores) > 2  # the settings do find different cores
+    with pytest.raises(ValueError, match="relief map"):
+        Relief(np.zeros((4, 5)), np.ones((4, 4), np.uint8))
 
 
 def test_local_peaks_split_touching_particles_on_a_blurred_map() -> None:

@@ -12,6 +12,7 @@ from skipnas.data.demo import (
     DEMO_CLASSES,
     DEMO_SIZE,
     DEMO_SPLITS,
+    class_instances,
     demo_classes,
     demo_dataset_path,
     make_demo_image,
@@ -177,3 +178,12 @@ def test_write_demo_dataset_fills_an_empty_folder_and_keeps_an_existing_demo(tmp
     assert image.stat().st_mtime_ns == stamp
     with pytest.raises(SkipnasError):
         write_demo_dataset(out, seed=4)  # another seed's demo is not silently mixed in
+
+
+def test_class_instances_keeps_one_class_and_its_ids() -> None:
+    instances = np.array([[0, 1, 1], [2, 2, 3], [3, 4, 0]], np.uint16)
+    classes = {1: "bead", 2: "fibre", 3: "bead", 4: "film", 9: "bead"}  # 9: an ID the mask no longer holds
+    beads = class_instances(instances, classes, "bead")
+    assert beads.dtype == np.int32
+    assert beads.tolist() == [[0, 1, 1], [0, 0, 3], [3, 0, 0]]
+    assert not class_instances(instances, classes, "fragment").any()
