@@ -406,4 +406,3 @@ def class_instances(instances: np.ndarray, classes: dict[int, str], keep: str) -
         if name == keep and particle < len(kept):
             kept[particle] = particle
     return kept[instances]
-
