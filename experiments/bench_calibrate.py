@@ -30,6 +30,8 @@ import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+# skipnas is imported inside the functions: a timed run imports it from the checkout on its
+# PYTHONPATH, which with --baseline may lack what this script's other functions use
 
 
 def bead_maps(images: int, seed: int = 0) -> dict[str, np.ndarray]:
