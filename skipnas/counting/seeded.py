@@ -216,10 +216,7 @@ def seeded_labels(
 ) -> np.ndarray:
     """int32 labels of ``mask``: one particle per core of the ``auxiliary`` map (see :func:`peak_seeds`;
     with ``peak_fraction`` 0 a core is simply a region above ``seed_threshold``)."""
-    auxiliary = np.asarray(auxiliary)
-    if auxiliary.shape != np.shape(mask):
-        raise ValueError(f"the auxiliary map is {auxiliary.shape} but the mask is {np.shape(mask)}")
-    relief = Relief(auxiliary, mask)
+    relief = Relief(np.asarray(auxiliary), mask)
     return relief.flood(relief.seeds(min_distance, peak_fraction, floor=seed_threshold))
 
 

@@ -109,8 +109,11 @@ def test_every_auxiliary_target_splits_touching_discs(name: str) -> None:
 def test_seeded_needs_the_auxiliary_map() -> None:
     with pytest.raises(PostprocessConfigError, match="auxiliary"):
         count_particles(np.ones((8, 8), np.float32), PostprocessConfig(method="seeded"))
-    with pytest.raises(ValueError, match="auxiliary map"):
+    # a map of another size is named, by either way in
+    with pytest.raises(ValueError, match=r"map is \(8, 9\) but the mask is \(8, 8\)"):
         seeded_labels(np.ones((8, 8), np.uint8), np.ones((8, 9), np.float32), 0.5)
+    with pytest.raises(ValueError, match=r"map is \(8, 9\) but the mask is \(8, 8\)"):
+        count_particles(np.ones((8, 8), np.float32), PostprocessConfig(method="seeded"), np.ones((8, 9), np.float32))
 
 
 def test_a_blob_without_a_seed_is_one_particle_and_nothing_leaks_between_blobs() -> None:
