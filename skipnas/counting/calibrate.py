@@ -1,16 +1,16 @@
 """Choosing the post-processing on validation images: a small grid search minimising count MAE.
 
-Every setting of the grid (threshold x erode x dilate x min_area x min_confidence x counting method, each method
-with its own settings: the fibre method's maximum turn, the seeded method's seed threshold and
-peak fraction, and where the grid gives them, the peak window of watershed and seeded) is
-scored on all images. The best has the lowest count MAE; ties go to the higher pooled Dice, then to
-the simpler setting (the methods in the order of ``METHODS``, fewer and smaller morphology steps,
-threshold nearer 0.5, smaller min_area). Work is shared: each threshold, erosion and dilation is
-computed once per image for every method, each mask's relief (its distance transform for
-watershed, the auxiliary map for seeded: :class:`~skipnas.counting.seeded.Relief`) once for all
-of that method's settings, and the min_area and min_confidence values only filter the particles
-already labelled.
-Methods that need the network's auxiliary map are tried only when it is given.
+Every setting of the grid (threshold x erode x dilate x min_area x min_confidence x counting
+method, each method with its own settings: the fibre method's maximum turn, the seeded method's
+seed threshold and peak fraction, and where the grid gives them, the peak window of watershed and
+seeded) is scored on all images. The best has the lowest count MAE; ties go to the higher pooled
+Dice, then to the simpler setting (the methods in the order of ``METHODS``, fewer and smaller
+morphology steps, threshold nearer 0.5, smaller min_area and min_confidence). Work is shared: each
+threshold, erosion and dilation is computed once per image for every method, each mask's relief
+(its distance transform for watershed, the auxiliary map for seeded:
+:class:`~skipnas.counting.seeded.Relief`) once for all of that method's settings, and the min_area
+and min_confidence values only filter the particles already labelled. Methods that need the
+network's auxiliary map are tried only when it is given.
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ _METHOD_FIELDS: dict[str, tuple[str, ...]] = {
 
 
 def _simplicity(config: PostprocessConfig) -> tuple[float, ...]:
-    """Smaller is simpler: blobs, fewer then smaller morphology steps, threshold near 0.5, small min_area and min_confidence."""
+    """Smaller is simpler: blobs, fewer then smaller morphology steps, threshold near 0.5, small min_area, no confidence filter."""
     steps = int(config.erode > 0) + int(config.dilate > 0)
     return (
         float(METHODS.index(config.method)),
