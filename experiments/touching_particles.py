@@ -133,8 +133,8 @@ def counting_grid(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         changes["seed_threshold"] = tuple(_numbers(parser, "--seed-thresholds", args.seed_thresholds, float))
     if args.peak_windows:
         changes["watershed_min_distance"] = tuple(_numbers(parser, "--peak-windows", args.peak_windows))
-    if args.min_confidences:
-        changes["min_confidence"] = tuple(_numbers(parser, "--min-confidences", args.min_confidences, float))
+    if args.min_peak_probabilities:
+        changes["min_peak_probability"] = tuple(_numbers(parser, "--min-peak-probabilities", args.min_peak_probabilities, float))
     try:
         return CalibrationGrid(**changes)
     except SkipnasError as error:
@@ -147,8 +147,8 @@ def describe_grid(grid: CalibrationGrid) -> str:
     text += f", seed thresholds {','.join(f'{value:g}' for value in grid.seed_threshold)}"
     if grid.watershed_min_distance is not None:
         text += f", peak windows {','.join(map(str, grid.watershed_min_distance))} px"
-    if any(grid.min_confidence):
-        text += f", min confidences {','.join(f'{value:g}' for value in grid.min_confidence)}"
+    if any(grid.min_peak_probability):
+        text += f", min peak probabilities {','.join(f'{value:g}' for value in grid.min_peak_probability)}"
     return text
 
 
@@ -500,8 +500,8 @@ def main() -> None:
         help="peak windows (watershed_min_distance, px) the calibration tries with watershed and seeded (default the grid's: 3,5,10)",
     )
     parser.add_argument(
-        "--min-confidences", default="", metavar="C,C,...",
-        help="minimum particle confidences (mean probability) the calibration tries (default the grid's: 0, no filter)",
+        "--min-peak-probabilities", default="", metavar="P,P,...",
+        help="the least highest probability a particle needs, values the calibration tries (default the grid's: 0, no filter)",
     )
     parser.add_argument("--smoke", action="store_true", help="tiny width and a few steps: checks the script runs")
     parser.add_argument("--panels", type=Path, help="a folder for one PNG per test image: image, true and predicted core maps")

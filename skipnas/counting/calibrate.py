@@ -1,16 +1,16 @@
 """Choosing the post-processing on validation images: a small grid search minimising count MAE.
 
-Every setting of the grid (threshold x erode x dilate x min_area x min_confidence x counting
-method, each method with its own settings: the fibre method's maximum turn, the seeded method's
-seed threshold and peak fraction, and where the grid gives them, the peak window of watershed and
-seeded) is scored on all images. The best has the lowest count MAE; ties go to the higher pooled
-Dice, then to the simpler setting (the methods in the order of ``METHODS``, fewer and smaller
-morphology steps, threshold nearer 0.5, smaller min_area and min_confidence). Work is shared: each
-threshold, erosion and dilation is computed once per image for every method, each mask's relief
-(its distance transform for watershed, the auxiliary map for seeded:
-:class:`~skipnas.counting.seeded.Relief`) once for all of that method's settings, and the min_area
-and min_confidence values only filter the particles already labelled. Methods that need the
-network's auxiliary map are tried only when it is given.
+Every setting of the grid (threshold x erode x dilate x min_area x min_peak_probability x
+counting method, each method with its own settings: the fibre method's maximum turn, the seeded
+method's seed threshold and peak fraction, and where the grid gives them, the peak window of
+watershed and seeded) is scored on all images. The best has the lowest count MAE; ties go to the
+higher pooled Dice, then to the simpler setting (the methods in the order of ``METHODS``, fewer
+and smaller morphology steps, threshold nearer 0.5, smaller min_area, no peak filter). Work is
+shared: each threshold, erosion and dilation is computed once per image for every method, each
+mask's relief (its distance transform for watershed, the auxiliary map for seeded:
+:class:`~skipnas.counting.seeded.Relief`) once for all of that method's settings, and the
+min_area and min_peak_probability values only filter the particles already labelled. Methods
+that need the network's auxiliary map are tried only when it is given.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from skipnas.counting.postprocess import (
     dilate_mask,
     erode_mask,
     label_particles,
-    particle_confidence,
+    particle_peaks,
     particle_relief,
     threshold_probabilities,
 )
@@ -51,8 +51,8 @@ class CalibrationGrid:
     erode: tuple[int, ...] = (0, 3)
     dilate: tuple[int, ...] = (0, 3)
     min_area: tuple[int, ...] = (0, 30, 100, 300, 600)
-    # a particle's mean probability; above 0 a low threshold can keep faint particles whole and drop doubtful ones
-    min_confidence: tuple[float, ...] = (0.0,)
+    # a particle's highest probability (0: no filter); above 0, a low threshold can keep faint particles whole
+    min_peak_probability: tuple[float, ...] = (0.0,)
     methods: tuple[str, ...] | None = METHODS
     # each method's own settings, tried only with that method
     fibre_max_turn: tuple[float, ...] = (45.0,)
@@ -80,8 +80,8 @@ class CalibrationGrid:
             PostprocessConfig(dilate=value)
         for value in self.min_area:
             PostprocessConfig(min_area=value)
-        for value in self.min_confidence:
-            PostprocessConfig(min_confidence=value)
+        for value in self.min_peak_probability:
+            PostprocessConfig(min_peak_probability=value)
         for method in self.methods or ():
             PostprocessConfig(method=method)
         for names in _METHOD_FIELDS.values():
@@ -119,7 +119,7 @@ class CalibrationGrid:
 
     def size(self, base: PostprocessConfig | None = None, auxiliary: bool = True) -> int:
         """The number of settings :func:`calibrate` tries with this ``base`` and with or without auxiliary maps."""
-        masks = len(self.thresholds) * len(self.erode) * len(self.dilate) * len(self.min_area) * len(self.min_confidence)
+        masks = len(self.thresholds) * len(self.erode) * len(self.dilate) * len(self.min_area) * len(self.min_peak_probability)
         return masks * len(self.method_configs(base or PostprocessConfig(), auxiliary))
 
 
@@ -131,7 +131,7 @@ _METHOD_FIELDS: dict[str, tuple[str, ...]] = {
 
 
 def _simplicity(config: PostprocessConfig) -> tuple[float, ...]:
-    """Smaller is simpler: blobs, fewer then smaller morphology steps, threshold near 0.5, small min_area, no confidence filter."""
+    """Smaller is simpler: blobs, fewer then smaller morphology steps, threshold near 0.5, small min_area, no peak filter."""
     steps = int(config.erode > 0) + int(config.dilate > 0)
     return (
         float(METHODS.index(config.method)),
@@ -139,7 +139,7 @@ def _simplicity(config: PostprocessConfig) -> tuple[float, ...]:
         float(config.erode + config.dilate),
         abs(config.threshold - 0.5),
         float(config.min_area),
-        config.min_confidence,
+        config.min_peak_probability,
         config.seed_peak_fraction,
         abs(config.seed_threshold - 0.5),
         -float(config.watershed_min_distance),  # a wider window: fewer cores
@@ -206,9 +206,9 @@ def calibrate(
             "of a model trained with an auxiliary head; add a method such as blobs"
         )
     truths = [np.asarray(true) != 0 for true in true_instances]
-    # particle confidences are needed only where the grid filters by them
-    flat_probs = [as_probabilities(prob).ravel() for prob in probs] if any(grid.min_confidence) else None
-    filters = list(itertools.product(grid.min_area, grid.min_confidence))
+    # particle peaks are needed only where the grid filters by them
+    flat_probs = [as_probabilities(prob).ravel() for prob in probs] if any(grid.min_peak_probability) else None
+    filters = list(itertools.product(grid.min_area, grid.min_peak_probability))
     true_counts = [count_instances(true) for true in true_instances]
     scores: dict[PostprocessConfig, _Scores] = {}
     for threshold in grid.thresholds:
@@ -227,10 +227,10 @@ def calibrate(
                     by_filter = [
                         (
                             max(min_area, 1),
-                            min_confidence,
-                            scores.setdefault(shared.replace(min_area=min_area, min_confidence=min_confidence), _Scores(*confusion)),
+                            min_peak,
+                            scores.setdefault(shared.replace(min_area=min_area, min_peak_probability=min_peak), _Scores(*confusion)),
                         )
-                        for min_area, min_confidence in filters
+                        for min_area, min_peak in filters
                     ]
                     for image, mask in enumerate(masks):
                         extra = None if auxiliary is None else auxiliary[image]
@@ -238,11 +238,9 @@ def calibrate(
                             reliefs[image][shared.method] = particle_relief(mask, shared, extra)
                         labels = label_particles(mask, shared, extra, reliefs[image][shared.method])
                         areas = np.bincount(labels.ravel())[1:]
-                        confidence = (
-                            np.ones(len(areas)) if flat_probs is None else particle_confidence(labels, flat_probs[image], areas)
-                        )
-                        for smallest, least_confidence, score in by_filter:
-                            count = int(((areas >= smallest) & (confidence >= least_confidence)).sum())
+                        peaks = np.ones(len(areas)) if flat_probs is None else particle_peaks(labels, flat_probs[image], len(areas) + 1)[1:]
+                        for smallest, least_peak, score in by_filter:
+                            count = int(((areas >= smallest) & (peaks >= least_peak)).sum())
                             error = count - true_counts[image]
                             score.abs_error += abs(error)
                             score.squared_error += error * error

@@ -63,8 +63,8 @@ def test_calibration_picks_the_setting_that_counts_right() -> None:
 
 
 def test_calibration_drops_doubtful_particles_where_that_counts_right() -> None:
-    # per image: confident discs (0.9, the truth) and one doubtful smudge (0.55, not a particle) of the same
-    # size; no threshold that keeps the discs drops the smudge, the minimum confidence does
+    # per image: sure discs (0.9, the truth) and one doubtful smudge (0.55, not a particle) of the same
+    # size; no threshold that keeps the discs drops the smudge, the minimum peak probability does
     probs, truths = [], []
     for particles in (1, 2, 3):
         truth = np.zeros((48, 64), np.int32)
@@ -74,11 +74,11 @@ def test_calibration_drops_doubtful_particles_where_that_counts_right() -> None:
         cv2.circle(prob, (32, 36), 5, 0.55, -1)
         probs.append(prob)
         truths.append(truth)
-    grid = CalibrationGrid(thresholds=(0.4, 0.5), erode=(0,), dilate=(0,), min_area=(0, 10), min_confidence=(0.0, 0.7, 0.95), methods=None)
+    grid = CalibrationGrid(thresholds=(0.4, 0.5), erode=(0,), dilate=(0,), min_area=(0, 10), min_peak_probability=(0.0, 0.7, 0.95), methods=None)
     best, table = calibrate(probs, truths, PostprocessConfig(), grid)
-    assert table["best"]["count_mae"] == 0.0 and best.min_confidence == 0.7
+    assert table["best"]["count_mae"] == 0.0 and best.min_peak_probability == 0.7
     assert grid.size() == 2 * 2 * 3 == table["settings"]
-    without = [row["count_mae"] for row in table["results"] if row["min_confidence"] == 0.0]
+    without = [row["count_mae"] for row in table["results"] if row["min_peak_probability"] == 0.0]
     assert min(without) == 1.0  # each image counts its smudge
 
 
@@ -104,19 +104,19 @@ def test_every_row_matches_count_particles() -> None:
         for truth in truths
     ]
     grid = CalibrationGrid(
-        thresholds=(0.4, 0.6), erode=(0, 3), dilate=(0, 5), min_area=(0, 30), min_confidence=(0.0, 0.62),
+        thresholds=(0.4, 0.6), erode=(0, 3), dilate=(0, 5), min_area=(0, 30), min_peak_probability=(0.0, 0.62),
         methods=("blobs", "watershed", "seeded"), seed_threshold=(0.3, 0.6),
     )
     _, table = calibrate(probs, truths, PostprocessConfig(), grid, auxiliary=maps)
     # 32 masks and filters x (blobs, watershed with each of 3 peak windows, seeded: 2 thresholds x (no peaks, or 3 windows))
     assert table["settings"] == 32 * (1 + 3 + 2 * 4)
-    by_confidence = {
-        confidence: sorted((row["threshold"], row["erode"], row["dilate"], row["min_area"], row["method"], row["seed_threshold"],
+    by_peak = {
+        peak: sorted((row["threshold"], row["erode"], row["dilate"], row["min_area"], row["method"], row["seed_threshold"],
                             row["seed_peak_fraction"], row["watershed_min_distance"], row["count_mae"])
-                           for row in table["results"] if row["min_confidence"] == confidence)
-        for confidence in (0.0, 0.62)
+                           for row in table["results"] if row["min_peak_probability"] == peak)
+        for peak in (0.0, 0.62)
     }
-    assert by_confidence[0.0] != by_confidence[0.62]  # the confidence filter changes some counts
+    assert by_peak[0.0] != by_peak[0.62]  # the peak filter changes some counts
     fields = set(PostprocessConfig().to_dict())
     for row in table["results"]:
         config = PostprocessConfig.from_dict({key: row[key] for key in fields})
@@ -140,7 +140,7 @@ def test_grid_keeps_the_base_settings_it_does_not_vary() -> None:
 def test_default_grid_tries_every_counting_method_with_its_own_settings() -> None:
     grid = CalibrationGrid()
     assert set(grid.methods or ()) == {"blobs", "watershed", "fibres", "seeded"}
-    masks = len(grid.thresholds) * len(grid.erode) * len(grid.dilate) * len(grid.min_area) * len(grid.min_confidence)
+    masks = len(grid.thresholds) * len(grid.erode) * len(grid.dilate) * len(grid.min_area) * len(grid.min_peak_probability)
     # blobs, watershed with three peak windows, one fibre setting, three seed thresholds x (no peak
     # fraction, or 0.8 with each of the three windows)
     assert grid.method_settings("fibres") == [{"fibre_max_turn": 45.0, "fibre_junction_scale": 1.5}]

@@ -119,26 +119,26 @@ def test_confidence_is_the_mean_probability_inside_the_particle() -> None:
 
 
 @pytest.mark.parametrize("method", ["blobs", "watershed", "seeded"])
-def test_particles_below_min_confidence_are_dropped_whole(method: str) -> None:
-    # a confident disc (0.9) and a doubtful one (0.45 with a 0.6 centre, mean about 0.5): a low threshold keeps both
-    prob = 0.9 * _discs((40, 60), (14, 20, 7))
-    doubtful = _discs((40, 60), (44, 20, 7)) > 0
-    prob[doubtful] = 0.45
-    prob[17:23, 41:47] = 0.6
+def test_particles_whose_peak_falls_short_are_dropped_whole(method: str) -> None:
+    # a particle with a sure core (0.99) in a faint rim (0.45), and an even 0.65 smudge: the smudge has the
+    # higher mean probability, the particle the higher peak
+    prob = 0.45 * _discs((40, 60), (14, 20, 7))
+    prob[18:23, 12:17] = 0.99
+    prob[_discs((40, 60), (44, 20, 7)) > 0] = 0.65
     auxiliary = _discs((40, 60), (14, 20, 3), (44, 20, 3))
     every = count_particles(prob, PostprocessConfig(threshold=0.3, min_area=1, method=method), auxiliary)
     assert every.count == 2
-    doubtful_mean = float(prob[doubtful].mean())
-    assert sorted(every.confidence) == pytest.approx(sorted([0.9, doubtful_mean]))
-    kept = count_particles(prob, PostprocessConfig(threshold=0.3, min_area=1, min_confidence=0.7, method=method), auxiliary)
-    assert kept.count == 1 and kept.confidence.tolist() == pytest.approx([0.9])
-    assert kept.area.tolist() == [int((prob == 0.9).sum())]  # the kept particle is whole
+    sure = PostprocessConfig(threshold=0.3, min_area=1, min_peak_probability=0.9, method=method)
+    kept = count_particles(prob, sure, auxiliary)
+    assert kept.count == 1 and kept.centroid[0] == pytest.approx([14.0, 20.0], abs=0.5)
+    assert kept.area.tolist() == [int((prob[:, :30] > 0.3).sum())]  # the particle is kept whole, rim and all
+    assert kept.confidence[0] < float(prob[prob == 0.65].mean())
     assert set(np.unique(kept.labels)) == {0, 1}
-    # the limit itself is kept, as min_area's is
-    at_limit = PostprocessConfig(threshold=0.3, min_area=1, min_confidence=doubtful_mean - 1e-6, method=method)
-    assert count_particles(prob, at_limit, auxiliary).count == 2
-    assert "min confidence 0.7" in describe(PostprocessConfig(min_confidence=0.7))
-    assert "confidence" not in describe(PostprocessConfig())
+    # a peak at the limit itself is kept, as an area of min_area is
+    assert count_particles(prob, sure.replace(min_peak_probability=0.65), auxiliary).count == 2
+    assert count_particles(prob, sure.replace(min_peak_probability=0.66), auxiliary).count == 1
+    assert "peak probability at least 0.9" in describe(sure)
+    assert "peak" not in describe(PostprocessConfig())
 
 
 def test_threshold_is_strict() -> None:
@@ -162,8 +162,8 @@ def test_detections_from_labels_drops_small_ids_and_relabels() -> None:
     assert detections.count == 1 and detections.bbox.tolist() == [[5, 5, 3, 4]]
     assert set(np.unique(detections.labels)) == {0, 1}
     prob = np.where(labels == 7, 0.9, 0.4).astype(np.float32)
-    confident = detections_from_labels(labels, prob, min_area=1, min_confidence=0.5)
-    assert confident.count == 1 and confident.bbox.tolist() == [[0, 0, 2, 2]] and confident.confidence.tolist() == pytest.approx([0.9])
+    sure = detections_from_labels(labels, prob, min_area=1, min_peak_probability=0.5)
+    assert sure.count == 1 and sure.bbox.tolist() == [[0, 0, 2, 2]] and sure.confidence.tolist() == pytest.approx([0.9])
 
 
 def test_count_per_class_counts_each_channel() -> None:
@@ -216,7 +216,7 @@ def test_config_round_trips_through_json(tmp_path: Path) -> None:
         {"erode_iterations": 0},
         {"method": "hough"},
         {"watershed_peak_fraction": 2.0},
-        {"min_confidence": 1.2},
+        {"min_peak_probability": 1.2},
         {"colour": "red"},
     ],
 )

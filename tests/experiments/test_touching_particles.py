@@ -140,14 +140,14 @@ def test_the_mean_of_one_network_twice_counts_as_that_network(tmp_path: Path) ->
         capture_output=True, text=True, cwd=tmp_path,
     )
     assert trained.returncode == 0, trained.stderr
-    grid = ["--peak-windows", "3,10", "--seed-thresholds", "0.2,0.5", "--min-confidences", "0,0.7"]
+    grid = ["--peak-windows", "3,10", "--seed-thresholds", "0.2,0.5", "--min-peak-probabilities", "0,0.7"]
     for source, out in ((["--predictions", str(predictions)], single), (["--average", f"{predictions},{predictions}"], averaged)):
         counted = subprocess.run([sys.executable, script, *source, *grid, "--out", str(out)], capture_output=True, text=True, cwd=tmp_path)
         assert counted.returncode == 0, counted.stderr
     assert _rows(averaged) == _rows(single)
     comment = averaged.read_text().splitlines()[0]
     assert f"the mean of 2 networks' predictions ({predictions}: " in comment
-    assert comment.endswith("seed thresholds 0.2,0.5, peak windows 3,10 px, min confidences 0,0.7")
+    assert comment.endswith("seed thresholds 0.2,0.5, peak windows 3,10 px, min peak probabilities 0,0.7")
     # a missing file is named, exit code 2
     missing = subprocess.run(
         [sys.executable, script, "--average", f"{predictions},{tmp_path / 'none.npz'}", "--out", str(tmp_path / "x.csv")],
