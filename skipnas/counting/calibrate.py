@@ -238,9 +238,13 @@ def calibrate(
                             reliefs[image][shared.method] = particle_relief(mask, shared, extra)
                         labels = label_particles(mask, shared, extra, reliefs[image][shared.method])
                         areas = np.bincount(labels.ravel())[1:]
-                        peaks = np.ones(len(areas)) if flat_probs is None else particle_peaks(labels, flat_probs[image], len(areas) + 1)[1:]
+                        # a particle the peak filter drops gets area 0, below every min_area (at least 1)
+                        areas_by_peak = {0.0: areas}
+                        if flat_probs is not None:
+                            peaks = particle_peaks(labels, flat_probs[image], len(areas) + 1)[1:]
+                            areas_by_peak = {least: np.where(peaks >= least, areas, 0) for least in grid.min_peak_probability}
                         for smallest, least_peak, score in by_filter:
-                            count = int(((areas >= smallest) & (peaks >= least_peak)).sum())
+                            count = int((areas_by_peak[least_peak] >= smallest).sum())
                             error = count - true_counts[image]
                             score.abs_error += abs(error)
                             score.squared_error += error * error
