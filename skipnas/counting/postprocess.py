@@ -66,9 +66,9 @@ class PostprocessConfig:
     ``threshold`` applies to the probability map (``prob > threshold`` is foreground); ``erode``
     and ``dilate`` are elliptical kernel sizes in pixels (0 skips the step); particles below
     ``min_area`` pixels are dropped, and so are those in which no pixel's probability reaches
-    ``min_peak_probability``: the threshold draws a particle's extent, its peak decides whether it
-    is one (measured on the demo beads, the clutter the network half-believes peaks lower than
-    real particles, whose mean probability the rim pulls down as much). ``method="watershed"`` seeds one particle per core: the pixels
+    ``min_peak_probability`` (0: none): the threshold draws a particle's extent, its peak decides
+    whether it is one. A peak, not a mean: a dilated particle's rim pulls its mean probability
+    down however sure its core. ``method="watershed"`` seeds one particle per core: the pixels
     whose distance to the background is at least ``watershed_peak_fraction`` of the highest
     distance within ``watershed_min_distance`` px. Set the distance to about the radius of the
     particles to split: a neck narrower than the fraction of the particles' radius is cut.
