@@ -206,10 +206,12 @@ def calibrate(
             "of a model trained with an auxiliary head; add a method such as blobs"
         )
     truths = [np.asarray(true) != 0 for true in true_instances]
-    # particle peaks are needed only where the grid filters by them
-    flat_probs = [as_probabilities(prob).ravel() for prob in probs] if any(grid.min_peak_probability) else None
     filters = list(itertools.product(grid.min_area, grid.min_peak_probability))
     true_counts = [count_instances(true) for true in true_instances]
+    # checked and converted once: every threshold and the particles' peaks read the same maps
+    probs = [as_probabilities(prob) for prob in probs]
+    # particle peaks are needed only where the grid filters by them
+    filter_peaks = any(grid.min_peak_probability)
     scores: dict[PostprocessConfig, _Scores] = {}
     for threshold in grid.thresholds:
         binaries = [threshold_probabilities(prob, threshold) for prob in probs]
@@ -238,11 +240,12 @@ def calibrate(
                             reliefs[image][shared.method] = particle_relief(mask, shared, extra)
                         labels = label_particles(mask, shared, extra, reliefs[image][shared.method])
                         areas = np.bincount(labels.ravel())[1:]
-                        # a particle the peak filter drops gets area 0, below every min_area (at least 1)
-                        areas_by_peak = {0.0: areas}
-                        if flat_probs is not None:
-                            peaks = particle_peaks(labels, flat_probs[image], len(areas) + 1)[1:]
+                        if filter_peaks:
+                            # a particle the peak filter drops gets area 0, below every min_area (at least 1)
+                            peaks = particle_peaks(labels, probs[image], len(areas) + 1)[1:]
                             areas_by_peak = {least: np.where(peaks >= least, areas, 0) for least in grid.min_peak_probability}
+                        else:
+                            areas_by_peak = {0.0: areas}
                         for smallest, least_peak, score in by_filter:
                             count = int((areas_by_peak[least_peak] >= smallest).sum())
                             error = count - true_counts[image]
