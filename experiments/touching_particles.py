@@ -25,7 +25,9 @@ contrast to the training tiles (camouflaged beads are low-contrast beads). ``--m
 trained model folder, and ``--from-model`` predicts with a kept one instead of training.
 ``--tta`` averages each prediction over mirrored views (test-time augmentation) before counting.
 ``--calibrate-seeds`` adds the val splits of further draws (never trained on) to the images the
-counting is calibrated on. ``--predictions`` keeps what the network predicted, so the counting can
+counting is calibrated on, and ``--extra-train-seeds`` the train and val splits of further draws
+to the training images alone (more beads to learn from; the weights kept and the calibration are
+unchanged). ``--predictions`` keeps what the network predicted, so the counting can
 be re-run (another ``--min-areas``, changed counting code) without training again, and
 ``--average`` counts the mean of several such files (an ensemble of networks, or of training
 seeds).
@@ -82,23 +84,27 @@ from skipnas.train.trainer import KEEP_BEST_BY, SCHEDULERS, PhaseConfig, TrainCo
 from skipnas.tta import TTA_MODES
 
 
-def write_class_subset(demo_root: Path, out: Path, keep: str = "bead", prefix: str = "", splits: Sequence[str] | None = None) -> Path:
+def write_class_subset(
+    demo_root: Path, out: Path, keep: str = "bead", prefix: str = "", splits: Sequence[str] | None = None, into: str | None = None
+) -> Path:
     """The demo dataset with only the ``keep`` particles labelled (the others unlabelled clutter).
 
     ``prefix`` goes before every file name, so several demo draws can share one folder; ``splits``
-    (default all) limits the splits written.
+    (default all) limits the splits written; ``into`` writes every split into that one split's
+    folder instead of its own (a draw's val images as training images).
     """
     classes = demo_classes(demo_root)
     if splits is not None:
         classes = {split: stems for split, stems in classes.items() if split in splits}
     for split, stems in classes.items():
+        written = out / (into or split)
         for folder in ("images", "masks"):
-            (out / split / folder).mkdir(parents=True, exist_ok=True)
+            (written / folder).mkdir(parents=True, exist_ok=True)
         for stem, ids in stems.items():
             image = next((demo_root / split / "images").glob(f"{stem}.*"))
             mask = next((demo_root / split / "masks").glob(f"{stem}.*"))
-            write_image(out / split / "images" / f"{prefix}{image.name}", read_raw(image))
-            write_mask(out / split / "masks" / f"{prefix}{mask.name}", class_instances(read_raw(mask), ids, keep))
+            write_image(written / "images" / f"{prefix}{image.name}", read_raw(image))
+            write_mask(written / "masks" / f"{prefix}{mask.name}", class_instances(read_raw(mask), ids, keep))
     return out
 
 
@@ -225,13 +231,17 @@ def train_and_predict(
     train_seeds: Sequence[int],
     grid: CalibrationGrid,
     calibrate_seeds: Sequence[int] = (),
+    extra_train_seeds: Sequence[int] = (),
 ) -> Predicted:
-    """Train the network on the beads of the ``train_seeds`` draws and predict their val, the
-    ``calibrate_seeds``' val and the ``test_seeds``' test images."""
+    """Train the network on the beads of the ``train_seeds`` draws (and on both the train and val
+    splits of the ``extra_train_seeds`` draws) and predict their val, the ``calibrate_seeds``' val
+    and the ``test_seeds``' test images."""
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch) / "beads"
         for demo_seed in train_seeds:
             write_class_subset(demo_dataset_path(demo_seed), root, prefix=f"seed{demo_seed}-", splits=("train", "val"))
+        for demo_seed in extra_train_seeds:
+            write_class_subset(demo_dataset_path(demo_seed), root, prefix=f"seed{demo_seed}-", splits=("train", "val"), into="train")
         config = TrainConfig(
             pretrain=PhaseConfig(seconds=args.pretrain_seconds, steps=args.pretrain_steps, lr=1e-3),
             finetune=PhaseConfig(seconds=args.finetune_seconds, steps=args.finetune_steps, lr=5e-4),
@@ -283,6 +293,7 @@ def train_and_predict(
             write_panels(args.panels, test, test_predictions, target)
     tta = f", test-time augmentation {args.tta}" if args.tta != "none" else ""
     calibration = f" and the val splits of demo seeds {','.join(map(str, calibrate_seeds))}" if calibrate_seeds else ""
+    extra = f", also trained on the train and val splits of demo seeds {','.join(map(str, extra_train_seeds))}" if extra_train_seeds else ""
     if args.from_model is not None:
         kept_step = (folder.info.get("training", {}).get("kept") or {}).get("step", "?")
         description = (
@@ -306,7 +317,7 @@ def train_and_predict(
         f"training steps in {seconds:.0f} s ({len(training.history)} validations, final learning rate {training.history[-1].lr:.2g}; "
         f"weights of step {kept.step} kept by best {args.keep_best}: {kept.scores()}; "
         f"best validation Dice {top_dice.val_dice:.3f} at step {top_dice.step}), "
-        f"trained and calibrated on the train and val splits of demo seeds {','.join(map(str, train_seeds))}{calibration}, "
+        f"trained and calibrated on the train and val splits of demo seeds {','.join(map(str, train_seeds))}{calibration}{extra}, "
         f"test splits of demo seeds {','.join(map(str, test_seeds))}"
     )
     return Predicted(val, val_predictions, test, test_predictions, own_test, description, target)
@@ -484,6 +495,11 @@ def main() -> None:
         help="demo seeds whose val splits also calibrate the counting (not the weights kept); none of --train-seeds (default none)",
     )
     parser.add_argument(
+        "--extra-train-seeds", default="", metavar="S,S,...",
+        help="demo seeds whose train and val splits both only train (neither keep weights nor calibrate); none of "
+        "--train-seeds or --calibrate-seeds (default none)",
+    )
+    parser.add_argument(
         "--average", default="", metavar="A.npz,B.npz,...",
         help="count the mean of these saved --predictions files (the same images, several networks) instead of training",
     )
@@ -526,6 +542,12 @@ def main() -> None:
     calibrate_seeds = _numbers(parser, "--calibrate-seeds", args.calibrate_seeds) if args.calibrate_seeds.strip() else []
     if set(calibrate_seeds) & set(train_seeds):
         parser.error(f"--calibrate-seeds: {sorted(set(calibrate_seeds) & set(train_seeds))} already calibrate, as --train-seeds")
+    extra_train_seeds = _numbers(parser, "--extra-train-seeds", args.extra_train_seeds) if args.extra_train_seeds.strip() else []
+    if set(extra_train_seeds) & (set(train_seeds) | set(calibrate_seeds)):
+        parser.error(
+            f"--extra-train-seeds: {sorted(set(extra_train_seeds) & (set(train_seeds) | set(calibrate_seeds)))} "
+            "already train or calibrate, as --train-seeds or --calibrate-seeds"
+        )
     averaged = [Path(path) for path in args.average.split(",") if path.strip()]
     for path in averaged:
         if not path.is_file():
@@ -541,7 +563,7 @@ def main() -> None:
         predicted = Predicted.load(args.predictions)
         print(f"counting the predictions in {args.predictions} ({predicted.description})")
     else:
-        predicted = train_and_predict(args, test_seeds, train_seeds, grid, calibrate_seeds)
+        predicted = train_and_predict(args, test_seeds, train_seeds, grid, calibrate_seeds, extra_train_seeds)
         if args.predictions is not None:
             predicted.save(args.predictions)
     rows = count_by_method(predicted, grid)

@@ -36,7 +36,8 @@ def test_the_loss_augmentation_and_schedule_options_train_the_kept_model(tmp_pat
     out, model = tmp_path / "beads.csv", tmp_path / "model"
     command = [
         sys.executable, str(REPO / "experiments" / "touching_particles.py"), "--smoke",
-        "--particle-weight", "0.5", "--augment-contrast", "--scheduler", "cosine", "--auxiliary-weight", "2", "--model", str(model), "--out", str(out),
+        "--particle-weight", "0.5", "--augment-contrast", "--scheduler", "cosine", "--auxiliary-weight", "2", "--extra-train-seeds", "2",
+        "--model", str(model), "--out", str(out),
     ]
     result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -46,6 +47,31 @@ def test_the_loss_augmentation_and_schedule_options_train_the_kept_model(tmp_pat
     comment = out.read_text().splitlines()[0]
     assert "particle loss weight 0.5" in comment and "brightness-contrast augmentation" in comment
     assert "cosine learning-rate schedule" in comment and "auxiliary loss weight 2" in comment
+    assert "also trained on the train and val splits of demo seeds 2" in comment
+
+
+def test_extra_training_draws_give_both_their_splits_to_training(tmp_path: Path) -> None:
+    from skipnas.data.demo import demo_classes, demo_dataset_path
+
+    demo = demo_dataset_path(0)
+    root = _experiment().write_class_subset(demo, tmp_path / "beads", prefix="seed0-", splits=("train", "val"), into="train")
+    assert sorted(path.name for path in root.iterdir()) == ["train"]
+    stems = demo_classes(demo)
+    expected = sorted(f"seed0-{stem}.tif" for split in ("train", "val") for stem in stems[split])
+    assert sorted(path.name for path in (root / "train" / "images").iterdir()) == expected
+    assert sorted(path.name for path in (root / "train" / "masks").iterdir()) == expected
+
+
+@pytest.mark.parametrize("seeds", ["1", "5"])
+def test_extra_training_draws_that_already_train_or_calibrate_are_refused(tmp_path: Path, seeds: str) -> None:
+    out = tmp_path / "beads.csv"
+    command = [
+        sys.executable, str(REPO / "experiments" / "touching_particles.py"), "--smoke", "--calibrate-seeds", "5",
+        "--extra-train-seeds", seeds, "--out", str(out),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2 and f"--extra-train-seeds: [{seeds}] already train or calibrate" in result.stderr
+    assert "Traceback" not in result.stderr and not out.exists()
 
 
 @pytest.mark.parametrize("option", ["--particle-weight", "--auxiliary-weight"])
