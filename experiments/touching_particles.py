@@ -548,6 +548,8 @@ def main() -> None:
             f"--extra-train-seeds: {sorted(set(extra_train_seeds) & (set(train_seeds) | set(calibrate_seeds)))} "
             "already train or calibrate, as --train-seeds or --calibrate-seeds"
         )
+    if extra_train_seeds and args.from_model is not None:
+        parser.error("--extra-train-seeds: --from-model trains nothing; leave out --extra-train-seeds, or --from-model to train")
     averaged = [Path(path) for path in args.average.split(",") if path.strip()]
     for path in averaged:
         if not path.is_file():

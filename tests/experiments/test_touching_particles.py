@@ -74,6 +74,17 @@ def test_extra_training_draws_that_already_train_or_calibrate_are_refused(tmp_pa
     assert "Traceback" not in result.stderr and not out.exists()
 
 
+def test_extra_training_draws_are_refused_when_nothing_is_trained(tmp_path: Path) -> None:
+    out = tmp_path / "beads.csv"
+    command = [
+        sys.executable, str(REPO / "experiments" / "touching_particles.py"), "--smoke", "--from-model", str(tmp_path / "model"),
+        "--extra-train-seeds", "2", "--out", str(out),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2 and "--extra-train-seeds: --from-model trains nothing" in result.stderr
+    assert "Traceback" not in result.stderr and not out.exists()
+
+
 @pytest.mark.parametrize("option", ["--particle-weight", "--auxiliary-weight"])
 def test_a_negative_loss_weight_is_named_before_any_training(tmp_path: Path, option: str) -> None:
     out = tmp_path / "beads.csv"
