@@ -72,8 +72,8 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--validation-steps", type=int, default=100, metavar="N",
-        help="validate (and step the scheduler and early stopping) at the first epoch end at least N steps after the last "
-        "validation, and at the end of each phase; 0: after every epoch (default 100)",
+        help="validate (and step the scheduler and early stopping) every N steps, within an epoch or across several, "
+        "and at the end of each phase; 0: after every epoch (default 100)",
     )
     parser.add_argument(
         "--auxiliary", choices=AUXILIARY_TARGETS, default=None,

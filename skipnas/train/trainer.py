@@ -1,8 +1,8 @@
 """Two-phase training: pretrain on semi-synthetic images, then fine-tune on real ones.
 
-The trainer knows nothing of Optuna: after every validation (at the end of an epoch, at most
-every ``validation_steps`` steps) it calls the callbacks with an :class:`EpochResult`; a search
-prunes a trial by raising from its callback. Budgets are per phase, in epochs, steps or
+The trainer knows nothing of Optuna: after every validation (every ``validation_steps`` steps,
+within or across epochs, or after each epoch) it calls the callbacks with an :class:`EpochResult`;
+a search prunes a trial by raising from its callback. Budgets are per phase, in epochs, steps or
 wall-clock seconds (whichever ends first), since widths change step time by 10x or more and a
 search needs comparable wall-clock budgets. Fine-tuning ends on the weights of its best
 validation: the highest pixel Dice, or with ``keep_best_by="count"`` the lowest count MAE after
@@ -93,10 +93,10 @@ class TrainConfig:
     step_size: int = 10  # StepLR, in validations
     step_gamma: float = 0.5
     early_stopping: int | None = 8  # validations without a better Dice before a phase stops; None: never
-    # validate at the end of the first epoch ending at least this many steps after the last validation
-    # (and at the end of the budget); None: after every epoch. On small datasets an epoch is a few
-    # steps, and validating (so stepping the plateau scheduler) after each one cut the learning rate
-    # to nothing within the first minute
+    # validate every this many steps, within an epoch or across several (and at the end of the
+    # budget); None: after every epoch. On small datasets an epoch is a few steps, and validating
+    # (so stepping the plateau scheduler) after each one cut the learning rate to nothing within
+    # the first minute
     validation_steps: int | None = 100
     val_tile: int = INFERENCE_TILE  # validation (and later inference) predicts full images in tiles of this size
     val_overlap: int = INFERENCE_OVERLAP  # px of overlap between those tiles
@@ -322,9 +322,52 @@ class Trainer:
 
         by_steps = phase.steps is not None and phase.seconds is None
         interval = self.config.validation_steps or 0
-        with progress_bar(name, total=phase.steps if by_steps else phase.seconds, enabled=self.progress, transient=False) as bar:
-            loss_sum = torch.zeros((), device=self.setup.device)
+        loss_sum = torch.zeros((), device=self.setup.device)
+        batches = 0
+
+        def validate() -> str:
+            """Validate, keep the best weights, call the callbacks and step the schedule; returns
+            why the phase stops early, or ""."""
+            nonlocal batches, best_dice, stale, best_key, kept, best_state
+            self._check_finite(loss_sum, name, phase_steps)
+            train_loss = float(loss_sum) / max(batches, 1)
+            auxiliary_mean = float(auxiliary_sum) / max(batches, 1) if self.config.auxiliary is not None else None
+            loss_sum.zero_()
+            auxiliary_sum.zero_()
             batches = 0
+            predictions = predict_images(
+                self.model, val_images, self.normalisation, self.setup, self.config.val_tile, self.config.val_overlap
+            )
+            self.model.train()  # a validation may come within an epoch
+            val_dice = prediction_dice(predictions, val_images)
+            count_mae = calibrated_count_mae(predictions, val_images, self.config.count_grid) if by_count else None
+            lr = optimizer.param_groups[0]["lr"]
+            result = EpochResult(
+                name, epoch, self.steps, train_loss, val_dice, lr, time.perf_counter() - self._started, auxiliary_mean,
+                count_mae,
+            )
+            self.history.append(result)
+            bar.update(detail=f"step {phase_steps}, {result.scores()}")
+            if val_dice > best_dice:
+                best_dice, stale = val_dice, 0
+            else:
+                stale += 1
+            # the count MAE takes few values on a small val split: ties go to the higher Dice
+            key = (-count_mae, val_dice) if count_mae is not None else (val_dice,)
+            if keep_best and (best_key is None or key > best_key):
+                best_key, kept = key, result
+                best_state = copy.deepcopy(self.model.state_dict())
+            for callback in self.callbacks:
+                callback(result)
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                scheduler.step(val_dice)
+            elif scheduler is not None:
+                scheduler.step()
+            if self.config.early_stopping is not None and stale >= self.config.early_stopping:
+                return f"early stop: no better validation Dice in {stale} validations"
+            return ""
+
+        with progress_bar(name, total=phase.steps if by_steps else phase.seconds, enabled=self.progress, transient=False) as bar:
             while not reason:
                 epoch += 1
                 self.model.train()
@@ -344,46 +387,23 @@ class Trainer:
                     bar.update(completed=phase_steps if by_steps else time.perf_counter() - started)
                     if out_of_budget():
                         break
+                    # every ``interval`` steps, across short epochs and within long ones: an epoch of
+                    # a large training set can be thousands of steps, too few weights to choose from
+                    if interval and batches >= interval:
+                        reason = validate()
+                        if reason:
+                            break
+                if reason:
+                    break
                 self._check_finite(loss_sum, name, phase_steps)
                 reason = out_of_budget()
                 if not reason and phase.epochs is not None and epoch >= phase.epochs:
                     reason = f"{phase.epochs} epochs"
-                if not reason and batches < interval:
-                    continue  # a short epoch: train on before validating (the budget's end always validates)
-                train_loss = float(loss_sum) / max(batches, 1)
-                auxiliary_mean = float(auxiliary_sum) / max(batches, 1) if self.config.auxiliary is not None else None
-                loss_sum.zero_()
-                auxiliary_sum.zero_()
-                batches = 0
-                predictions = predict_images(
-                    self.model, val_images, self.normalisation, self.setup, self.config.val_tile, self.config.val_overlap
-                )
-                val_dice = prediction_dice(predictions, val_images)
-                count_mae = calibrated_count_mae(predictions, val_images, self.config.count_grid) if by_count else None
-                lr = optimizer.param_groups[0]["lr"]
-                result = EpochResult(
-                    name, epoch, self.steps, train_loss, val_dice, lr, time.perf_counter() - self._started, auxiliary_mean,
-                    count_mae,
-                )
-                self.history.append(result)
-                bar.update(detail=f"step {phase_steps}, {result.scores()}")
-                if val_dice > best_dice:
-                    best_dice, stale = val_dice, 0
-                else:
-                    stale += 1
-                # the count MAE takes few values on a small val split: ties go to the higher Dice
-                key = (-count_mae, val_dice) if count_mae is not None else (val_dice,)
-                if keep_best and (best_key is None or key > best_key):
-                    best_key, kept = key, result
-                    best_state = copy.deepcopy(self.model.state_dict())
-                for callback in self.callbacks:
-                    callback(result)
-                if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                    scheduler.step(val_dice)
-                elif scheduler is not None:
-                    scheduler.step()
-                if not reason and self.config.early_stopping is not None and stale >= self.config.early_stopping:
-                    reason = f"early stop: no better validation Dice in {stale} validations"
+                if not reason and interval:
+                    continue
+                if batches:  # the budget's end always validates, unless its last step just did
+                    early_stop = validate()
+                    reason = reason or early_stop
         if best_state is not None:
             self.model.load_state_dict(best_state)
         return reason, best_dice, time.perf_counter() - started, kept

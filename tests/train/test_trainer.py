@@ -185,8 +185,8 @@ def test_a_model_trains_with_the_particle_term_and_the_auxiliary_head(data: Prep
 
 
 def test_short_epochs_are_validated_every_validation_steps(data: PreparedData) -> None:
-    """An epoch of the tiny data is a few steps: validations come at the first epoch end at least
-    ``validation_steps`` after the last one, and at the end of the budget."""
+    """An epoch of the tiny data is a few steps: validations come every ``validation_steps``
+    steps across epochs, and at the end of the budget."""
     every_epoch = _fit(data, _config(pretrain=PhaseConfig(), finetune=PhaseConfig(epochs=12, lr=1e-3), early_stopping=None))
     steps_per_epoch = every_epoch.history[0].step
     assert [r.epoch for r in every_epoch.history] == list(range(1, 13))
@@ -197,6 +197,23 @@ def test_short_epochs_are_validated_every_validation_steps(data: PreparedData) -
     # a budget ending between validations still validates once at its end
     ends_early = _fit(data, _config(pretrain=PhaseConfig(), finetune=PhaseConfig(epochs=4, lr=1e-3), validation_steps=interval, early_stopping=None))
     assert [r.epoch for r in ends_early.history] == [3, 4]
+
+
+def test_long_epochs_are_validated_within_every_validation_steps(data: PreparedData) -> None:
+    """An epoch longer than ``validation_steps`` is validated within, every that many steps, and
+    the budget's end validates once, not twice when its last step was just validated."""
+    one_tile_batches = {"pretrain": PhaseConfig(), "batch_size": 1, "early_stopping": None}
+    every_epoch = _fit(data, _config(finetune=PhaseConfig(epochs=2, lr=1e-3), **one_tile_batches))
+    steps_per_epoch = every_epoch.history[0].step
+    assert steps_per_epoch >= 4 and [r.step for r in every_epoch.history] == [steps_per_epoch, 2 * steps_per_epoch]
+    within = _fit(data, _config(finetune=PhaseConfig(epochs=2, lr=1e-3), validation_steps=2, **one_tile_batches))
+    steps = [r.step for r in within.history]
+    expected = list(range(2, 2 * steps_per_epoch + 1, 2))
+    if expected[-1] != 2 * steps_per_epoch:
+        expected.append(2 * steps_per_epoch)  # an odd epoch length: the budget's end adds one
+    assert steps == expected
+    assert [r.epoch for r in within.history] == [1 + (step - 1) // steps_per_epoch for step in steps]
+    assert len({r.epoch for r in within.history}) < len(within.history)  # several validations in one epoch
 
 
 def test_validation_steps_must_be_positive() -> None:
