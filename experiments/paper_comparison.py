@@ -42,6 +42,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from skipnas.data.particles import DEFAULT_BATCH, DEFAULT_TILE
 from skipnas.fileio import atomic_open, atomic_path, write_csv_atomic, write_text_atomic
 from skipnas.genome import NAMED_TOPOLOGIES, Genome, GenomeError, load_genome
 from skipnas.train.device import cpu_name
@@ -323,8 +324,8 @@ def train_config(seconds: float, pretrain: bool, seed: int, synthetic: int) -> A
         pretrain=PhaseConfig(seconds=pretrain_seconds, lr=TrainConfig().pretrain.lr),
         finetune=PhaseConfig(seconds=seconds - pretrain_seconds, lr=TrainConfig().finetune.lr),
         synthetic_images=synthetic if pretrain else 0,
-        batch_size=space.batch,
-        tile=TileConfig(size=space.tile),
+        batch_size=space.batch or DEFAULT_BATCH,
+        tile=TileConfig(size=space.tile or DEFAULT_TILE),
         seed=seed,
     )
 

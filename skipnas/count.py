@@ -152,8 +152,12 @@ def count_image(
     ``tta`` (None: the folder's own, the one its counting was calibrated with) is the test-time augmentation.
     """
     prepared = prepare_image(image, folder.normalisation)
-    prediction = predict_image(folder.model, prepared, setup, folder.tile, overlap, progress=progress, tta=folder.tta_for(tta))
-    return count_per_class(prediction.classes, folder.postprocess, names=folder.class_names, auxiliary=prediction.auxiliary)
+    prediction = predict_image(
+        folder.model, prepared, setup, folder.tile, overlap, progress=progress, tta=folder.tta_for(tta), scale=folder.scale
+    )
+    return count_per_class(
+        prediction.classes, folder.postprocess, names=folder.class_names, auxiliary=prediction.auxiliary, shape=image.shape[:2]
+    )
 
 
 def count_images(

@@ -43,7 +43,7 @@ def evaluate_model_folder(
     if not images:
         raise SkipnasError(f"{index.root}: the {split} split has no labelled images; add masks or choose another --split")
     place_model(folder.model, setup)
-    predictions = predict_images(folder.model, images, folder.normalisation, setup, folder.tile, overlap, tta)
+    predictions = predict_images(folder.model, images, folder.normalisation, setup, folder.tile, overlap, tta, folder.scale)
     postprocess = folder.postprocess
     metrics = evaluate_predictions(predictions, images, postprocess)
     metrics.update(
@@ -56,6 +56,7 @@ def evaluate_model_folder(
             "auxiliary": folder.auxiliary,
             "postprocess": describe(postprocess),
             "tta": tta,
+            "input_scale": folder.scale,
             "calibrated_tta": folder.tta,
             "unlabelled_images": len(samples) - len(images),
         }

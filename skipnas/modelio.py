@@ -28,6 +28,7 @@ from skipnas.counting.postprocess import (
     write_postprocess_config,
 )
 from skipnas.auxiliary import check_auxiliary
+from skipnas.data.rescale import check_scale
 from skipnas.data.tiling import INFERENCE_TILE
 from skipnas.errors import SkipnasError
 from skipnas.fileio import write_json_atomic
@@ -70,6 +71,11 @@ class ModelFolder:
         return int(self.info.get("inference_tile", INFERENCE_TILE))
 
     @property
+    def scale(self) -> float:
+        """The input scale the model was trained at (1 in older folders); checked when the folder is loaded."""
+        return float(self.info.get("input_scale", 1.0))
+
+    @property
     def tta(self) -> str:
         """The test-time augmentation the counting was calibrated with (``"none"`` in older folders)."""
         return str(self.info.get("inference_tta", "none"))
@@ -108,15 +114,20 @@ def save_model_folder(
     class_names: list[str] | None = None,
     inference_tile: int = INFERENCE_TILE,
     inference_tta: str = "none",
+    input_scale: float = 1.0,
     train_config: dict[str, Any] | None = None,
     training: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
+    calibration: dict[str, Any] | None = None,
+    data_choices: list[str] | None = None,
 ) -> Path:
     """Write a model folder at ``out`` atomically; an existing model folder there is replaced.
 
     The auxiliary head, if any, is the model's own (``model.auxiliary``), so the folder always
     describes the weights it holds. ``inference_tta`` is the test-time augmentation the counting
-    was calibrated with, so counting predicts the same way.
+    was calibrated with, so counting predicts the same way; ``input_scale`` the scale images are
+    resized by before the network. ``calibration`` (why the counting setting was chosen) goes into
+    ``postprocess.json``, ``data_choices`` (the settings chosen from the data, in words) into ``model.json``.
     """
     check_tta(inference_tta)
     auxiliary = getattr(model, "auxiliary", None)
@@ -138,11 +149,13 @@ def save_model_folder(
             "normalisation": normalisation.to_dict(),
             "inference_tile": inference_tile,
             "inference_tta": inference_tta,
+            "input_scale": input_scale,
+            "data_choices": data_choices or [],
             "train_config": train_config or {},
             "training": training or {},
         }
         write_json_atomic(staging / MODEL_FILE, info)
-        write_postprocess_config(staging / POSTPROCESS_FILE, postprocess)
+        write_postprocess_config(staging / POSTPROCESS_FILE, postprocess, calibration)
         write_json_atomic(staging / METRICS_FILE, metrics or {})
         swap_into_place(staging, target)
     except BaseException:
@@ -218,6 +231,7 @@ def load_model_folder(path: str | os.PathLike[str], map_location: str | torch.de
         check_tta(info.get("inference_tta", "none"))
     except TTAError as exc:
         raise SkipnasError(f"{folder / MODEL_FILE}: {exc}") from None
+    check_scale(info.get("input_scale", 1.0), f"{folder / MODEL_FILE}: input_scale")
     postprocess = read_postprocess_config(folder / POSTPROCESS_FILE)
     if postprocess.method in AUXILIARY_METHODS and auxiliary is None:
         raise SkipnasError(

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from skipnas.data.dataset import LabeledImage
+from skipnas.data.rescale import resize_image, scaled_shape
 from skipnas.data.tiling import INFERENCE_OVERLAP, INFERENCE_TILE, predict_tiled
 from skipnas.train.data import Normalisation, prepare_image
 from skipnas.train.device import DeviceSetup
@@ -47,12 +48,18 @@ def predict_probabilities(
     batch_size: int = 8,
     progress: bool = False,
     tta: str = "none",
+    scale: float = 1.0,
 ) -> np.ndarray:
     """(K, H, W) sigmoid probabilities of a normalised (C, H, W) image, predicted tile by tile
-    (each tile in every view of ``tta``, averaged).
+    (each tile in every view of ``tta``, averaged). With ``scale`` the network sees the image
+    resized by it, and the maps are at that size: counting works there, in the pixels the counting
+    settings were calibrated in, and gives the particles back at the image's size.
 
     Memory stays at the output plus one batch of tiles, whatever the image size.
     """
+    if scale != 1.0:
+        small = resize_image(np.ascontiguousarray(image_chw.transpose(1, 2, 0)), scaled_shape(*image_chw.shape[1:], scale))
+        image_chw = np.ascontiguousarray(small.transpose(2, 0, 1))
     views = tta_views(tta)
     was_training = model.training
     model.eval()
@@ -119,9 +126,11 @@ def predict_image(
     batch_size: int = 8,
     progress: bool = False,
     tta: str = "none",
+    scale: float = 1.0,
 ) -> Prediction:
     """:func:`predict_probabilities` split into the class maps and the auxiliary map."""
-    return split_channels(model, predict_probabilities(model, image_chw, setup, tile, overlap, batch_size, progress, tta))
+    probs = predict_probabilities(model, image_chw, setup, tile, overlap, batch_size, progress, tta, scale)
+    return split_channels(model, probs)
 
 
 def predict_images(
@@ -132,6 +141,10 @@ def predict_images(
     tile: int = INFERENCE_TILE,
     overlap: int = INFERENCE_OVERLAP,
     tta: str = "none",
+    scale: float = 1.0,
 ) -> list[Prediction]:
-    """The predictions of full labelled images."""
-    return [predict_image(model, prepare_image(item.image, normalisation), setup, tile, overlap, tta=tta) for item in images]
+    """The predictions of full labelled images, at the input ``scale`` (see :func:`predict_probabilities`)."""
+    return [
+        predict_image(model, prepare_image(item.image, normalisation), setup, tile, overlap, tta=tta, scale=scale)
+        for item in images
+    ]

@@ -91,8 +91,8 @@ class SearchSpace:
     searchable: SkipMatrix = ()  # 1 where the link is an Optuna parameter
     fixed_skips: SkipMatrix = ()  # the value of every link outside ``searchable``
     hyperparameters: Mapping[str, Hyperparameter] = field(default_factory=dict)
-    tile: int = 64
-    batch: int = 8
+    tile: int | None = None  # None: chosen from the training particles' sizes (skipnas.data.particles)
+    batch: int | None = None  # None: as many pixels a step as 8 tiles of 64 px (skipnas.data.particles)
     budget_mib: float | None = None
     source: str | None = None  # the file it came from
 
@@ -207,12 +207,13 @@ def space_from_dict(data: Mapping[str, Any], source: str | None = None) -> Searc
     depth = data.get("depth", 4)
     if not isinstance(depth, int) or isinstance(depth, bool) or not 1 <= depth <= 8:
         raise SpaceError(f"{where}depth must be an integer from 1 to 8, got {depth!r}")
-    for key in ("tile", "batch"):
-        value = data.get(key, 1)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise SpaceError(f"{where}{key} must be a positive integer, got {value!r}")
-    tile = data.get("tile", 64)
-    if tile % 2**depth:
+    tile, batch = data.get("tile", "auto"), data.get("batch", "auto")
+    for key, value in (("tile", tile), ("batch", batch)):
+        if value != "auto" and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise SpaceError(f"{where}{key} must be a positive integer or 'auto', got {value!r}")
+    tile = None if tile == "auto" else tile
+    batch = None if batch == "auto" else batch
+    if tile is not None and tile % 2**depth:
         raise SpaceError(f"{where}tile ({tile}) must be a multiple of 2**depth = {2**depth}")
     budget = data.get("budget_mib")
     if budget is not None and (not isinstance(budget, (int, float)) or isinstance(budget, bool) or budget <= 0):
@@ -235,7 +236,7 @@ def space_from_dict(data: Mapping[str, Any], source: str | None = None) -> Searc
         fixed_skips=_parse_links(where, "fixed", data.get("fixed", "standard"), depth),
         hyperparameters=hyperparameters,
         tile=tile,
-        batch=data.get("batch", 8),
+        batch=batch,
         budget_mib=float(budget) if budget is not None else None,
         source=source,
     )

@@ -164,3 +164,28 @@ def test_a_folder_records_the_test_time_augmentation_its_counting_was_calibrated
         save_model_folder(tmp_path / "n", model, Genome.named("standard", base_width=4), Normalisation((0.5,), (0.25,), 255.0),
                           PostprocessConfig(), in_channels=1, inference_tta="rotate")
     assert not (tmp_path / "n").exists()
+
+
+def test_the_input_scale_stretching_and_calibration_record_travel_with_the_folder(tmp_path: Path) -> None:
+    genome = Genome.named("standard", base_width=4)
+    model = build_model(genome, in_channels=1).eval()
+    record = {"selection": "stable", "particles": 12}
+    save_model_folder(
+        tmp_path / "m", model, genome, Normalisation.stretched(1), PostprocessConfig(threshold=0.6), in_channels=1,
+        input_scale=0.5, calibration=record, data_choices=["input scale 0.5: ..."],
+    )
+    folder = load_model_folder(tmp_path / "m")
+    assert folder.scale == 0.5 and folder.normalisation.per_image and folder.normalisation.max_pixel_value == 1.0
+    assert folder.postprocess == PostprocessConfig(threshold=0.6)  # the record is no setting
+    assert json.loads((tmp_path / "m" / "postprocess.json").read_text())["calibration"] == record
+    assert folder.info["data_choices"] == ["input scale 0.5: ..."]
+
+
+@pytest.mark.parametrize("bad", [-1, 0, "abc"])
+def test_an_impossible_input_scale_in_model_json_is_one_clear_error(tmp_path: Path, bad: object) -> None:
+    _save(tmp_path / "m")
+    info = json.loads((tmp_path / "m" / "model.json").read_text())
+    info["input_scale"] = bad
+    (tmp_path / "m" / "model.json").write_text(json.dumps(info))
+    with pytest.raises(SkipnasError, match="model.json: input_scale must be"):
+        load_model_folder(tmp_path / "m")

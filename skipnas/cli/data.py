@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from skipnas.cli._common import add_group, console, print_json, status_console
@@ -33,6 +34,12 @@ def register(subparsers: Any) -> None:
             f"--{name}-fraction", type=float, default=0.2, metavar="F", help=f"share of images for {name} (default 0.2)"
         )
     split.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the split (default 0)")
+    sizes = check.add_argument_group("the training settings the particles suggest")
+    sizes.add_argument(
+        "--tile", default="auto", metavar="PX|auto",
+        help="warn when this training tile is smaller than twice the large particles' width (default: the auto tile)",
+    )
+    sizes.add_argument("--scale", default="auto", metavar="S|auto", help="input scale to judge the tile at (default auto)")
     split.add_argument(
         "--group-pattern",
         default=None,
@@ -75,7 +82,7 @@ def _sizes(split: dict[str, Any]) -> str:
     return f"{low[0]}x{low[1]} .. {high[0]}x{high[1]}"
 
 
-def _print_summary(summary: dict[str, Any], warnings: list[str]) -> None:
+def _print_summary(summary: dict[str, Any], warnings: list[str], suggested: Sequence[str] = ()) -> None:
     from rich.table import Table
     from rich.text import Text
 
@@ -99,6 +106,22 @@ def _print_summary(summary: dict[str, Any], warnings: list[str]) -> None:
             _numbers(split["std"]),
         )
     out.print(table)
+    sizes = Table(title="particles (px; diameter: of the disc of equal area; width: of the widest disc inside)", title_justify="left")
+    for name in ("split", "particles", "diameter min / p5 / p50 / p95 / max", "width p50 / p95", "touching"):
+        sizes.add_column(name, justify="left" if name == "split" else "right")
+    for name, split in summary["splits"].items():
+        found = split.get("particle_sizes") or {}
+        diameter, width = found.get("diameter"), found.get("width")
+        if not diameter or not width:
+            continue
+        sizes.add_row(
+            name, str(found["particles"]), " / ".join(f"{diameter[key]:.0f}" for key in ("min", "p5", "p50", "p95", "max")),
+            f"{width['p50']:.0f} / {width['p95']:.0f}", f"{found['touching_share']:.0%}",
+        )
+    if sizes.row_count:
+        out.print(sizes)
+    for line in suggested:
+        out.print(Text(line), soft_wrap=True)
     for line in warnings:
         out.print(Text(f"warning: {line}", style="yellow"), soft_wrap=True)
 
@@ -128,6 +151,8 @@ def _check(args: argparse.Namespace) -> int:
     index = scan_dataset(root, **options)
     with progress_bar("computing statistics") as bar:
         summary = dataset_summary(index, progress=lambda done, total: bar.update(completed=done, total=total))
+    suggestion = _suggest(summary, root, args)
+    warnings = report.warnings + suggestion.pop("warnings")
     if args.json:
         mean, std = normalisation_stats(index)
         print_json(
@@ -136,12 +161,46 @@ def _check(args: argparse.Namespace) -> int:
                 "presplit": summary["presplit"],
                 "splits": summary["splits"],
                 "normalisation": {"mean": mean, "std": std},
-                "warnings": report.warnings,
+                "suggested": suggestion,
+                "warnings": warnings,
             }
         )
     else:
-        _print_summary(summary, report.warnings)
+        _print_summary(summary, warnings, suggestion["notes"])
     return 0
+
+
+def _suggest(summary: dict[str, Any], root: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """What skipnas train would choose from the train split's particles (a standard depth-4 network),
+    and warnings; a split whose particles cannot be trained on is refused."""
+    from skipnas.data.particles import ParticleSizes, check_particles_fit, choose_scale, choose_tile, tile_warning
+    from skipnas.data.rescale import check_scale
+    from skipnas.genome import DEFAULT_DEPTH
+    from skipnas.train.adapt import check_tile_size, parse_auto
+
+    tile, scale = parse_auto(args.tile, int, "--tile"), parse_auto(args.scale, float, "--scale")
+    suggestion: dict[str, Any] = {"notes": [], "warnings": []}
+    for name, split in summary["splits"].items():
+        if split["masks"]:
+            sizes = ParticleSizes.from_dict(split["particle_sizes"])
+            if name == "train" or sizes.particles:
+                check_particles_fit(sizes, f"{root}: the {name} masks")
+    train = summary["splits"].get("train")
+    if not train or not train["masks"]:
+        return suggestion
+    sizes = ParticleSizes.from_dict(train["particle_sizes"])
+    multiple = 2**DEFAULT_DEPTH
+    scale = choose_scale(sizes) if scale is None else check_scale(scale)
+    tile = choose_tile(sizes, scale, multiple) if tile is None else check_tile_size(tile, multiple)
+    warning = tile_warning(sizes, tile, scale)
+    if warning:
+        suggestion["warnings"].append(warning)
+    suggestion.update(scale=scale, tile=tile, touching_share=sizes.touching_share)
+    suggestion["notes"].append(
+        f"skipnas train would use: --scale {scale:g} --tile {tile} (a depth-{DEFAULT_DEPTH} network); "
+        f"{sizes.touching_share:.0%} of the training particles touch another"
+    )
+    return suggestion
 
 
 def _demo(args: argparse.Namespace) -> int:

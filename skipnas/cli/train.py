@@ -56,8 +56,28 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--finetune-epochs", type=int, default=None, metavar="N", help="also stop fine-tuning after N epochs")
     parser.add_argument("--lr", type=float, default=1e-3, help="pretraining learning rate (default 1e-3)")
     parser.add_argument("--finetune-lr", type=float, default=5e-4, help="fine-tuning learning rate (default 5e-4)")
-    parser.add_argument("--batch", type=int, default=8, help="batch size (default 8)")
-    parser.add_argument("--tile", type=int, default=64, help="training tile size in px (default 64)")
+    parser.add_argument(
+        "--batch", default="auto", metavar="N|auto",
+        help="batch size; auto: 8 at 64 px tiles, fewer for larger tiles (as many pixels a step) (default auto)",
+    )
+    parser.add_argument(
+        "--tile", default="auto", metavar="PX|auto",
+        help="training tile size in px; auto: at least twice the large particles' width at the input scale, and 64 "
+        "or more (default auto)",
+    )
+    parser.add_argument(
+        "--scale", default="auto", metavar="S|auto",
+        help="resize images by S before the network (training, validation, counting; particles come back in the "
+        "image's own pixels); "
+        "auto: shrink large particles (95th percentile width) to 64 px, never the median below 12 px, never enlarge "
+        "(default auto)",
+    )
+    parser.add_argument(
+        "--normalise", choices=("auto", "dataset", "image"), default="auto",
+        help="dataset: every image by the training split's mean and std; image: each image stretched by its own "
+        "0.5-99.5 percentiles first; auto: image where the training images' mean brightness differs by more than "
+        "2 standard deviations between images (default auto)",
+    )
     parser.add_argument("--synthetic", type=int, default=64, metavar="N", help="semi-synthetic images to pretrain on (default 64)")
     parser.add_argument("--loss", choices=("bce_dice", "focal", "bce"), default="bce_dice", help="loss (default bce_dice)")
     parser.add_argument(
@@ -76,10 +96,11 @@ def register(subparsers: Any) -> None:
         "and at the end of each phase; 0: after every epoch (default 100)",
     )
     parser.add_argument(
-        "--auxiliary", choices=AUXILIARY_TARGETS, default=None,
+        "--auxiliary", choices=(*AUXILIARY_TARGETS, "none", "auto"), default="auto",
         help="add a second head trained on this target from the instance masks (distance: each particle's distance "
         "to its own border; centres: a Gaussian peak at each particle's deepest point), so calibration may count by "
-        "its seeds and split touching particles (default: none)",
+        "its seeds and split touching particles; auto: distance when 10 %% or more of the training particles touch "
+        "another (default auto)",
     )
     parser.add_argument(
         "--auxiliary-weight", type=float, default=1.0, metavar="W", help="with --auxiliary: the auxiliary loss's weight (default 1)"
@@ -101,6 +122,17 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=_train)
 
 
+def check_budgets(args: argparse.Namespace) -> None:
+    """Refuse negative budgets and learning rates, and batches below one, naming the flag."""
+    for flag in ("pretrain_seconds", "finetune_seconds"):
+        if getattr(args, flag) < 0:
+            raise SkipnasError(f"--{flag.replace('_', '-')} must be 0 or more (0 skips the phase), got {getattr(args, flag):g}")
+    for flag in ("lr", "finetune_lr"):
+        value = getattr(args, flag)
+        if not value > 0:
+            raise SkipnasError(f"--{flag.replace('_', '-')} must be above 0 (e.g. 1e-3), got {value:g}")
+
+
 def print_metrics(title: str, metrics: dict[str, Any]) -> None:
     from rich.table import Table
 
@@ -117,27 +149,36 @@ def print_metrics(title: str, metrics: dict[str, Any]) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from skipnas.data.tiling import TileConfig
     from skipnas.genome import load_genome
     from skipnas.modelio import check_model_target
     from skipnas.train.losses import LossConfig
-    from skipnas.train.run import prepare_data, train_candidate
+    from skipnas.data.rescale import check_scale
+    from skipnas.train.adapt import check_tile_size, parse_auto
+    from skipnas.train.run import adapt_config_to_dataset, prepare_data, train_candidate
     from skipnas.train.trainer import PhaseConfig, TrainConfig
 
-    if args.auxiliary is None and args.auxiliary_weight != 1.0:
+    if args.auxiliary == "none" and args.auxiliary_weight != 1.0:
         raise SkipnasError("--auxiliary-weight needs --auxiliary distance: without a head there is no auxiliary loss to weigh")
+    tile = parse_auto(args.tile, int, "--tile")
+    scale = parse_auto(args.scale, float, "--scale")
+    batch = parse_auto(args.batch, int, "--batch")
+    check_budgets(args)
     genome = load_genome(args.topology, base_width=args.width)
+    # checked before the data is read, so a typo costs nothing
+    if tile is not None:
+        check_tile_size(tile, 2**genome.depth)
+    if scale is not None:
+        check_scale(scale)
+    if batch is not None and batch < 1:
+        raise SkipnasError(f"--batch must be at least 1 or auto, got {batch}")
     config = TrainConfig(
         pretrain=PhaseConfig(epochs=args.pretrain_epochs, seconds=args.pretrain_seconds, lr=args.lr),
         finetune=PhaseConfig(epochs=args.finetune_epochs, seconds=args.finetune_seconds, lr=args.finetune_lr),
         synthetic_images=args.synthetic,
-        batch_size=args.batch,
-        tile=TileConfig(size=args.tile),
         loss=LossConfig(kind=args.loss, particle_weight=args.particle_weight),
         optimizer=args.optimizer,
         scheduler=args.scheduler,
         validation_steps=args.validation_steps or None,
-        auxiliary=args.auxiliary,
         auxiliary_weight=args.auxiliary_weight,
         keep_best_by=args.keep_best,
         tta=args.tta,
@@ -147,17 +188,36 @@ def _train(args: argparse.Namespace) -> int:
     out = check_model_target(args.out or Path("runs") / "models" / f"{genome.name}-w{genome.base_width}")
     notes = status_console()
     notes.print(f"preparing data from {args.data} ...")
+    auxiliary = None if args.auxiliary == "none" else args.auxiliary
+    config, choices = adapt_config_to_dataset(
+        args.data, config, genome.depth, scale=scale, tile=tile, batch=batch, auxiliary=auxiliary,
+        normalise=None if args.normalise == "auto" else args.normalise,
+    )
+    if config.auxiliary is None and args.auxiliary_weight != 1.0:
+        raise SkipnasError(
+            "--auxiliary-weight needs an auxiliary head, and this data gets none (few particles touch); "
+            "add --auxiliary distance or drop --auxiliary-weight"
+        )
+    for line in choices:
+        notes.print(f"  {line}", soft_wrap=True, markup=False)
     data = prepare_data(args.data, config)
     notes.print(
         f"{len(data.train)} train / {len(data.val)} val images, {len(data.synthetic)} semi-synthetic; "
         f"training {genome.name} (width {genome.base_width})"
-        + (f" with an auxiliary {args.auxiliary} head" if args.auxiliary else "")
+        + (f" with an auxiliary {config.auxiliary} head" if config.auxiliary else "")
     )
-    result = train_candidate(genome, data, config, out=out, progress=not args.json)
+    result = train_candidate(genome, data, config, out=out, progress=not args.json, data_choices=choices)
     if args.json:
         print_json({**result.metrics, "model_dir": str(result.model_dir), "stop_reasons": result.training.stop_reasons})
         return 0
-    print_metrics(f"validation ({len(data.val)} images), counting: {result.postprocess.method}", result.metrics)
+    print_metrics(
+        f"validation ({len(data.val)} images; selection scores: these images chose the weights and the counting), "
+        f"counting: {result.postprocess.method}",
+        result.metrics,
+    )
+    caution = result.calibration.get("caution")
+    if caution:
+        console().print(f"[yellow]note: {caution}[/]", soft_wrap=True)
     console().print(f"stopped: {', '.join(f'{k}: {v}' for k, v in result.training.stop_reasons.items())}")
     kept = result.training.kept
     if kept is not None:

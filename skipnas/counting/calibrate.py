@@ -3,8 +3,8 @@
 Every setting of the grid (threshold x erode x dilate x min_area x min_peak_probability x
 counting method, each method with its own settings: the fibre method's maximum turn, the seeded
 method's seed threshold and peak fraction, and where the grid gives them, the peak window of
-watershed and seeded) is scored on all images. The best has the lowest count MAE; ties go to the
-higher pooled Dice, then to the simpler setting (the methods in the order of ``METHODS``, fewer
+watershed and seeded) is scored on all images. The best counts best and most steadily (``selection``, see
+:func:`calibrate`); ties go to the lower count MAE, the higher pooled Dice, then to the simpler setting (the methods in the order of ``METHODS``, fewer
 and smaller morphology steps, threshold nearer 0.5, smaller min_area, no peak filter). Work is
 shared: each threshold, erosion and dilation is computed once per image for every method, each
 mask's relief (its distance transform for watershed, the auxiliary map for seeded:
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,7 @@ from skipnas.counting.postprocess import (
 )
 from skipnas.counting.seeded import Relief
 from skipnas.data.io import count_instances
+from skipnas.data.rescale import resize_instances
 from skipnas.errors import SkipnasError
 from skipnas.train.metrics import PixelMetrics, pixel_confusion
 
@@ -148,14 +149,40 @@ def _simplicity(config: PostprocessConfig) -> tuple[float, ...]:
 
 @dataclass
 class _Scores:
-    """One setting's segmentation confusion and running count errors over the images."""
+    """One setting's segmentation confusion and its count error on each image."""
 
     tp: int = 0
     fp: int = 0
     fn: int = 0
-    abs_error: int = 0
-    squared_error: int = 0
-    exact: int = 0
+    errors: list[int] = field(default_factory=list)
+
+
+SELECTIONS: tuple[str, ...] = ("stable", "mean")
+# bootstrap resamples of the images, and the quantile of a setting's resampled count MAE that "stable" minimises
+BOOTSTRAP_RESAMPLES = 200
+STABLE_QUANTILE = 0.8
+
+
+def bootstrap_maes(abs_errors: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> np.ndarray:
+    """(settings, resamples) count MAEs of ``abs_errors`` (settings, images) over resamples of the
+    images drawn with replacement; the same resamples for every setting, so they compare alike."""
+    settings, images = abs_errors.shape
+    draws = np.random.default_rng(seed).integers(0, images, size=(resamples, images))
+    # how often each image is drawn in each resample: one matrix product instead of a gather per resample
+    weights = np.zeros((resamples, images))
+    np.add.at(weights, (np.repeat(np.arange(resamples), images), draws.ravel()), 1.0)
+    return abs_errors @ weights.T / images
+
+
+def _same_picture(map_shape: tuple[int, ...], mask_shape: tuple[int, ...]) -> bool:
+    """Whether a map is its mask's picture, at the mask's size or resized by an input scale (to a pixel)."""
+    if len(map_shape) != 2 or len(mask_shape) != 2:
+        return False
+    if map_shape == mask_shape:
+        return True
+    (map_h, map_w), (mask_h, mask_w) = map_shape, mask_shape
+    # resized by one scale, each side rounded: the two sides' ratios differ by at most a pixel's worth
+    return abs(map_h * mask_w - map_w * mask_h) <= max(mask_h, mask_w)
 
 
 def _check_inputs(
@@ -170,7 +197,7 @@ def _check_inputs(
     if not probs:
         raise SkipnasError("no labelled validation images to calibrate the post-processing on; add masks to val/")
     for index, (prob, true) in enumerate(zip(probs, true_instances, strict=True)):
-        if np.shape(prob) != np.shape(true):
+        if not _same_picture(np.shape(prob), np.shape(true)):
             raise SkipnasError(
                 f"calibration image {index}: probability map is {np.shape(prob)} but its mask is {np.shape(true)}; "
                 "make the mask the image's size"
@@ -183,16 +210,27 @@ def calibrate(
     base: PostprocessConfig | None = None,
     grid: CalibrationGrid | Mapping[str, Any] | None = None,
     auxiliary: Sequence[np.ndarray] | None = None,
+    selection: str = "stable",
 ) -> tuple[PostprocessConfig, dict[str, Any]]:
-    """The grid setting with the lowest count MAE on these images (ties: see the module), and the table.
+    """The grid setting that counts these images best (ties: see the module), and the table.
+
+    ``selection="stable"`` takes the lowest ``STABLE_QUANTILE`` quantile of the count MAE over
+    bootstrap resamples of the images: on a few images a setting that counts one image exactly and
+    another badly loses to one that counts every image nearly right, which carries over to new
+    images more often. ``"mean"`` takes the lowest count MAE on the images as they are.
 
     ``base`` supplies the settings the grid does not vary (iterations, the watershed's peak fraction).
-    ``auxiliary``: the network's auxiliary maps, one per probability map, for the methods that
+    The maps may be at a model's input scale, smaller than the masks: the settings' pixel sizes are
+    then the maps'. ``auxiliary``: the network's auxiliary maps, one per probability map, for the methods that
     need them (without them those methods are left out). The
     table holds ``images``, ``settings``, ``objective``, ``best`` (the winning row) and
     ``results``: one row per setting, best first, with its config fields, ``count_mae``,
-    ``count_mse``, ``exact_count_accuracy`` and ``dice``.
+    ``count_mse``, ``exact_count_accuracy``, ``stable_count_mae`` and ``dice``; ``spread``: the
+    chosen setting's count MAE over the resamples (5th and 95th percentile), the particles
+    calibrated on and how many settings were tried.
     """
+    if selection not in SELECTIONS:
+        raise PostprocessConfigError(f"selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
     base = base or PostprocessConfig()
     if grid is None:
         grid = CalibrationGrid()
@@ -205,7 +243,8 @@ def calibrate(
             f"calibration grid methods {', '.join(grid.methods or (base.method,))} all need the auxiliary map "
             "of a model trained with an auxiliary head; add a method such as blobs"
         )
-    truths = [np.asarray(true) != 0 for true in true_instances]
+    # Dice (a tie-break) on the maps' pixels; the counts always come from the masks as drawn
+    truths = [resize_instances(np.asarray(true), np.shape(prob)) != 0 for prob, true in zip(probs, true_instances)]
     filters = list(itertools.product(grid.min_area, grid.min_peak_probability))
     true_counts = [count_instances(true) for true in true_instances]
     # checked and converted once: every threshold and the particles' peaks read the same maps
@@ -248,33 +287,84 @@ def calibrate(
                             areas_by_peak = {0.0: areas}
                         for smallest, least_peak, score in by_filter:
                             count = int((areas_by_peak[least_peak] >= smallest).sum())
-                            error = count - true_counts[image]
-                            score.abs_error += abs(error)
-                            score.squared_error += error * error
-                            score.exact += int(error == 0)
+                            score.errors.append(count - true_counts[image])
     images = len(probs)
+    configs = list(scores)
+    errors = np.array([scores[config].errors for config in configs], dtype=np.float64).reshape(len(configs), images)
+    abs_errors = np.abs(errors)
+    resampled = bootstrap_maes(abs_errors)
+    stable = np.quantile(resampled, STABLE_QUANTILE, axis=1)
     rows = []
-    for config, score in scores.items():
+    for index, config in enumerate(configs):
+        score = scores[config]
         dice = PixelMetrics.from_counts(score.tp, score.fp, score.fn).dice
+        mae = float(abs_errors[index].mean())
+        # rounded so that float noise never outranks the tie-breaks
+        primary = round(float(stable[index]), 9) if selection == "stable" else mae
         rows.append(
             (
-                (score.abs_error, -dice, _simplicity(config)),
+                (primary, mae, -dice, _simplicity(config)),
+                index,
                 config,
                 {
                     **config.to_dict(),
-                    "count_mae": score.abs_error / images,
-                    "count_mse": score.squared_error / images,
-                    "exact_count_accuracy": score.exact / images,
+                    "count_mae": mae,
+                    "count_mse": float(np.mean(errors[index] ** 2)),
+                    "exact_count_accuracy": float(np.mean(errors[index] == 0)),
+                    "stable_count_mae": float(stable[index]),
                     "dice": dice,
                 },
             )
         )
     rows.sort(key=lambda row: row[0])
+    best_index = rows[0][1]
+    objective = (
+        f"lowest {STABLE_QUANTILE:.0%} quantile of the count MAE over {BOOTSTRAP_RESAMPLES} bootstrap resamples of the images"
+        if selection == "stable"
+        else "lowest count MAE"
+    )
     table = {
         "images": images,
+        "particles": int(sum(true_counts)),
         "settings": len(rows),
-        "objective": "lowest count MAE, then highest Dice, then the simplest setting",
-        "best": rows[0][2],
-        "results": [row[2] for row in rows],
+        "selection": selection,
+        "objective": f"{objective}, then lowest count MAE, highest Dice, the simplest setting",
+        "spread": {
+            "count_mae": float(abs_errors[best_index].mean()),
+            "count_mae_p5": float(np.percentile(resampled[best_index], 5)),
+            "count_mae_p95": float(np.percentile(resampled[best_index], 95)),
+            "per_image_errors": [int(e) for e in errors[best_index]],
+        },
+        "best": rows[0][3],
+        "results": [row[3] for row in rows],
     }
-    return rows[0][1], table
+    return rows[0][2], table
+
+
+# below this many particles in the calibration images, the record says that the choice rests on few
+FEW_PARTICLES = 100
+
+
+def calibration_record(table: Mapping[str, Any], grid: CalibrationGrid | None = None) -> dict[str, Any]:
+    """Why :func:`calibrate` chose its setting, in a form for ``postprocess.json``: the selection
+    rule, the images and particles it saw, the chosen setting's spread over resamples, the minimum
+    areas tried, and a caution when it saw few particles."""
+    spread = table["spread"]
+    record: dict[str, Any] = {
+        "selection": table["selection"],
+        "objective": table["objective"],
+        "images": table["images"],
+        "particles": table["particles"],
+        "settings": table["settings"],
+        "count_mae": spread["count_mae"],
+        "count_mae_90_interval": [spread["count_mae_p5"], spread["count_mae_p95"]],
+        "per_image_errors": spread["per_image_errors"],
+        "min_area_grid": list((grid or CalibrationGrid()).min_area),
+        "score": "selection score: measured on the images that chose the setting, optimistic for new images",
+    }
+    if table["particles"] < FEW_PARTICLES:
+        record["caution"] = (
+            f"chosen on {table['particles']} particles in {table['images']} images (fewer than {FEW_PARTICLES}): "
+            "add labelled validation images for a setting that carries over"
+        )
+    return record

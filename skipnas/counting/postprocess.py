@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 
 from skipnas.counting.fibres import fibre_labels
+from skipnas.data.rescale import resize_instances, resize_maps
 from skipnas.counting.seeded import Relief
 from skipnas.errors import SkipnasError
 from skipnas.fileio import write_json_atomic
@@ -40,6 +41,8 @@ from skipnas.fileio import write_json_atomic
 METHODS: tuple[str, ...] = ("blobs", "watershed", "fibres", "seeded")
 # methods that need the network's auxiliary map
 AUXILIARY_METHODS: tuple[str, ...] = ("seeded",)
+# the key of postprocess.json that records how its setting was chosen
+CALIBRATION_KEY = "calibration"
 
 
 class PostprocessConfigError(SkipnasError, ValueError):
@@ -145,14 +148,22 @@ def read_postprocess_config(path: str | os.PathLike[str]) -> PostprocessConfig:
         raise SkipnasError(f"{path}: cannot read it ({problem}); check the path and permissions") from None
     except json.JSONDecodeError as exc:
         raise SkipnasError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); fix or regenerate it") from None
+    if isinstance(data, dict):
+        data.pop(CALIBRATION_KEY, None)  # why the setting was chosen: a record, not a setting
     try:
         return PostprocessConfig.from_dict(data)
     except PostprocessConfigError as exc:
         raise PostprocessConfigError(f"{path}: {exc}") from None
 
 
-def write_postprocess_config(path: str | os.PathLike[str], config: PostprocessConfig) -> None:
-    write_json_atomic(path, config.to_dict())
+def write_postprocess_config(
+    path: str | os.PathLike[str], config: PostprocessConfig, calibration: Mapping[str, Any] | None = None
+) -> None:
+    """``config`` as JSON; ``calibration`` (how and on what it was chosen) goes along under ``"calibration"``."""
+    data = config.to_dict()
+    if calibration is not None:
+        data[CALIBRATION_KEY] = dict(calibration)
+    write_json_atomic(path, data)
 
 
 @dataclass
@@ -351,18 +362,37 @@ def detections_from_labels(labels: np.ndarray, prob: np.ndarray, min_area: int =
 
 
 def count_particles(
-    prob: np.ndarray, config: PostprocessConfig | None = None, auxiliary: np.ndarray | None = None
+    prob: np.ndarray,
+    config: PostprocessConfig | None = None,
+    auxiliary: np.ndarray | None = None,
+    shape: tuple[int, int] | None = None,
 ) -> Detections:
     """The particles of one probability map (HxW, values in [0, 1]; a 0/1 map works too).
 
     ``auxiliary``: the network's auxiliary map of the same size, used by ``method="seeded"``.
+    ``shape``: the image's own (height, width) when the map is at a model's input scale: the
+    particles are found on the map (``config``'s pixel sizes are the map's) and given back at ``shape``.
     """
     config = config or PostprocessConfig()
     prob = as_probabilities(prob)
     mask = mask_from_probabilities(prob, config)
     if config.method == "blobs":
-        return _blob_detections(mask, prob, config.min_area, config.min_peak_probability)
-    return detections_from_labels(label_particles(mask, config, auxiliary), prob, config.min_area, config.min_peak_probability)
+        found = _blob_detections(mask, prob, config.min_area, config.min_peak_probability)
+    else:
+        labels = label_particles(mask, config, auxiliary)
+        found = detections_from_labels(labels, prob, config.min_area, config.min_peak_probability)
+    if shape is None or tuple(shape) == prob.shape:
+        return found
+    return resize_detections(found, prob, tuple(shape))
+
+
+def resize_detections(detections: Detections, prob: np.ndarray, shape: tuple[int, int]) -> Detections:
+    """``detections`` found on ``prob`` given back at ``shape``: labels by nearest neighbour, boxes,
+    areas, centroids and confidences measured there (on ``prob`` resized bilinearly)."""
+    if detections.count == 0:
+        return _empty_detections(shape)
+    labels = resize_instances(detections.labels, shape)
+    return detections_from_labels(labels, resize_maps(prob[None], shape)[0])
 
 
 def count_per_class(
@@ -372,6 +402,7 @@ def count_per_class(
     *,
     exclusive: bool = False,
     auxiliary: np.ndarray | None = None,
+    shape: tuple[int, int] | None = None,
 ) -> dict[str, Detections]:
     """Count each class channel of a ``(K, H, W)`` stack: class name (default ``"0"``, ``"1"``, ...) -> detections.
 
@@ -380,6 +411,7 @@ def count_per_class(
     a pixel may belong to two classes); ``exclusive=True`` first zeroes every channel where it is
     not the most probable class, so each pixel counts in one class at most (softmax outputs).
     ``auxiliary``: the network's auxiliary map (HxW, one for all classes), for ``method="seeded"``.
+    ``shape``: the image's own size, as :func:`count_particles` takes it.
     """
     stack = np.asarray(prob_per_class)
     if stack.ndim != 3:
@@ -392,7 +424,7 @@ def count_per_class(
     if exclusive and classes > 1:
         winner = np.argmax(stack, axis=0)
         stack = np.where(np.arange(classes)[:, None, None] == winner[None], stack, 0)
-    return {name: count_particles(stack[index], configs[index], auxiliary) for index, name in enumerate(names)}
+    return {name: count_particles(stack[index], configs[index], auxiliary, shape) for index, name in enumerate(names)}
 
 
 def describe(config: PostprocessConfig) -> str:

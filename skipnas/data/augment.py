@@ -34,11 +34,18 @@ class AugmentConfig:
     rotate90: bool = True
     brightness_contrast: bool = False
     blur: bool = False
+    # zoom each tile by a factor drawn from this range (None: never), so a network meets particles
+    # over the range of sizes the images hold
+    scale_range: tuple[float, float] | None = None
     p: float = 0.5
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.p <= 1.0:
             raise AugmentError(f"augmentation probability p={self.p!r} is not in [0, 1]: choose e.g. 0.5")
+        if self.scale_range is not None:
+            low, high = self.scale_range
+            if not 0 < low <= high:
+                raise AugmentError(f"scale_range {self.scale_range!r} must be (low, high) with 0 < low <= high")
 
 
 def _normalize(mean: Sequence[float], std: Sequence[float]) -> A.Normalize:
@@ -96,6 +103,9 @@ def build_train_transform(
         transforms.append(A.VerticalFlip(p=config.p))
     if config.rotate90:
         transforms.append(A.RandomRotate90(p=config.p))
+    if config.scale_range is not None:
+        # the tile keeps its size; zooming out mirrors the image and its mask alike at the border
+        transforms.append(A.Affine(scale=tuple(config.scale_range), keep_ratio=True, border_mode=cv2.BORDER_REFLECT_101, p=config.p))
     if config.brightness_contrast:
         transforms.append(A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=config.p))
     if config.blur:

@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from skipnas.data.intensity import brightness_spread, image_means
 from skipnas.data.io import IMAGE_SUFFIXES, count_instances, image_range, read_image, read_mask
+from skipnas.data.particles import ParticleMeasures, ParticleSizes, measure_particles
 from skipnas.errors import SkipnasError
 from skipnas.fileio import write_json_atomic
 from skipnas.paths import cache_dir
@@ -28,7 +30,7 @@ from skipnas.paths import cache_dir
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 UNLABELLED_SPLITS: tuple[str, ...] = ("test",)  # images without masks are allowed only here
 DEFAULT_GROUP_PATTERN = r"^([^-]+)"
-SUMMARY_VERSION = 1
+SUMMARY_VERSION = 4
 _IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini"})  # files operating systems drop into folders
 
 Progress = Callable[[int, int], None]  # (done, total)
@@ -430,15 +432,19 @@ def _split_summary(samples: list[Sample], progress: Callable[[], None]) -> dict[
     kinds: Counter[str] = Counter()
     dtypes: set[str] = set()
     counts: list[int] = []
+    measures = ParticleMeasures.empty()
+    means: list[list[float]] = []
     for sample in samples:
         image = read_image(sample.image_path)
         moments.add(sample.image_path, image)
+        means.append(image_means(image))
         sizes[(int(image.shape[0]), int(image.shape[1]))] += 1
         dtypes.add(str(image.dtype))
         if sample.mask_path is not None:
             mask = read_mask(sample.mask_path)
             kinds[mask.kind] += 1
             counts.append(count_instances(mask.instances))
+            measures = measures + measure_particles(mask.instances)
         progress()
     mean, std = moments.mean_std()
     heights = [h for h, _ in sizes]
@@ -453,11 +459,13 @@ def _split_summary(samples: list[Sample], progress: Callable[[], None]) -> dict[
         "sizes": [[h, w] for (h, w), _ in sizes.most_common(8)],  # [height, width], most common first
         "size_range": {"min": [min(heights), min(widths)], "max": [max(heights), max(widths)]} if sizes else None,
         "mask_kinds": dict(sorted(kinds.items())),
+        "particle_sizes": ParticleSizes.of(measures).to_dict(),
         "channels": moments.channels,
         "dtypes": sorted(dtypes),
         "pixels": moments.pixels,
         "mean": mean,
         "std": std,
+        "brightness_spread": brightness_spread(means, std),
     }
 
 
@@ -494,6 +502,14 @@ def dataset_summary(index: DatasetIndex, *, progress: Progress | None = None) ->
     with contextlib.suppress(OSError):  # a read-only cache only costs recomputing next time
         write_json_atomic(cache_file, summary)
     return summary
+
+
+def particle_sizes(index: DatasetIndex, split: str = "train") -> ParticleSizes:
+    """The particle sizes of one split's masks (from the cached summary)."""
+    summary = dataset_summary(index)["splits"].get(split)
+    if not summary or not summary["masks"]:
+        raise SkipnasError(f"{index.root}: the {split} split has no masks to measure particles on; add masks to it")
+    return ParticleSizes.from_dict(summary["particle_sizes"])
 
 
 def normalisation_stats(index: DatasetIndex) -> tuple[list[float], list[float]]:

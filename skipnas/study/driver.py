@@ -20,6 +20,7 @@ from typing import Any
 
 import optuna
 
+from skipnas.data.particles import DEFAULT_TILE
 from skipnas.data.tiling import TileConfig
 from skipnas.errors import SkipnasError
 from skipnas.genome import Genome
@@ -125,8 +126,7 @@ def base_train_config(settings: SearchSettings, space: SearchSpace) -> TrainConf
         pretrain=PhaseConfig(seconds=pretrain if pretrain > 0 else 0),
         finetune=PhaseConfig(seconds=settings.trial_seconds - pretrain),
         synthetic_images=settings.synthetic_images,
-        batch_size=space.batch,
-        tile=TileConfig(size=space.tile),
+        tile=TileConfig(size=space.tile or DEFAULT_TILE),
         device=settings.device,
         seed=settings.seed,
     )
@@ -183,9 +183,11 @@ def search(
         torch.set_num_threads(settings.threads)
     space = _validated_space(settings)
     budget = budget_bytes(space, settings.budget_mib)
-    from skipnas.train.run import prepare_data
+    from skipnas.train.run import adapt_config_to_dataset, prepare_data
 
-    base = base_train_config(settings, space)
+    base, choices = adapt_config_to_dataset(
+        settings.data, base_train_config(settings, space), space.depth, tile=space.tile, batch=space.batch
+    )
     data = prepare_data(settings.data, base)
     study_name = settings.study or study_name_for(settings, data.root, space)
     storage = make_storage(settings.storage, settings.runs_dir, heartbeat_seconds=settings.heartbeat_seconds)
@@ -196,7 +198,7 @@ def search(
         space, data, base, settings.objective, budget, trials_dir=trials_dir, on_progress=on_progress,
         max_trials=settings.trials,
     )
-    result = SearchResult(study, study_name, storage_url, created, trials_dir)
+    result = SearchResult(study, study_name, storage_url, created, trials_dir, notes=list(choices))
 
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if settings.keep_models is not None:

@@ -13,6 +13,7 @@ from skipnas.auxiliary import check_auxiliary
 from skipnas.counting.seeded import auxiliary_target
 from skipnas.data.augment import AugmentConfig, apply_transform, build_eval_transform, build_train_transform
 from skipnas.data.dataset import DatasetIndex, LabeledImage, load_labeled
+from skipnas.data.intensity import stretch_contrast
 from skipnas.data.io import image_range
 from skipnas.data.synth import SynthConfig, SyntheticGenerator
 from skipnas.data.tiling import TileConfig, training_tiles
@@ -21,18 +22,36 @@ from skipnas.errors import SkipnasError
 
 @dataclass(frozen=True)
 class Normalisation:
-    """Per-channel statistics in [0, 1] units and the white level of the images' dtype."""
+    """Per-channel statistics in [0, 1] units and the white level of the images' dtype.
+
+    With ``per_image``, every image is first stretched to [0, 1] by its own percentiles
+    (:func:`~skipnas.data.intensity.stretch_contrast`); the statistics then apply to stretched
+    images and the white level is 1, whatever the files' bit depth.
+    """
 
     mean: tuple[float, ...]
     std: tuple[float, ...]
     max_pixel_value: float = 255.0
+    per_image: bool = False
+
+    @classmethod
+    def stretched(cls, channels: int) -> Normalisation:
+        """Per-image stretching: centred on a stretched image's middle grey."""
+        return cls((0.5,) * channels, (0.25,) * channels, 1.0, per_image=True)
+
+    def apply_to(self, image: np.ndarray) -> np.ndarray:
+        """``image`` as the statistics expect it: stretched by its own percentiles, or as it is."""
+        return stretch_contrast(image) if self.per_image else image
 
     def to_dict(self) -> dict[str, object]:
-        return {"mean": list(self.mean), "std": list(self.std), "max_pixel_value": self.max_pixel_value}
+        return {"mean": list(self.mean), "std": list(self.std), "max_pixel_value": self.max_pixel_value, "per_image": self.per_image}
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> Normalisation:
-        return cls(tuple(data["mean"]), tuple(data["std"]), float(data["max_pixel_value"]))  # type: ignore[arg-type]
+        return cls(
+            tuple(data["mean"]), tuple(data["std"]), float(data["max_pixel_value"]),  # type: ignore[arg-type]
+            per_image=bool(data.get("per_image", False)),
+        )
 
 
 def load_split(index: DatasetIndex, split: str) -> list[LabeledImage]:
@@ -79,7 +98,8 @@ class TileDataset(Dataset):
     def __post_init__(self) -> None:
         check_auxiliary(self.auxiliary)
         rng = np.random.default_rng(self.seed)
-        self.tiles = [pair for item in self.images for pair in training_tiles(item.image, item.instances, self.tile, rng)]
+        apply = self.normalisation.apply_to
+        self.tiles = [pair for item in self.images for pair in training_tiles(apply(item.image), item.instances, self.tile, rng)]
         if not self.tiles:
             raise SkipnasError("no training tiles: every tile is empty and empty tiles are dropped; raise empty_keep_fraction")
         mean, std, white = self.normalisation.mean, self.normalisation.std, self.normalisation.max_pixel_value
@@ -104,6 +124,7 @@ class TileDataset(Dataset):
 
 def prepare_image(image: np.ndarray, normalisation: Normalisation) -> np.ndarray:
     """A full image normalised for the network, as a (C, H, W) float32 array."""
+    image = normalisation.apply_to(image)
     if image_range(image.dtype) != normalisation.max_pixel_value and image.dtype != np.float32:
         raise SkipnasError(
             f"image is {image.dtype} but the model was trained on images with white level "

@@ -16,6 +16,7 @@ import numpy as np
 
 from skipnas.counting.postprocess import Detections, PostprocessConfig, as_probabilities, count_particles
 from skipnas.data.io import count_instances
+from skipnas.data.rescale import resize_maps
 
 
 def _ratio(numerator: float, denominator: float, nothing_at_all: bool) -> float:
@@ -167,8 +168,11 @@ class Evaluation:
         ``auxiliary`` is the auxiliary head's map of the same image, which ``method="seeded"`` counts from."""
         config = config or self.config
         prob = as_probabilities(prob)
-        detections = count_particles(prob, config, auxiliary=auxiliary)
-        return self.add_detections(detections, true_instances, stem, foreground=prob > config.threshold)
+        shape = np.shape(true_instances)
+        detections = count_particles(prob, config, auxiliary=auxiliary, shape=shape)
+        # a map at a model's input scale is scored at the mask's size, as its particles are
+        foreground = resize_maps(prob[None], shape)[0] > config.threshold
+        return self.add_detections(detections, true_instances, stem, foreground=foreground)
 
     def add_detections(
         self,

@@ -15,14 +15,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from skipnas.counting.calibrate import calibrate
+from skipnas.counting.calibrate import calibrate, calibration_record
 from skipnas.counting.postprocess import PostprocessConfig
-from skipnas.data.dataset import DatasetIndex, LabeledImage, check_dataset, normalisation_stats, resolve_dataset
+from skipnas.data.dataset import (
+    DatasetIndex,
+    LabeledImage,
+    check_dataset,
+    dataset_summary,
+    normalisation_stats,
+    particle_sizes,
+    resolve_dataset,
+)
 from skipnas.data.io import image_range
+from skipnas.data.rescale import rescale_labeled
 from skipnas.genome import Genome
 from skipnas.modelio import save_model_folder
 from skipnas.models import build_model
 from skipnas.predict import Prediction, auxiliary_maps, predict_images
+from skipnas.train.adapt import AUTO, adapt_to_data
 from skipnas.train.data import Normalisation, load_split, synthetic_images
 from skipnas.train.metrics import Evaluation
 from skipnas.train.trainer import Callback, TrainConfig, TrainResult, fit_model
@@ -30,7 +40,11 @@ from skipnas.train.trainer import Callback, TrainConfig, TrainResult, fit_model
 
 @dataclass
 class PreparedData:
-    """A dataset read into memory with its statistics and the semi-synthetic pretraining images."""
+    """A dataset read into memory with its statistics and the semi-synthetic pretraining images.
+
+    ``train`` and ``synthetic`` are at the config's input scale (what the network trains on);
+    ``val`` keeps its own size, since validation predicts and scores full images as counting does.
+    """
 
     root: Path
     index: DatasetIndex
@@ -39,6 +53,7 @@ class PreparedData:
     val: list[LabeledImage]
     synthetic: list[LabeledImage] = field(default_factory=list)
     seconds: float = 0.0
+    scale: float = 1.0
 
     @property
     def channels(self) -> int:
@@ -53,12 +68,38 @@ def prepare_data(spec: str | Path, config: TrainConfig | None = None) -> Prepare
     # the split seed stays fixed (0) so evaluate and baseline-count see the same split as training
     index = check_dataset(root)
     train, val = load_split(index, "train"), load_split(index, "val")
-    mean, std = normalisation_stats(index)
-    normalisation = Normalisation(tuple(mean), tuple(std), image_range(train[0].image.dtype))
+    if config.normalise == "image":
+        normalisation = Normalisation.stretched(train[0].channels)
+    else:
+        mean, std = normalisation_stats(index)
+        normalisation = Normalisation(tuple(mean), tuple(std), image_range(train[0].image.dtype))
+    train = [rescale_labeled(item, config.scale) for item in train]
     synthetic: list[LabeledImage] = []
     if config.pretrain.enabled and config.synthetic_images > 0:
         synthetic = synthetic_images(train, config.synthetic_images, config.seed, config.synth)
-    return PreparedData(root, index, normalisation, train, val, synthetic, time.perf_counter() - started)
+    return PreparedData(root, index, normalisation, train, val, synthetic, time.perf_counter() - started, config.scale)
+
+
+def adapt_config_to_dataset(
+    spec: str | Path,
+    config: TrainConfig,
+    genome_depth: int,
+    *,
+    scale: float | None = None,
+    tile: int | None = None,
+    batch: int | None = None,
+    auxiliary: str | None = AUTO,
+    normalise: str | None = None,
+) -> tuple[TrainConfig, list[str]]:
+    """:func:`~skipnas.train.adapt.adapt_to_data` on the training split of ``spec``: its masks'
+    particles and its images' brightness."""
+    index = check_dataset(resolve_dataset(spec))
+    sizes = particle_sizes(index, "train")
+    brightness = dataset_summary(index)["splits"]["train"].get("brightness_spread")
+    return adapt_to_data(
+        config, sizes, 2**genome_depth, scale=scale, tile=tile, batch=batch, auxiliary=auxiliary, normalise=normalise,
+        brightness=brightness, where=f"{index.root}: the train masks",
+    )
 
 
 def evaluate_probabilities(
@@ -90,6 +131,7 @@ class CandidateResult:
     training: TrainResult
     model_dir: Path | None
     seconds: dict[str, float]
+    calibration: dict[str, Any] = field(default_factory=dict)  # why the counting setting was chosen
 
 
 def train_candidate(
@@ -99,6 +141,7 @@ def train_candidate(
     out: str | Path | None = None,
     callbacks: Sequence[Callback] = (),
     progress: bool = True,
+    data_choices: Sequence[str] = (),
 ) -> CandidateResult:
     """Train ``genome`` on ``data``, calibrate counting on validation, and write a model folder to ``out``."""
     started = time.perf_counter()
@@ -107,13 +150,15 @@ def train_candidate(
     result = fit_model(model, config, data.normalisation, data.train, data.val, data.synthetic, callbacks, progress)
     trained = time.perf_counter()
     predictions = predict_images(
-        result.model, data.val, data.normalisation, result.setup, config.val_tile, config.val_overlap, config.tta
+        result.model, data.val, data.normalisation, result.setup, config.val_tile, config.val_overlap, config.tta, config.scale
     )
     probs = [p.foreground for p in predictions]
     # with an auxiliary head the grid also tries the methods that count from its map
-    postprocess, _ = calibrate(
-        probs, [item.instances for item in data.val], PostprocessConfig(), auxiliary=auxiliary_maps(predictions)
+    postprocess, table = calibrate(
+        probs, [item.instances for item in data.val], PostprocessConfig(), config.count_grid, auxiliary_maps(predictions),
+        config.calibration_selection,
     )
+    calibration = calibration_record(table, config.count_grid)
     metrics = evaluate_predictions(predictions, data.val, postprocess)
     evaluated = time.perf_counter()
     model_dir = None
@@ -127,14 +172,17 @@ def train_candidate(
             in_channels=data.channels,
             inference_tile=config.val_tile,
             inference_tta=config.tta,
+            input_scale=config.scale,
             train_config=asdict(config),
             training=result.to_dict(),
             metrics=metrics,
+            calibration=calibration,
+            data_choices=list(data_choices),
         )
     seconds = {
         "train": trained - started,
         "calibrate_evaluate": evaluated - trained,
         "save": time.perf_counter() - evaluated,
     }
-    return CandidateResult(genome, metrics, postprocess, result, model_dir, seconds)
+    return CandidateResult(genome, metrics, postprocess, result, model_dir, seconds, calibration)
 

@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from skipnas.auxiliary import check_auxiliary
-from skipnas.counting.calibrate import CalibrationGrid, calibrate
+from skipnas.counting.calibrate import SELECTIONS, CalibrationGrid, calibrate
 from skipnas.data.augment import AugmentConfig
 from skipnas.data.synth import SynthConfig
 from skipnas.data.tiling import INFERENCE_OVERLAP, INFERENCE_TILE, TileConfig
@@ -33,6 +33,7 @@ from skipnas.errors import SkipnasError
 from skipnas.predict import Prediction, auxiliary_maps, predict_images
 from skipnas.progress import progress_bar
 from skipnas.data.dataset import LabeledImage
+from skipnas.data.rescale import check_scale, resize_maps
 from skipnas.train.data import Normalisation, TileDataset
 from skipnas.train.device import DeviceSetup, place_model, select_device
 from skipnas.train.losses import AuxiliaryLoss, LossConfig, ParticleLoss, build_loss, check_loss_weight
@@ -43,6 +44,7 @@ from skipnas.tta import check_tta
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULERS = ("plateau", "step", "cosine", "none")
 KEEP_BEST_BY = ("dice", "count")
+NORMALISE_MODES = ("dataset", "image")
 
 
 class TrainingDiverged(SkipnasError):
@@ -98,6 +100,15 @@ class TrainConfig:
     # (so stepping the plateau scheduler) after each one cut the learning rate to nothing within
     # the first minute
     validation_steps: int | None = 100
+    # on a wall-clock budget, a validation waits (past validation_steps) while validating has taken
+    # more than this share of the phase's time: large validation images would otherwise eat the budget
+    max_validation_share: float = 0.2
+    # images are resized by this before the network (training, validation and counting alike), so
+    # particles of any size reach the sizes a U-Net resolves; maps come back at full size
+    scale: float = 1.0
+    # "dataset": every image normalised by the training split's statistics; "image": each stretched
+    # by its own percentiles first (images whose brightness differs a lot between them)
+    normalise: str = "dataset"
     val_tile: int = INFERENCE_TILE  # validation (and later inference) predicts full images in tiles of this size
     val_overlap: int = INFERENCE_OVERLAP  # px of overlap between those tiles
     device: str = "auto"
@@ -111,6 +122,8 @@ class TrainConfig:
     # before the auxiliary head's cores are sharp enough to split touching particles
     keep_best_by: str = "dice"
     count_grid: CalibrationGrid | None = None
+    # how calibration picks among the grid's settings (skipnas.counting.calibrate.SELECTIONS)
+    calibration_selection: str = "stable"
     # test-time augmentation of the final calibration's val predictions (skipnas.tta), recorded in the
     # model folder so counting predicts the same way; validations during training predict plainly
     tta: str = "none"
@@ -118,6 +131,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_auxiliary(self.auxiliary)
         check_tta(self.tta)
+        check_scale(self.scale, "scale")
+        if self.calibration_selection not in SELECTIONS:
+            raise SkipnasError(f"calibration_selection must be one of {', '.join(SELECTIONS)}, got {self.calibration_selection!r}")
+        if self.normalise not in NORMALISE_MODES:
+            raise SkipnasError(f"normalise must be one of {', '.join(NORMALISE_MODES)}, got {self.normalise!r}")
         if self.keep_best_by not in KEEP_BEST_BY:
             raise SkipnasError(f"keep_best_by must be one of {', '.join(KEEP_BEST_BY)}, got {self.keep_best_by!r}")
         check_loss_weight("auxiliary_weight", self.auxiliary_weight)
@@ -129,6 +147,8 @@ class TrainConfig:
             raise SkipnasError(f"batch_size must be at least 1, got {self.batch_size}")
         if not 0.0 <= self.min_lr_fraction <= 1.0:
             raise SkipnasError(f"min_lr_fraction must be from 0 to 1, got {self.min_lr_fraction}")
+        if not 0.0 < self.max_validation_share <= 1.0:
+            raise SkipnasError(f"max_validation_share must be above 0 and at most 1, got {self.max_validation_share}")
         if self.validation_steps is not None and self.validation_steps < 1:
             raise SkipnasError(f"validation_steps must be at least 1 (or None: every epoch), got {self.validation_steps}")
 
@@ -178,6 +198,7 @@ class TrainResult:
     steps: int
     setup: DeviceSetup
     kept: EpochResult | None = None  # the fine-tuning validation whose weights the model holds
+    validation_seconds: dict[str, float] = field(default_factory=dict)  # phase -> seconds of its validations
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -185,6 +206,7 @@ class TrainResult:
             "kept": None if self.kept is None else vars(self.kept),
             "stop_reasons": self.stop_reasons,
             "phase_seconds": self.phase_seconds,
+            "validation_seconds": self.validation_seconds,
             "steps": self.steps,
             "device": self.setup.describe(),
             "history": [vars(h) for h in self.history],
@@ -207,17 +229,21 @@ def prediction_dice(predictions: Sequence[Prediction], images: Sequence[LabeledI
     """Pixel Dice at threshold 0.5 over full stitched images (all pixels pooled)."""
     tp = fp = fn = 0
     for prediction, item in zip(predictions, images, strict=True):
-        counts = pixel_confusion(prediction.foreground > 0.5, item.instances > 0)
+        # maps at a model's input scale are scored at the mask's size
+        foreground = resize_maps(prediction.foreground[None], item.instances.shape)[0]
+        counts = pixel_confusion(foreground > 0.5, item.instances > 0)
         tp, fp, fn = tp + counts[0], fp + counts[1], fn + counts[2]
     return PixelMetrics.from_counts(tp, fp, fn).dice
 
 
 def calibrated_count_mae(
-    predictions: Sequence[Prediction], images: Sequence[LabeledImage], grid: CalibrationGrid | None = None
+    predictions: Sequence[Prediction], images: Sequence[LabeledImage], grid: CalibrationGrid | None = None,
+    selection: str = "stable",
 ) -> float:
-    """The count MAE of the best counting setting of ``grid`` on these images (see :func:`calibrate`)."""
+    """The count MAE of the counting setting ``grid`` and ``selection`` choose on these images (see :func:`calibrate`)."""
     _, table = calibrate(
-        [p.foreground for p in predictions], [item.instances for item in images], grid=grid, auxiliary=auxiliary_maps(predictions)
+        [p.foreground for p in predictions], [item.instances for item in images], grid=grid,
+        auxiliary=auxiliary_maps(predictions), selection=selection,
     )
     return float(table["best"]["count_mae"])
 
@@ -285,9 +311,10 @@ class Trainer:
 
     def _run_phase(
         self, name: str, phase: PhaseConfig, train_images: Sequence[LabeledImage], val_images: Sequence[LabeledImage], keep_best: bool
-    ) -> tuple[str, float, float, EpochResult | None]:
+    ) -> tuple[str, float, float, EpochResult | None, float]:
         """Returns (why it stopped, best validation Dice, seconds, the validation whose weights were
-        kept); with ``keep_best`` the model ends on the weights of its best validation by ``keep_best_by``."""
+        kept, seconds spent validating); with ``keep_best`` the model ends on the weights of its best
+        validation by ``keep_best_by``."""
         started = time.perf_counter()
         loader = self._loader(train_images, seed=self.config.seed + (0 if name == "pretrain" else 1))
         optimizer = self._optimizer(phase.lr)
@@ -325,10 +352,19 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.setup.device)
         batches = 0
 
+        validating = [0.0]  # seconds spent validating in this phase
+
+        def validation_affordable() -> bool:
+            """On a seconds budget: validating so far took at most ``max_validation_share`` of the phase."""
+            if phase.seconds is None:
+                return True
+            return validating[0] <= self.config.max_validation_share * (time.perf_counter() - started)
+
         def validate() -> str:
             """Validate, keep the best weights, call the callbacks and step the schedule; returns
             why the phase stops early, or ""."""
             nonlocal batches, best_dice, stale, best_key, kept, best_state
+            validation_started = time.perf_counter()
             self._check_finite(loss_sum, name, phase_steps)
             train_loss = float(loss_sum) / max(batches, 1)
             auxiliary_mean = float(auxiliary_sum) / max(batches, 1) if self.config.auxiliary is not None else None
@@ -336,11 +372,17 @@ class Trainer:
             auxiliary_sum.zero_()
             batches = 0
             predictions = predict_images(
-                self.model, val_images, self.normalisation, self.setup, self.config.val_tile, self.config.val_overlap
+                self.model, val_images, self.normalisation, self.setup, self.config.val_tile, self.config.val_overlap,
+                scale=self.config.scale,
             )
             self.model.train()  # a validation may come within an epoch
             val_dice = prediction_dice(predictions, val_images)
-            count_mae = calibrated_count_mae(predictions, val_images, self.config.count_grid) if by_count else None
+            count_mae = (
+                calibrated_count_mae(predictions, val_images, self.config.count_grid, self.config.calibration_selection)
+                if by_count
+                else None
+            )
+            validating[0] += time.perf_counter() - validation_started
             lr = optimizer.param_groups[0]["lr"]
             result = EpochResult(
                 name, epoch, self.steps, train_loss, val_dice, lr, time.perf_counter() - self._started, auxiliary_mean,
@@ -389,7 +431,7 @@ class Trainer:
                         break
                     # every ``interval`` steps, across short epochs and within long ones: an epoch of
                     # a large training set can be thousands of steps, too few weights to choose from
-                    if interval and batches >= interval:
+                    if interval and batches >= interval and validation_affordable():
                         reason = validate()
                         if reason:
                             break
@@ -406,7 +448,7 @@ class Trainer:
                     reason = reason or early_stop
         if best_state is not None:
             self.model.load_state_dict(best_state)
-        return reason, best_dice, time.perf_counter() - started, kept
+        return reason, best_dice, time.perf_counter() - started, kept, validating[0]
 
     @staticmethod
     def _check_finite(loss_sum: torch.Tensor, phase: str, step: int) -> None:
@@ -433,6 +475,7 @@ class Trainer:
         self._started = time.perf_counter()
         reasons: dict[str, str] = {}
         seconds: dict[str, float] = {}
+        validating: dict[str, float] = {}
         best = -math.inf
         kept: EpochResult | None = None
         phases = [("pretrain", self.config.pretrain, synthetic_train, False), ("finetune", self.config.finetune, real_train, True)]
@@ -440,14 +483,16 @@ class Trainer:
             if not phase.enabled or not images:
                 reasons[name] = "skipped"
                 continue
-            reasons[name], phase_best, seconds[name], phase_kept = self._run_phase(name, phase, images, val, keep_best)
+            reasons[name], phase_best, seconds[name], phase_kept, validating[name] = self._run_phase(
+                name, phase, images, val, keep_best
+            )
             kept = phase_kept if keep_best else kept
             best = phase_best if keep_best or best == -math.inf else max(best, phase_best)
         if all(reason == "skipped" for reason in reasons.values()):
             raise SkipnasError("both training phases are skipped: give a pretrain or fine-tune budget")
         if reasons["finetune"] != "skipped":
             best = max(h.val_dice for h in self.history if h.phase == "finetune")
-        return TrainResult(self.model, self.history, float(best), reasons, seconds, self.steps, self.setup, kept)
+        return TrainResult(self.model, self.history, float(best), reasons, seconds, self.steps, self.setup, kept, validating)
 
 
 def fit_model(

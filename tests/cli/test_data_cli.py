@@ -141,3 +141,52 @@ def test_real_sem_fibre_counts(sem_fibres_dir: Path, capsys: pytest.CaptureFixtu
     assert (splits["val"]["images"], splits["val"]["particles"]) == (16, 103)
     assert (splits["test"]["images"], splits["test"]["masks"], splits["test"]["particles"]) == (21, 11, 61)
     assert splits["train"]["mask_kinds"] == {"instance": 64}
+
+
+def _discs_dataset(root: Path, radius: int, size: int = 200, empty_train: bool = False) -> Path:
+    for split, stems in (("train", ("a-1", "a-2")), ("val", ("b-1",))):
+        (root / split / "images").mkdir(parents=True, exist_ok=True)
+        (root / split / "masks").mkdir(parents=True, exist_ok=True)
+        for stem in stems:
+            ids = np.zeros((size, size), np.uint16)
+            if not (empty_train and split == "train"):
+                cv2.circle(ids, (size // 4, size // 2), radius, 1, -1)
+                cv2.circle(ids, (size // 4 + 2 * radius, size // 2), radius, 2, -1)  # touching the first
+            image = np.where(ids > 0, 200, 60).astype(np.uint8)
+            assert cv2.imwrite(str(root / split / "images" / f"{stem}.png"), image)
+            assert cv2.imwrite(str(root / split / "masks" / f"{stem}.png"), ids)
+    return root
+
+
+def test_check_reports_particle_sizes_touching_and_the_suggested_settings(tmp_path: Path, capsys) -> None:
+    root = _discs_dataset(tmp_path / "ds", radius=40)
+    assert main(["data", "check", str(root), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    sizes = data["splits"]["train"]["particle_sizes"]
+    assert sizes["particles"] == 4 and sizes["touching_share"] == 1.0
+    assert sizes["diameter"]["p50"] == pytest.approx(81, abs=2) and set(sizes["diameter"]) == {"min", "p5", "p50", "p95", "max"}
+    assert data["suggested"]["tile"] >= 2 * sizes["width"]["p95"] * data["suggested"]["scale"] - 16
+    assert data["warnings"] == []
+
+
+def test_check_warns_when_the_tile_is_smaller_than_two_large_particles(tmp_path: Path, capsys) -> None:
+    root = _discs_dataset(tmp_path / "ds", radius=40)
+    assert main(["data", "check", str(root), "--tile", "64", "--scale", "1"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "warning: the training tile (64 px) is smaller than twice the large particles' width" in out
+    assert "touching" in out and "diameter" in out
+
+
+def test_check_refuses_train_masks_without_particles(tmp_path: Path, capsys) -> None:
+    root = _discs_dataset(tmp_path / "ds", radius=10, empty_train=True)
+    assert main(["data", "check", str(root)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the train masks: the masks hold no particle" in err[0] and str(root) in err[0]
+
+
+@pytest.mark.parametrize("flag, value, message", [("--tile", "8", "--tile must be at least 16"), ("--scale", "0", "--scale must be above 0"),
+                                                  ("--scale", "big", "--scale must be auto or a number")])
+def test_check_refuses_tiles_and_scales_that_cannot_work(tmp_path: Path, capsys, flag: str, value: str, message: str) -> None:
+    root = _discs_dataset(tmp_path / "ds", radius=10)
+    assert main(["data", "check", str(root), flag, value]) == 2
+    assert message in capsys.readouterr().err

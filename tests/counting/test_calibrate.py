@@ -186,7 +186,7 @@ def test_bad_input_is_a_user_error() -> None:
     with pytest.raises(SkipnasError, match="no labelled validation images"):
         calibrate([], [])
     with pytest.raises(SkipnasError, match="make the mask the image's size"):
-        calibrate([np.zeros((8, 8))], [np.zeros((8, 9), np.int32)])
+        calibrate([np.zeros((8, 8))], [np.zeros((8, 16), np.int32)])  # no input scale makes 8 x 16 square
     with pytest.raises(SkipnasError, match="threshold"):
         CalibrationGrid(thresholds=(0.5, 1.5))
     with pytest.raises(SkipnasError, match="non-empty"):
@@ -243,3 +243,75 @@ def test_the_peak_window_is_tried_only_where_it_shapes_the_cores() -> None:
     assert CalibrationGrid(watershed_min_distance=None).method_settings("watershed") == [{}]
     with pytest.raises(SkipnasError, match="watershed_min_distance"):
         CalibrationGrid(watershed_min_distance=(0,))
+
+
+def _steady_or_lucky_set() -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Three images where min_area 10 counts two exactly and the third 6 too many (specks), and
+    min_area 50 counts every image 2 too few (two small true particles dropped): the same count MAE."""
+    probs, truths = [], []
+    for specks in (0, 0, 6):
+        truth = np.zeros((96, 96), np.int32)
+        prob = np.full((96, 96), 0.05, np.float32)
+        for index in range(3):  # large true particles
+            cv2.circle(truth, (15 + 30 * index, 15), 6, index + 1, -1)
+        for index in range(2):  # small true particles, 30 px
+            truth[40:45, 10 + 30 * index : 16 + 30 * index] = 10 + index
+        prob[truth > 0] = 0.9
+        for index in range(specks):  # 25 px specks, no particle
+            prob[70:75, 5 + 15 * index : 10 + 15 * index] = 0.9
+        probs.append(prob)
+        truths.append(truth)
+    return probs, truths
+
+
+def test_stable_selection_prefers_steady_errors_to_lucky_ones():
+    probs, truths = _steady_or_lucky_set()
+    grid = CalibrationGrid(thresholds=(0.5,), erode=(0,), dilate=(0,), min_area=(10, 50), methods=("blobs",))
+    steady, table = calibrate(probs, truths, grid=grid)
+    assert steady.min_area == 50
+    assert table["best"]["count_mae"] == pytest.approx(2.0)
+    assert table["spread"]["per_image_errors"] == [-2, -2, -2]
+    assert table["particles"] == 15 and table["selection"] == "stable"
+    # the same count MAE by the plain mean: the tie goes to the simpler, smaller minimum area
+    lucky, plain = calibrate(probs, truths, grid=grid, selection="mean")
+    assert lucky.min_area == 10 and plain["best"]["count_mae"] == pytest.approx(2.0)
+
+
+def test_bootstrap_maes_resample_images_alike_for_every_setting():
+    from skipnas.counting.calibrate import bootstrap_maes
+
+    errors = np.array([[0.0, 0.0, 6.0], [2.0, 2.0, 2.0]])
+    resampled = bootstrap_maes(errors, resamples=500)
+    assert resampled.shape == (2, 500)
+    assert np.allclose(resampled[1], 2.0)  # steady errors: every resample the same
+    assert resampled[0].mean() == pytest.approx(2.0, abs=0.3) and resampled[0].max() == pytest.approx(6.0)
+    assert np.quantile(resampled[0], 0.8) > np.quantile(resampled[1], 0.8)
+
+
+def test_unknown_selection_is_refused():
+    probs, truths = _steady_or_lucky_set()
+    with pytest.raises(SkipnasError, match="selection must be one of"):
+        calibrate(probs, truths, selection="luck")
+
+
+def test_maps_at_an_input_scale_calibrate_against_full_size_masks():
+    probs, truths = _steady_or_lucky_set()
+    half = [cv2.resize(p, (48, 48), interpolation=cv2.INTER_AREA) for p in probs]
+    grid = CalibrationGrid(thresholds=(0.5,), erode=(0,), dilate=(0,), min_area=(3, 13), methods=("blobs",))
+    config, table = calibrate(half, truths, grid=grid)
+    # at half size the 25 px specks are about 6 px and the small true particles about 7: the areas are the map's
+    assert table["particles"] == 15
+    assert config.min_area in (3, 13)
+
+
+def test_calibration_record_says_how_and_on_how_little_it_chose():
+    from skipnas.counting.calibrate import calibration_record
+
+    probs, truths = _steady_or_lucky_set()
+    grid = CalibrationGrid(thresholds=(0.5,), erode=(0,), dilate=(0,), min_area=(10, 50), methods=("blobs",))
+    _, table = calibrate(probs, truths, grid=grid)
+    record = calibration_record(table, grid)
+    assert record["particles"] == 15 and record["images"] == 3 and record["min_area_grid"] == [10, 50]
+    low, high = record["count_mae_90_interval"]
+    assert low <= record["count_mae"] <= high
+    assert "fewer than 100" in record["caution"] and "selection score" in record["score"]

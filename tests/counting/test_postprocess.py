@@ -253,3 +253,19 @@ def test_a_postprocess_file_from_before_the_newer_methods_loads_with_their_defau
     config = read_postprocess_config(path)
     assert config.method == "watershed" and config.min_area == 300
     assert (config.fibre_max_turn, config.seed_threshold, config.seed_peak_fraction) == (45.0, 0.5, 0.0)
+
+
+def test_particles_found_on_a_small_map_come_back_at_the_image_size():
+    import cv2
+
+    from skipnas.counting.postprocess import count_particles
+
+    prob = np.zeros((50, 50), np.float32)
+    cv2.circle(prob, (10, 10), 4, 1.0, -1)
+    cv2.circle(prob, (35, 30), 6, 1.0, -1)
+    small = count_particles(prob, PostprocessConfig(min_area=1))
+    full = count_particles(prob, PostprocessConfig(min_area=1), shape=(100, 100))
+    assert full.count == small.count == 2
+    assert full.labels.shape == (100, 100)
+    assert np.allclose(full.area, small.area * 4, rtol=0.15)
+    assert np.allclose(full.centroid, small.centroid * 2 + 0.5, atol=1.0)

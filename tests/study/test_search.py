@@ -32,6 +32,7 @@ budget_mib = {budget}
 [hyperparameters]
 base_width = 4
 lr = 1e-3
+auxiliary = "none"   # fixed, so the budget below (costs without the head) holds whatever the data
 """
 
 

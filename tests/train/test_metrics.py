@@ -175,3 +175,18 @@ def test_evaluation_uses_the_config_given_to_add() -> None:
 def test_summary_needs_images() -> None:
     with pytest.raises(ValueError):
         Evaluation().summary()
+
+
+def test_a_map_at_half_scale_is_counted_and_matched_at_the_masks_size():
+    import cv2
+
+    from skipnas.train.metrics import Evaluation
+
+    truth = np.zeros((80, 80), np.int32)
+    for index in range(4):
+        cv2.circle(truth, (12 + 18 * index, 40), 6, index + 1, -1)
+    prob = cv2.resize((truth > 0).astype(np.float32), (40, 40), interpolation=cv2.INTER_AREA)
+    evaluation = Evaluation()
+    row = evaluation.add(prob, truth)
+    assert row["pred_count"] == 4 and row["object_tp"] == 4 and row["object_fp"] == 0
+    assert row["dice"] > 0.8

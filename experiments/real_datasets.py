@@ -1,0 +1,187 @@
+"""Counting on real datasets with skipnas's defaults, against the classical baseline: per test image.
+
+    python experiments/real_datasets.py --data ../shared/data/polystyrene-beads-lmmp/extracted \
+        --data ../shared/data/sem-fibres-shi2022/extracted --seeds 0,1 --out experiments/results/real_datasets.csv
+    python experiments/real_datasets.py --data DIR --fixed   # the settings before data adaptation (scale 1, tile 64, ...)
+    python experiments/real_datasets.py --smoke --out /tmp/smoke.csv
+
+For each dataset and seed, ``skipnas train``'s defaults (standard topology, width 16, 60 s of
+pretraining and 120 s of fine-tuning, every setting chosen from the training split as the command
+does: input scale, tile, batch, normalisation, auxiliary head, calibration grid) train one network;
+its counting is calibrated on val, and it is scored on val (a selection score: val chose the weights
+and the counting) and on test (held out: it chose nothing). The classical baseline
+(``skipnas baseline-count``: adaptive threshold, the same counting, calibrated on val) is scored on
+the same test images. ``--fixed`` trains with the settings every dataset got before they adapted to
+the data (input scale 1, 64 px tiles, batch 8, dataset normalisation, no auxiliary head, the default
+calibration grid and the plain count-MAE choice), for a before/after comparison on the same machine.
+
+Cellpose from scratch is measured by ``experiments/cellpose_baseline.py`` (its own environment).
+
+Output: one CSV row per dataset, method, seed, split and image (true and predicted count, object
+tp/fp/fn), and a summary per dataset, method and split on stdout: relative count error, count MAE,
+object precision and recall, and the seconds each run took.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from skipnas.counting.calibrate import CalibrationGrid
+from skipnas.counting.classical import ClassicalConfig, evaluate_classical
+from skipnas.data.dataset import check_dataset, load_labeled, resolve_dataset
+from skipnas.errors import SkipnasError
+from skipnas.genome import Genome
+from skipnas.predict import predict_images
+from skipnas.train.metrics import count_metrics, object_metrics
+from skipnas.train.run import adapt_config_to_dataset, evaluate_predictions, prepare_data, train_candidate
+from skipnas.train.trainer import PhaseConfig, TrainConfig
+
+FIELDS = ["dataset", "method", "seed", "split", "image", "true_count", "pred_count", "object_tp", "object_fp", "object_fn", "seconds"]
+
+
+def train_config(seed: int, pretrain_seconds: float, finetune_seconds: float) -> TrainConfig:
+    """``skipnas train``'s defaults before the data-adapted choices."""
+    return TrainConfig(
+        pretrain=PhaseConfig(seconds=pretrain_seconds, lr=1e-3),
+        finetune=PhaseConfig(seconds=finetune_seconds, lr=5e-4),
+        seed=seed,
+    )
+
+
+def network_rows(data: str, seed: int, args: argparse.Namespace, fixed: bool) -> list[dict[str, Any]]:
+    """Train one network as ``skipnas train`` does and score it on val and test, one row per image."""
+    genome = Genome.named("standard", base_width=args.width)
+    config = train_config(seed, args.pretrain_seconds, args.finetune_seconds)
+    if fixed:
+        # the fixed settings: neither the grid nor anything else follows the data
+        config = dataclasses.replace(config, count_grid=CalibrationGrid(), calibration_selection="mean")
+        config, _ = adapt_config_to_dataset(
+            data, config, genome.depth, scale=1.0, tile=64, batch=8, auxiliary=None, normalise="dataset"
+        )
+    else:
+        config, _ = adapt_config_to_dataset(data, config, genome.depth)
+    started = time.perf_counter()
+    prepared = prepare_data(data, config)
+    with tempfile.TemporaryDirectory() as folder:
+        result = train_candidate(genome, prepared, config, out=Path(folder) / "model", progress=False)
+    seconds = time.perf_counter() - started
+    method = "skipnas fixed settings" if fixed else "skipnas defaults"
+    index = check_dataset(resolve_dataset(data))
+    rows = []
+    for split in ("val", "test"):
+        images = load_labeled(index.samples(split))
+        predictions = predict_images(
+            result.training.model, images, prepared.normalisation, result.training.setup, config.val_tile,
+            config.val_overlap, config.tta, config.scale,
+        )
+        metrics = evaluate_predictions(predictions, images, result.postprocess)
+        rows += [_row(data, method, seed, split, row, seconds) for row in metrics["rows"]]
+    return rows
+
+
+def classical_rows(data: str) -> list[dict[str, Any]]:
+    started = time.perf_counter()
+    result = evaluate_classical(data, "test", ClassicalConfig(), calibrate_on="val")
+    seconds = time.perf_counter() - started
+    return [_row(data, "classical baseline", 0, "test", row, seconds) for row in result["rows"]]
+
+
+def _row(data: str, method: str, seed: int, split: str, row: dict[str, Any], seconds: float) -> dict[str, Any]:
+    return {
+        "dataset": Path(data).resolve().parent.name if Path(data).name == "extracted" else str(data),
+        "method": method,
+        "seed": seed,
+        "split": split,
+        "image": row["stem"],
+        "true_count": row["true_count"],
+        "pred_count": row["pred_count"],
+        "object_tp": row.get("object_tp", ""),
+        "object_fp": row.get("object_fp", ""),
+        "object_fn": row.get("object_fn", ""),
+        "seconds": round(seconds, 1),
+    }
+
+
+def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per dataset, method and split, pooled over seeds: relative count error, count MAE, object precision and recall."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["dataset"], row["method"], row["split"]), []).append(row)
+    summary = []
+    for (dataset, method, split), members in groups.items():
+        counts = count_metrics([r["pred_count"] for r in members], [r["true_count"] for r in members])
+        objects = object_metrics((r["object_tp"], r["object_fp"], r["object_fn"]) for r in members if r["object_tp"] != "")
+        summary.append(
+            {
+                "dataset": dataset, "method": method, "split": split, "seeds": len({r["seed"] for r in members}),
+                "images": len(members), "relative_count_error": counts["relative_count_error"], "count_mae": counts["count_mae"],
+                "object_precision": objects["object_precision"], "object_recall": objects["object_recall"],
+            }
+        )
+    return summary
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(handle, "w", newline="") as stream:
+        writer = csv.DictWriter(stream, FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(temporary, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", action="append", default=None, metavar="DIR", help="dataset folder (repeat for several)")
+    parser.add_argument("--seeds", default="0", help="training seeds, comma-separated (default 0)")
+    parser.add_argument("--width", type=int, default=16, help="base width (default 16, as skipnas train)")
+    parser.add_argument("--pretrain-seconds", type=float, default=60.0)
+    parser.add_argument("--finetune-seconds", type=float, default=120.0)
+    parser.add_argument("--fixed", action="store_true", help="also train with the settings before data adaptation")
+    parser.add_argument("--no-classical", action="store_true", help="leave the classical baseline out")
+    parser.add_argument("--smoke", action="store_true", help="the demo data, 2 s budgets: checks the plumbing")
+    parser.add_argument("--out", type=Path, required=True, help="CSV of per-image rows")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.data = args.data or ["demo"]
+        args.pretrain_seconds, args.finetune_seconds, args.width = 1.0, 2.0, 4
+    if not args.data:
+        parser.error("give --data DIR (or --smoke)")
+    try:
+        seeds = [int(seed) for seed in args.seeds.split(",")]
+    except ValueError:
+        print(f"real_datasets: --seeds must be comma-separated integers, got {args.seeds!r}", file=sys.stderr)
+        return 2
+    rows: list[dict[str, Any]] = []
+    try:
+        for data in args.data:
+            for seed in seeds:
+                rows += network_rows(data, seed, args, fixed=False)
+                if args.fixed:
+                    rows += network_rows(data, seed, args, fixed=True)
+            if not args.no_classical:
+                rows += classical_rows(data)
+            write_csv(args.out, rows)  # after each dataset, so a long run keeps what it finished
+    except SkipnasError as exc:
+        print(f"real_datasets: {exc}", file=sys.stderr)
+        return 2
+    for line in summarise(rows):
+        print(
+            f"{line['dataset']:32s} {line['method']:38s} {line['split']:4s} seeds {line['seeds']} images {line['images']:3d}  "
+            f"relative count error {line['relative_count_error']:.3f}  count MAE {line['count_mae']:.2f}  "
+            f"object precision {line['object_precision']:.3f} recall {line['object_recall']:.3f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Training settings chosen from the training masks' particles: input scale, tile, zoom range, the auxiliary head, the minimum areas.
+
+Each ``None`` argument of :func:`adapt_to_data` is chosen from the data; a value given is kept and
+only checked. Every choice comes back as a sentence, for the command's output and the model folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+from skipnas.counting.calibrate import CalibrationGrid
+from skipnas.data.particles import (
+    DEFAULT_BATCH,
+    DEFAULT_TILE,
+    TOUCHING_SHARE_FOR_AUXILIARY,
+    ParticleSizes,
+    check_particles_fit,
+    choose_batch,
+    choose_scale,
+    choose_tile,
+    min_area_grid,
+    tile_warning,
+    zoom_range,
+)
+from skipnas.data.intensity import PER_IMAGE_SPREAD
+from skipnas.data.rescale import check_scale
+from skipnas.errors import SkipnasError
+from skipnas.train.trainer import TrainConfig
+
+AUTO = "auto"
+
+
+def check_tile_size(tile: int, multiple: int, where: str = "--tile") -> int:
+    """A tile the network can take: a whole number of at least ``multiple`` (2 ** depth) px."""
+    if isinstance(tile, bool) or not isinstance(tile, int) or tile < multiple:
+        raise SkipnasError(f"{where} must be at least {multiple} px (2 ** the network's depth) or auto, got {tile!r}")
+    return tile
+
+
+def adapt_to_data(
+    config: TrainConfig,
+    sizes: ParticleSizes,
+    multiple: int,
+    *,
+    scale: float | None = None,
+    tile: int | None = None,
+    batch: int | None = None,
+    auxiliary: str | None = AUTO,
+    normalise: str | None = None,
+    brightness: float | None = None,
+    where: str = "the training masks",
+) -> tuple[TrainConfig, list[str]]:
+    """``config`` with the input scale, training tile (a multiple of ``multiple``), batch, zoom range,
+    auxiliary head (``"auto"``: a distance head where particles touch) and the calibration's
+    minimum areas fitted to ``sizes``, and the normalisation (None: per image where the training
+    images' ``brightness`` spread, :func:`~skipnas.data.intensity.brightness_spread`, is large);
+    and one sentence per choice."""
+    check_particles_fit(sizes, where)
+    assert sizes.width is not None and sizes.area is not None
+    notes: list[str] = []
+    if scale is None:
+        scale = choose_scale(sizes, where)
+        notes.append(
+            f"input scale {scale:g}: particles {sizes.width['p50']:.0f} px wide (median; 95th percentile "
+            f"{sizes.width['p95']:.0f} px) reach the network {sizes.width['p50'] * scale:.0f} px "
+            f"({sizes.width['p95'] * scale:.0f} px) wide"
+        )
+    else:
+        scale = check_scale(scale)
+    if tile is None:
+        tile = choose_tile(sizes, scale, multiple, where)
+        notes.append(f"training tile {tile} px: at least twice the large particles' width at that scale")
+    else:
+        check_tile_size(tile, multiple)
+        warning = tile_warning(sizes, tile, scale)
+        if warning:
+            notes.append(f"warning: {warning}")
+    if batch is None:
+        batch = choose_batch(tile)
+        if batch != DEFAULT_BATCH:
+            notes.append(f"batch {batch}: as many pixels a step as {DEFAULT_BATCH} tiles of {DEFAULT_TILE} px")
+    elif batch < 1:
+        raise SkipnasError(f"--batch must be at least 1 or auto, got {batch}")
+    zoom = config.augment.scale_range
+    if zoom is None:
+        zoom = zoom_range(sizes)
+        if zoom is not None:
+            notes.append(
+                f"zoom augmentation {zoom[0]:g}-{zoom[1]:g}x: the images' median particle widths differ "
+                f"{sizes.image_median_width['p95'] / sizes.image_median_width['p5']:.1f}x"  # type: ignore[index]
+            )
+    if normalise is None:
+        normalise = "image" if brightness is not None and brightness > PER_IMAGE_SPREAD else "dataset"
+        if normalise == "image":
+            notes.append(
+                f"each image stretched by its own contrast: the training images' mean brightness differs by "
+                f"{brightness:.1f} standard deviations between images"
+            )
+    if auxiliary == AUTO:
+        share = sizes.touching_share
+        auxiliary = "distance" if share >= TOUCHING_SHARE_FOR_AUXILIARY else None
+        if auxiliary:
+            notes.append(
+                f"auxiliary distance head: {share:.0%} of the training particles touch another, so counting may split them (seeded)"
+            )
+    grid = config.count_grid
+    if grid is None:  # a grid given by the caller is kept as it is
+        areas = min_area_grid(sizes, scale)
+        grid = CalibrationGrid(min_area=areas)
+        notes.append(
+            f"calibration minimum areas {', '.join(str(a) for a in areas)} px at the input scale: 2-35 % of the "
+            f"median particle ({sizes.area['p50'] * scale**2:.0f} px there)"
+        )
+    adapted = dataclasses.replace(
+        config,
+        scale=scale,
+        normalise=normalise,
+        batch_size=batch,
+        tile=dataclasses.replace(config.tile, size=tile),
+        augment=dataclasses.replace(config.augment, scale_range=zoom),
+        auxiliary=auxiliary,
+        count_grid=grid,
+    )
+    return adapted, notes
+
+
+def parse_auto(value: str, kind: type, name: str) -> float | int | None:
+    """``"auto"`` as None, otherwise ``value`` as ``kind``; one clear error for anything else."""
+    if value == AUTO:
+        return None
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise SkipnasError(f"{name} must be auto or a {'whole ' if kind is int else ''}number, got {value!r}") from None
+
+
+__all__: Sequence[str] = ("AUTO", "adapt_to_data", "check_tile_size", "parse_auto")

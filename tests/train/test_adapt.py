@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from skipnas.data.particles import ParticleSizes
+from skipnas.errors import SkipnasError
+from skipnas.train.adapt import adapt_to_data, parse_auto
+from skipnas.train.trainer import TrainConfig
+
+
+def _sizes(radius: int, touching: bool, image: int = 600) -> ParticleSizes:
+    mask = np.zeros((image, image), np.int32)
+    step = 2 * radius + (0 if touching else 6)
+    ids = 0
+    for y in range(radius + 2, image - radius - 2, step + 4):
+        for x in range(radius + 2, image - radius - 2, step):
+            ids += 1
+            cv2.circle(mask, (x, y), radius, ids, -1)
+    return ParticleSizes.of_masks([mask])
+
+
+def test_small_separate_particles_keep_the_usual_settings():
+    config, notes = adapt_to_data(TrainConfig(), _sizes(5, touching=False), 16)
+    assert config.scale == 1.0 and config.tile.size == 64 and config.batch_size == 8
+    assert config.auxiliary is None and config.normalise == "dataset"
+    assert config.augment.scale_range is None
+    assert config.count_grid is not None and 0 not in config.count_grid.min_area
+    assert any("minimum areas" in note for note in notes)
+
+
+def test_large_touching_particles_are_shrunk_tiled_whole_and_split_by_a_head():
+    config, notes = adapt_to_data(TrainConfig(), _sizes(80, touching=True, image=1200), 16, brightness=3.0)
+    assert config.scale < 1.0 and 160 * config.scale <= 70
+    assert config.tile.size >= 2 * 160 * config.scale - 16 and config.tile.size % 16 == 0
+    assert config.batch_size < 8
+    assert config.auxiliary == "distance" and config.normalise == "image"
+    assert max(config.count_grid.min_area) < np.pi * (80 * config.scale) ** 2 * 0.5
+    text = " ".join(notes)
+    assert "input scale" in text and "auxiliary distance head" in text and "own contrast" in text
+
+
+def test_given_values_are_kept_and_checked():
+    sizes = _sizes(80, touching=True, image=1200)
+    config, notes = adapt_to_data(TrainConfig(), sizes, 16, scale=1.0, tile=64, batch=4, auxiliary=None, normalise="dataset")
+    assert (config.scale, config.tile.size, config.batch_size, config.auxiliary) == (1.0, 64, 4, None)
+    assert any(note.startswith("warning: the training tile (64 px)") for note in notes)
+    with pytest.raises(SkipnasError, match="--tile must be at least 16 px"):
+        adapt_to_data(TrainConfig(), sizes, 16, tile=8)
+    with pytest.raises(SkipnasError, match="--scale must be above 0"):
+        adapt_to_data(TrainConfig(), sizes, 16, scale=0.0)
+    with pytest.raises(SkipnasError, match="--batch must be at least 1"):
+        adapt_to_data(TrainConfig(), sizes, 16, batch=0)
+
+
+def test_a_grid_given_by_the_caller_is_kept():
+    from skipnas.counting.calibrate import CalibrationGrid
+
+    grid = CalibrationGrid(min_area=(0, 5))
+    config, _ = adapt_to_data(TrainConfig(count_grid=grid), _sizes(5, touching=False), 16)
+    assert config.count_grid is grid
+
+
+def test_masks_without_particles_are_refused_naming_where():
+    empty = ParticleSizes.of_masks([np.zeros((32, 32), np.int32)])
+    with pytest.raises(SkipnasError, match="data/train: the masks hold no particle"):
+        adapt_to_data(TrainConfig(), empty, 16, where="data/train")
+
+
+@pytest.mark.parametrize("value, kind, expected", [("auto", int, None), ("128", int, 128), ("0.5", float, 0.5)])
+def test_parse_auto(value, kind, expected):
+    assert parse_auto(value, kind, "--tile") == expected
+
+
+def test_parse_auto_names_the_flag():
+    with pytest.raises(SkipnasError, match="--tile must be auto or a whole number, got 'abc'"):
+        parse_auto("abc", int, "--tile")
