@@ -15,6 +15,12 @@ the same test images. ``--fixed`` trains with the settings every dataset got bef
 the data (input scale 1, 64 px tiles, batch 8, dataset normalisation, no auxiliary head, the default
 calibration grid and the plain count-MAE choice), for a before/after comparison on the same machine.
 
+``--per-image-scale`` also counts every test image a second way, to measure what a per-image scale
+estimate at count time would add: the model counts it once at its input scale, the median width of
+what it found gives the image's own particle size, and the image is counted again at the scale
+that brings that size to the training particles' median width at the input scale (within half
+and twice the input scale; an image where nothing was found keeps the input scale).
+
 Cellpose from scratch is measured by ``experiments/cellpose_baseline.py`` (its own environment).
 
 Output: one CSV row per dataset, method, seed, split and image (true and predicted count, object
@@ -34,12 +40,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from skipnas.counting.calibrate import CalibrationGrid
 from skipnas.counting.classical import ClassicalConfig, evaluate_classical
 from skipnas.data.dataset import check_dataset, load_labeled, resolve_dataset
 from skipnas.errors import SkipnasError
 from skipnas.genome import Genome
-from skipnas.predict import predict_images
+from skipnas.counting.postprocess import count_particles
+from skipnas.data.dataset import particle_sizes
+from skipnas.data.particles import measure_particles
+from skipnas.predict import Prediction, predict_image, predict_images
+from skipnas.train.data import prepare_image
 from skipnas.train.metrics import count_metrics, object_metrics
 from skipnas.train.run import adapt_config_to_dataset, evaluate_predictions, prepare_data, train_candidate
 from skipnas.train.trainer import PhaseConfig, TrainConfig
@@ -84,7 +96,27 @@ def network_rows(data: str, seed: int, args: argparse.Namespace, fixed: bool) ->
         )
         metrics = evaluate_predictions(predictions, images, result.postprocess)
         rows += [_row(data, method, seed, split, row, seconds) for row in metrics["rows"]]
+        if split == "test" and args.per_image_scale and not fixed:
+            target = particle_sizes(index, "train").width["p50"] * config.scale  # type: ignore[index]
+            rescaled = [
+                per_image_scale_prediction(result, prepared, config, item, prediction, target)
+                for item, prediction in zip(images, predictions)
+            ]
+            metrics = evaluate_predictions(rescaled, images, result.postprocess)
+            rows += [_row(data, method + " + per-image scale", seed, split, row, seconds) for row in metrics["rows"]]
     return rows
+
+
+def per_image_scale_prediction(result: Any, prepared: Any, config: TrainConfig, item: Any, first: Prediction, target: float) -> Prediction:
+    """``item`` predicted again at the scale that brings the median width of what ``first`` found to ``target`` px."""
+    found = count_particles(first.foreground, result.postprocess, first.auxiliary)
+    if found.count == 0:
+        return first
+    widths = measure_particles(found.labels).widths  # at the input scale, where the counting ran
+    scale = config.scale * target / max(float(np.median(widths)), 1e-6)
+    scale = float(np.clip(scale, config.scale / 2, config.scale * 2))
+    image = prepare_image(item.image, prepared.normalisation)
+    return predict_image(result.training.model, image, result.training.setup, config.val_tile, config.val_overlap, tta=config.tta, scale=scale)
 
 
 def classical_rows(data: str) -> list[dict[str, Any]]:
@@ -147,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pretrain-seconds", type=float, default=60.0)
     parser.add_argument("--finetune-seconds", type=float, default=120.0)
     parser.add_argument("--fixed", action="store_true", help="also train with the settings before data adaptation")
+    parser.add_argument("--per-image-scale", action="store_true", help="also count each test image at its own estimated scale")
     parser.add_argument("--no-classical", action="store_true", help="leave the classical baseline out")
     parser.add_argument("--smoke", action="store_true", help="the demo data, 2 s budgets: checks the plumbing")
     parser.add_argument("--out", type=Path, required=True, help="CSV of per-image rows")
@@ -154,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.data = args.data or ["demo"]
         args.pretrain_seconds, args.finetune_seconds, args.width = 1.0, 2.0, 4
+        args.per_image_scale = True
     if not args.data:
         parser.error("give --data DIR (or --smoke)")
     try:

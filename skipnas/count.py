@@ -227,6 +227,7 @@ def count_images(
         "counting": result.counting,
         "tta": result.tta,
         "calibrated_tta": result.calibrated_tta,
+        "input_scale": folder.scale,  # the network saw the images resized by this; counts are in the images' pixels
         "postprocess": folder.postprocess.to_dict(),
         "images": len(image_rows),
         "total": result.total,

@@ -29,6 +29,9 @@ from skipnas.errors import SkipnasError
 from skipnas.train.trainer import TrainConfig
 
 AUTO = "auto"
+# the calibration also tries dropping particles whose most probable pixel stays below these: texture
+# the network half-believes (a membrane's pores) against particles it is sure of
+PEAK_PROBABILITIES: tuple[float, ...] = (0.0, 0.9, 0.95, 0.98)
 
 
 def check_tile_size(tile: int, multiple: int, where: str = "--tile") -> int:
@@ -107,7 +110,7 @@ def adapt_to_data(
     grid = config.count_grid
     if grid is None:  # a grid given by the caller is kept as it is
         areas = min_area_grid(sizes, scale)
-        grid = CalibrationGrid(min_area=areas)
+        grid = CalibrationGrid(min_area=areas, min_peak_probability=PEAK_PROBABILITIES)
         notes.append(
             f"calibration minimum areas {', '.join(str(a) for a in areas)} px at the input scale: 2-35 % of the "
             f"median particle ({sizes.area['p50'] * scale**2:.0f} px there)"

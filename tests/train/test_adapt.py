@@ -27,6 +27,7 @@ def test_small_separate_particles_keep_the_usual_settings():
     assert config.auxiliary is None and config.normalise == "dataset"
     assert config.augment.scale_range is None
     assert config.count_grid is not None and 0 not in config.count_grid.min_area
+    assert config.count_grid.min_peak_probability[0] == 0.0 and len(config.count_grid.min_peak_probability) > 1
     assert any("minimum areas" in note for note in notes)
 
 

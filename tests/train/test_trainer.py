@@ -321,3 +321,34 @@ def test_keeping_by_count_calibrates_the_counting_at_each_fine_tuning_validation
 def test_an_unknown_test_time_augmentation_is_refused_in_the_config() -> None:
     with pytest.raises(SkipnasError, match="unknown test-time augmentation 'rotate'; choose one of none, flips, dihedral"):
         _config(tta="rotate")
+
+
+def test_slow_validations_wait_so_they_take_at_most_their_share_of_a_seconds_budget(
+    data: PreparedData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a seconds budget a validation that would push the time spent validating past
+    ``max_validation_share`` of the phase waits; the seconds spent are recorded per phase."""
+    import time
+
+    from skipnas import predict
+
+    real = predict.predict_images
+
+    def slow_predictions(*args, **kwargs):
+        time.sleep(0.3)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("skipnas.train.trainer.predict_images", slow_predictions)
+    phases = {"pretrain": PhaseConfig(), "finetune": PhaseConfig(seconds=2.0, lr=1e-3)}
+    # every step would validate (about 6 validations of 0.3 s in 2 s); a fifth of the time allows about 2
+    shared = _fit(data, _config(**phases, validation_steps=1, early_stopping=None, max_validation_share=0.2))
+    assert 1 <= len(shared.history) <= 4
+    assert shared.validation_seconds["finetune"] >= 0.3 * len(shared.history)
+    # a step budget is deterministic: it validates every validation_steps whatever they cost
+    steps = _fit(data, _config(pretrain=PhaseConfig(), finetune=PhaseConfig(steps=4, lr=1e-3), validation_steps=1, early_stopping=None))
+    assert [r.step for r in steps.history] == [1, 2, 3, 4]
+
+
+def test_max_validation_share_is_a_share() -> None:
+    with pytest.raises(SkipnasError, match="max_validation_share"):
+        _config(max_validation_share=0.0)
