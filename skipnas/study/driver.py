@@ -196,7 +196,7 @@ def search(
     trials_dir = settings.runs_dir / study_name / "trials"
     objective = Objective(
         space, data, base, settings.objective, budget, trials_dir=trials_dir, on_progress=on_progress,
-        max_trials=settings.trials,
+        max_trials=settings.trials, data_choices=tuple(choices),
     )
     result = SearchResult(study, study_name, storage_url, created, trials_dir, notes=list(choices))
 

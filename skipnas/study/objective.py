@@ -129,6 +129,7 @@ class Objective:
     trials_dir: Path | None = None
     on_progress: Callable[[TrialProgress], None] | None = None
     max_trials: int | None = None  # the study's --trials, so a surplus start by a parallel worker stops
+    data_choices: tuple[str, ...] = ()  # the settings chosen from the data, in words, for every model folder
     _cost_cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -261,7 +262,9 @@ class Objective:
         out = self.trials_dir / str(trial.number) if self.trials_dir is not None else None
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()  # the measured peak is this trial's alone
-        candidate = train_candidate(genome, self.data, config, out=out, callbacks=[report], progress=False)
+        candidate = train_candidate(
+            genome, self.data, config, out=out, callbacks=[report], progress=False, data_choices=self.data_choices
+        )
         seconds.update(candidate.seconds)
         metrics = {name: candidate.metrics[name] for name in METRIC_ATTRS if name in candidate.metrics}
         for name, value in metrics.items():

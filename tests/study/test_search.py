@@ -120,6 +120,10 @@ def test_export_then_count_the_exported_folder(searched, tiny_dataset: Path, tmp
     assert summary["trial"]["topology"] == "standard" and summary["baselines"][0]["topology"] == "standard"
     counted = count_images(result.out, [tiny_dataset / "test"], tmp_path / "counts", device="cpu", progress=False)
     assert len(counted.images) == 2 and (tmp_path / "counts" / "counts.csv").exists()
+    # the settings the search took from the data travel with the exported model, and the counting says how it was chosen
+    info = json.loads((result.out / "model.json").read_text())
+    assert info["data_choices"] == second.notes and any("minimum areas" in line for line in info["data_choices"])
+    assert json.loads((result.out / "postprocess.json").read_text())["calibration"]["selection"] == "stable"
 
 
 def test_cli_search_and_export_bad_input_exit_2(tmp_path: Path) -> None:
