@@ -1,4 +1,4 @@
-"""Helpers shared by the sub-commands: consoles and JSON output."""
+"""Helpers shared by the sub-commands: consoles, JSON output and ``auto`` arguments."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import sys
 from typing import Any
 
 from rich.console import Console
+
+from skipnas.errors import SkipnasError
 
 
 def console() -> Console:
@@ -22,6 +24,16 @@ def status_console() -> Console:
 def print_json(obj: Any) -> None:
     json.dump(obj, sys.stdout, indent=2, sort_keys=True)
     sys.stdout.write("\n")
+
+
+def parse_auto(value: str, kind: type, name: str) -> float | int | None:
+    """``"auto"`` as None, otherwise ``value`` as ``kind``; one clear error for anything else."""
+    if value == "auto":
+        return None
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise SkipnasError(f"{name} must be auto or a {'whole ' if kind is int else ''}number, got {value!r}") from None
 
 
 def add_group(subparsers: Any, name: str, help_text: str) -> Any:

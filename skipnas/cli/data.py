@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from skipnas.cli._common import add_group, console, print_json, status_console
+from skipnas.cli._common import add_group, console, parse_auto, print_json, status_console
 from skipnas.progress import progress_bar
 
 EXIT_PROBLEMS = 2
@@ -173,10 +173,8 @@ def _check(args: argparse.Namespace) -> int:
 def _suggest(summary: dict[str, Any], root: Path, args: argparse.Namespace) -> dict[str, Any]:
     """What skipnas train would choose from the train split's particles (a standard depth-4 network),
     and warnings; a split whose particles cannot be trained on is refused."""
-    from skipnas.data.particles import ParticleSizes, check_particles_fit, choose_scale, choose_tile, tile_warning
-    from skipnas.data.rescale import check_scale
+    from skipnas.data.particles import ParticleSizes, check_particles_fit, scale_and_tile, tile_warning
     from skipnas.genome import DEFAULT_DEPTH
-    from skipnas.train.adapt import check_tile_size, parse_auto
 
     tile, scale = parse_auto(args.tile, int, "--tile"), parse_auto(args.scale, float, "--scale")
     suggestion: dict[str, Any] = {"notes": [], "warnings": []}
@@ -189,9 +187,7 @@ def _suggest(summary: dict[str, Any], root: Path, args: argparse.Namespace) -> d
     if not train or not train["masks"]:
         return suggestion
     sizes = ParticleSizes.from_dict(train["particle_sizes"])
-    multiple = 2**DEFAULT_DEPTH
-    scale = choose_scale(sizes) if scale is None else check_scale(scale)
-    tile = choose_tile(sizes, scale, multiple) if tile is None else check_tile_size(tile, multiple)
+    scale, tile = scale_and_tile(sizes, 2**DEFAULT_DEPTH, scale, tile)
     warning = tile_warning(sizes, tile, scale)
     if warning:
         suggestion["warnings"].append(warning)

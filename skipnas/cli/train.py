@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from skipnas.auxiliary import AUXILIARY_TARGETS
-from skipnas.cli._common import console, print_json, status_console
+from skipnas.cli._common import console, parse_auto, print_json, status_console
 from skipnas.errors import SkipnasError
 from skipnas.tta import TTA_MODES
 
@@ -152,8 +152,8 @@ def _train(args: argparse.Namespace) -> int:
     from skipnas.genome import load_genome
     from skipnas.modelio import check_model_target
     from skipnas.train.losses import LossConfig
+    from skipnas.data.particles import check_batch, check_tile_size
     from skipnas.data.rescale import check_scale
-    from skipnas.train.adapt import check_tile_size, parse_auto
     from skipnas.train.run import adapt_config_to_dataset, prepare_data, train_candidate
     from skipnas.train.trainer import PhaseConfig, TrainConfig
 
@@ -169,8 +169,8 @@ def _train(args: argparse.Namespace) -> int:
         check_tile_size(tile, 2**genome.depth)
     if scale is not None:
         check_scale(scale)
-    if batch is not None and batch < 1:
-        raise SkipnasError(f"--batch must be at least 1 or auto, got {batch}")
+    if batch is not None:
+        check_batch(batch)
     config = TrainConfig(
         pretrain=PhaseConfig(epochs=args.pretrain_epochs, seconds=args.pretrain_seconds, lr=args.lr),
         finetune=PhaseConfig(epochs=args.finetune_epochs, seconds=args.finetune_seconds, lr=args.finetune_lr),

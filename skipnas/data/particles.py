@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
+from skipnas.data.rescale import check_scale
 from skipnas.errors import SkipnasError
 
 PERCENTILES: tuple[int, ...] = (5, 50, 95)
@@ -194,6 +195,29 @@ def choose_tile(sizes: ParticleSizes, scale: float, multiple: int, where: str = 
         fits = int(sizes.smallest_image_side * scale) // multiple * multiple
         tile = min(tile, max(fits, multiple))
     return max(min(tile, MAX_AUTO_TILE), multiple)
+
+
+def check_tile_size(tile: int, multiple: int, where: str = "--tile") -> int:
+    """A tile the network can take: a whole number of at least ``multiple`` (2 ** depth) px."""
+    if isinstance(tile, bool) or not isinstance(tile, int) or tile < multiple:
+        raise SkipnasError(f"{where} must be at least {multiple} px (2 ** the network's depth) or auto, got {tile!r}")
+    return tile
+
+
+def check_batch(batch: int) -> int:
+    if batch < 1:
+        raise SkipnasError(f"--batch must be at least 1 or auto, got {batch}")
+    return batch
+
+
+def scale_and_tile(
+    sizes: ParticleSizes, multiple: int, scale: float | None = None, tile: int | None = None, where: str = "the training masks"
+) -> tuple[float, int]:
+    """The input scale and training tile: each given one checked, each None chosen from ``sizes``
+    (:func:`choose_scale`, then :func:`choose_tile` at that scale)."""
+    scale = choose_scale(sizes, where) if scale is None else check_scale(scale)
+    tile = choose_tile(sizes, scale, multiple, where) if tile is None else check_tile_size(tile, multiple)
+    return scale, tile
 
 
 def choose_batch(tile: int) -> int:

@@ -6,13 +6,17 @@ resized back, so counting, overlays and metrics stay in the image's own pixels.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from skipnas.data.dataset import LabeledImage
 from skipnas.errors import SkipnasError
+
+if TYPE_CHECKING:  # the dataset module measures particles, which check scales here
+    from skipnas.data.dataset import LabeledImage
 
 
 def check_scale(scale: float, where: str = "--scale") -> float:
@@ -61,4 +65,4 @@ def rescale_labeled(item: LabeledImage, scale: float) -> LabeledImage:
     if scale == 1.0:
         return item
     shape = scaled_shape(*item.instances.shape, scale)
-    return LabeledImage(item.stem, resize_image(item.image, shape), resize_instances(item.instances, shape))
+    return dataclasses.replace(item, image=resize_image(item.image, shape), instances=resize_instances(item.instances, shape))

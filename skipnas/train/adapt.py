@@ -15,30 +15,21 @@ from skipnas.data.particles import (
     DEFAULT_TILE,
     TOUCHING_SHARE_FOR_AUXILIARY,
     ParticleSizes,
+    check_batch,
     check_particles_fit,
     choose_batch,
-    choose_scale,
-    choose_tile,
     min_area_grid,
+    scale_and_tile,
     tile_warning,
     zoom_range,
 )
 from skipnas.data.intensity import PER_IMAGE_SPREAD
-from skipnas.data.rescale import check_scale
-from skipnas.errors import SkipnasError
 from skipnas.train.trainer import TrainConfig
 
 AUTO = "auto"
 # the calibration also tries dropping particles whose most probable pixel stays below these: texture
 # the network half-believes (a membrane's pores) against particles it is sure of
 PEAK_PROBABILITIES: tuple[float, ...] = (0.0, 0.9, 0.95, 0.98)
-
-
-def check_tile_size(tile: int, multiple: int, where: str = "--tile") -> int:
-    """A tile the network can take: a whole number of at least ``multiple`` (2 ** depth) px."""
-    if isinstance(tile, bool) or not isinstance(tile, int) or tile < multiple:
-        raise SkipnasError(f"{where} must be at least {multiple} px (2 ** the network's depth) or auto, got {tile!r}")
-    return tile
 
 
 def adapt_to_data(
@@ -62,29 +53,24 @@ def adapt_to_data(
     check_particles_fit(sizes, where)
     assert sizes.width is not None and sizes.area is not None
     notes: list[str] = []
-    if scale is None:
-        scale = choose_scale(sizes, where)
+    scale_given, tile_given = scale is not None, tile is not None
+    scale, tile = scale_and_tile(sizes, multiple, scale, tile, where)
+    if not scale_given:
         notes.append(
             f"input scale {scale:g}: particles {sizes.width['p50']:.0f} px wide (median; 95th percentile "
             f"{sizes.width['p95']:.0f} px) reach the network {sizes.width['p50'] * scale:.0f} px "
             f"({sizes.width['p95'] * scale:.0f} px) wide"
         )
-    else:
-        scale = check_scale(scale)
-    if tile is None:
-        tile = choose_tile(sizes, scale, multiple, where)
+    if not tile_given:
         notes.append(f"training tile {tile} px: at least twice the large particles' width at that scale")
-    else:
-        check_tile_size(tile, multiple)
-        warning = tile_warning(sizes, tile, scale)
-        if warning:
-            notes.append(f"warning: {warning}")
+    elif warning := tile_warning(sizes, tile, scale):
+        notes.append(f"warning: {warning}")
     if batch is None:
         batch = choose_batch(tile)
         if batch != DEFAULT_BATCH:
             notes.append(f"batch {batch}: as many pixels a step as {DEFAULT_BATCH} tiles of {DEFAULT_TILE} px")
-    elif batch < 1:
-        raise SkipnasError(f"--batch must be at least 1 or auto, got {batch}")
+    else:
+        check_batch(batch)
     zoom = config.augment.scale_range
     if zoom is None:
         zoom = zoom_range(sizes)
@@ -128,14 +114,4 @@ def adapt_to_data(
     return adapted, notes
 
 
-def parse_auto(value: str, kind: type, name: str) -> float | int | None:
-    """``"auto"`` as None, otherwise ``value`` as ``kind``; one clear error for anything else."""
-    if value == AUTO:
-        return None
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
-        raise SkipnasError(f"{name} must be auto or a {'whole ' if kind is int else ''}number, got {value!r}") from None
-
-
-__all__: Sequence[str] = ("AUTO", "adapt_to_data", "check_tile_size", "parse_auto")
+__all__: Sequence[str] = ("AUTO", "adapt_to_data")

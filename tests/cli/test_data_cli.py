@@ -190,3 +190,15 @@ def test_check_refuses_tiles_and_scales_that_cannot_work(tmp_path: Path, capsys,
     root = _discs_dataset(tmp_path / "ds", radius=10)
     assert main(["data", "check", str(root), flag, value]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_check_suggests_settings_without_loading_torch(tmp_path: Path) -> None:
+    """Measuring particles and suggesting a scale and tile is pure data work: no deep-learning import."""
+    root = _discs_dataset(tmp_path / "ds", radius=40)
+    code = (
+        "import sys; from skipnas.cli import main; "
+        f"code = main(['data', 'check', {str(root)!r}, '--json']); print(code, 'torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "0 False"

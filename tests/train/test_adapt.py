@@ -6,7 +6,7 @@ import pytest
 
 from skipnas.data.particles import ParticleSizes
 from skipnas.errors import SkipnasError
-from skipnas.train.adapt import adapt_to_data, parse_auto
+from skipnas.train.adapt import adapt_to_data
 from skipnas.train.trainer import TrainConfig
 
 
@@ -67,13 +67,3 @@ def test_masks_without_particles_are_refused_naming_where():
     empty = ParticleSizes.of_masks([np.zeros((32, 32), np.int32)])
     with pytest.raises(SkipnasError, match="data/train: the masks hold no particle"):
         adapt_to_data(TrainConfig(), empty, 16, where="data/train")
-
-
-@pytest.mark.parametrize("value, kind, expected", [("auto", int, None), ("128", int, 128), ("0.5", float, 0.5)])
-def test_parse_auto(value, kind, expected):
-    assert parse_auto(value, kind, "--tile") == expected
-
-
-def test_parse_auto_names_the_flag():
-    with pytest.raises(SkipnasError, match="--tile must be auto or a whole number, got 'abc'"):
-        parse_auto("abc", int, "--tile")
