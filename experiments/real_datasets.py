@@ -44,7 +44,7 @@ import numpy as np
 
 from skipnas.counting.calibrate import CalibrationGrid
 from skipnas.counting.classical import ClassicalConfig, evaluate_classical
-from skipnas.data.dataset import check_dataset, load_labeled, resolve_dataset
+from skipnas.data.dataset import load_labeled
 from skipnas.errors import SkipnasError
 from skipnas.genome import Genome
 from skipnas.counting.postprocess import count_particles
@@ -53,7 +53,7 @@ from skipnas.data.particles import measure_particles
 from skipnas.predict import Prediction, predict_image, predict_images
 from skipnas.train.data import prepare_image
 from skipnas.train.metrics import count_metrics, object_metrics
-from skipnas.train.run import adapt_config_to_dataset, evaluate_predictions, prepare_data, train_candidate
+from skipnas.train.run import adapt_config_to_dataset, evaluate_predictions, open_dataset, prepare_data, train_candidate
 from skipnas.train.trainer import PhaseConfig, TrainConfig
 
 FIELDS = ["dataset", "method", "seed", "split", "image", "true_count", "pred_count", "object_tp", "object_fp", "object_fn", "seconds"]
@@ -72,21 +72,21 @@ def network_rows(data: str, seed: int, args: argparse.Namespace, fixed: bool) ->
     """Train one network as ``skipnas train`` does and score it on val and test, one row per image."""
     genome = Genome.named("standard", base_width=args.width)
     config = train_config(seed, args.pretrain_seconds, args.finetune_seconds)
+    index = open_dataset(data)
     if fixed:
         # the fixed settings: neither the grid nor anything else follows the data
         config = dataclasses.replace(config, count_grid=CalibrationGrid(), calibration_selection="mean")
         config, _ = adapt_config_to_dataset(
-            data, config, genome.depth, scale=1.0, tile=64, batch=8, auxiliary=None, normalise="dataset"
+            index, config, genome.depth, scale=1.0, tile=64, batch=8, auxiliary=None, normalise="dataset"
         )
     else:
-        config, _ = adapt_config_to_dataset(data, config, genome.depth)
+        config, _ = adapt_config_to_dataset(index, config, genome.depth)
     started = time.perf_counter()
-    prepared = prepare_data(data, config)
+    prepared = prepare_data(index, config)
     with tempfile.TemporaryDirectory() as folder:
         result = train_candidate(genome, prepared, config, out=Path(folder) / "model", progress=False)
     seconds = time.perf_counter() - started
     method = "skipnas fixed settings" if fixed else "skipnas defaults"
-    index = check_dataset(resolve_dataset(data))
     rows = []
     for split in ("val", "test"):
         images = load_labeled(index.samples(split))

@@ -154,7 +154,7 @@ def _train(args: argparse.Namespace) -> int:
     from skipnas.train.losses import LossConfig
     from skipnas.data.particles import check_batch, check_tile_size
     from skipnas.data.rescale import check_scale
-    from skipnas.train.run import adapt_config_to_dataset, prepare_data, train_candidate
+    from skipnas.train.run import adapt_config_to_dataset, open_dataset, prepare_data, train_candidate
     from skipnas.train.trainer import PhaseConfig, TrainConfig
 
     if args.auxiliary == "none" and args.auxiliary_weight != 1.0:
@@ -189,8 +189,9 @@ def _train(args: argparse.Namespace) -> int:
     notes = status_console()
     notes.print(f"preparing data from {args.data} ...")
     auxiliary = None if args.auxiliary == "none" else args.auxiliary
+    index = open_dataset(args.data)
     config, choices = adapt_config_to_dataset(
-        args.data, config, genome.depth, scale=scale, tile=tile, batch=batch, auxiliary=auxiliary,
+        index, config, genome.depth, scale=scale, tile=tile, batch=batch, auxiliary=auxiliary,
         normalise=None if args.normalise == "auto" else args.normalise,
     )
     if config.auxiliary is None and args.auxiliary_weight != 1.0:
@@ -200,7 +201,7 @@ def _train(args: argparse.Namespace) -> int:
         )
     for line in choices:
         notes.print(f"  {line}", soft_wrap=True, markup=False)
-    data = prepare_data(args.data, config)
+    data = prepare_data(index, config)
     notes.print(
         f"{len(data.train)} train / {len(data.val)} val images, {len(data.synthetic)} semi-synthetic; "
         f"training {genome.name} (width {genome.base_width})"

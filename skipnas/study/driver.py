@@ -183,12 +183,13 @@ def search(
         torch.set_num_threads(settings.threads)
     space = _validated_space(settings)
     budget = budget_bytes(space, settings.budget_mib)
-    from skipnas.train.run import adapt_config_to_dataset, prepare_data
+    from skipnas.train.run import adapt_config_to_dataset, open_dataset, prepare_data
 
+    index = open_dataset(settings.data)
     base, choices = adapt_config_to_dataset(
-        settings.data, base_train_config(settings, space), space.depth, tile=space.tile, batch=space.batch
+        index, base_train_config(settings, space), space.depth, tile=space.tile, batch=space.batch
     )
-    data = prepare_data(settings.data, base)
+    data = prepare_data(index, base)
     study_name = settings.study or study_name_for(settings, data.root, space)
     storage = make_storage(settings.storage, settings.runs_dir, heartbeat_seconds=settings.heartbeat_seconds)
     storage_url = settings.storage or default_storage_url(settings.runs_dir)

@@ -60,13 +60,21 @@ class PreparedData:
         return self.train[0].channels
 
 
-def prepare_data(spec: str | Path, config: TrainConfig | None = None) -> PreparedData:
-    """Validate and load ``spec`` (a folder or ``"demo"``); generate the pretraining images."""
+def open_dataset(spec: str | Path | DatasetIndex) -> DatasetIndex:
+    """The checked index of ``spec`` (a folder or ``"demo"``); an index is taken as already checked."""
+    if isinstance(spec, DatasetIndex):
+        return spec
+    # the split seed stays fixed (0) so evaluate and baseline-count see the same split as training
+    return check_dataset(resolve_dataset(spec))
+
+
+def prepare_data(spec: str | Path | DatasetIndex, config: TrainConfig | None = None) -> PreparedData:
+    """Load ``spec`` (a folder, ``"demo"``, or the index :func:`open_dataset` gave, so it is not
+    checked again); generate the pretraining images."""
     started = time.perf_counter()
     config = config or TrainConfig()
-    root = resolve_dataset(spec)
-    # the split seed stays fixed (0) so evaluate and baseline-count see the same split as training
-    index = check_dataset(root)
+    index = open_dataset(spec)
+    root = index.root
     train, val = load_split(index, "train"), load_split(index, "val")
     if config.normalise == "image":
         normalisation = Normalisation.stretched(train[0].channels)
@@ -81,7 +89,7 @@ def prepare_data(spec: str | Path, config: TrainConfig | None = None) -> Prepare
 
 
 def adapt_config_to_dataset(
-    spec: str | Path,
+    spec: str | Path | DatasetIndex,
     config: TrainConfig,
     genome_depth: int,
     *,
@@ -93,7 +101,7 @@ def adapt_config_to_dataset(
 ) -> tuple[TrainConfig, list[str]]:
     """:func:`~skipnas.train.adapt.adapt_to_data` on the training split of ``spec``: its masks'
     particles and its images' brightness."""
-    index = check_dataset(resolve_dataset(spec))
+    index = open_dataset(spec)
     sizes = particle_sizes(index, "train")
     brightness = dataset_summary(index)["splits"]["train"].get("brightness_spread")
     return adapt_to_data(

@@ -352,3 +352,15 @@ def test_slow_validations_wait_so_they_take_at_most_their_share_of_a_seconds_bud
 def test_max_validation_share_is_a_share() -> None:
     with pytest.raises(SkipnasError, match="max_validation_share"):
         _config(max_validation_share=0.0)
+
+
+def test_a_checked_index_is_adapted_to_and_loaded_without_reading_the_dataset_again(
+    tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from skipnas.train import run
+
+    index = run.open_dataset(tiny_dataset)
+    monkeypatch.setattr(run, "check_dataset", lambda *args, **kwargs: pytest.fail("the dataset was checked again"))
+    config, _ = run.adapt_config_to_dataset(index, _config(), 2)
+    prepared = run.prepare_data(index, config)
+    assert prepared.root == index.root and len(prepared.train) == 6
