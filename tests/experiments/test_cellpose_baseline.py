@@ -12,7 +12,6 @@ import sys
 import time
 import types
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -23,16 +22,6 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "experiments" / "cellpose_baseline.py"
 RADIUS = 7
 CENTRES = [(16, 16), (16, 46), (46, 20), (44, 48)]
-
-
-def _experiment() -> Any:
-    """The experiment script as a module."""
-    spec = importlib.util.spec_from_file_location("cellpose_baseline", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
 
 
 def _disc_image(count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -128,8 +117,8 @@ def test_the_smoke_run_is_skipped_where_cellpose_is_missing(tmp_path: Path) -> N
     assert full.returncode == 2 and "cellpose is not importable" in full.stderr and not out.exists()
 
 
-def test_the_diameter_is_the_median_equivalent_diameter_of_every_train_particle() -> None:
-    experiment = _experiment()
+def test_the_diameter_is_the_median_equivalent_diameter_of_every_train_particle(load_experiment) -> None:
+    experiment = load_experiment("cellpose_baseline")
     small = np.zeros((20, 20), np.int32)
     small[:2, :2] = 1  # area 4
     small[5:7, 5:7] = 2  # area 4
@@ -141,8 +130,8 @@ def test_the_diameter_is_the_median_equivalent_diameter_of_every_train_particle(
         experiment.median_diameter([np.zeros((4, 4), np.int32)])
 
 
-def test_colour_images_become_the_mean_of_their_colour_channels() -> None:
-    experiment = _experiment()
+def test_colour_images_become_the_mean_of_their_colour_channels(load_experiment) -> None:
+    experiment = load_experiment("cellpose_baseline")
     rgba = np.zeros((2, 2, 4), np.uint8)
     rgba[..., 0], rgba[..., 1], rgba[..., 2], rgba[..., 3] = 30, 60, 90, 255
     assert experiment.grey(rgba).tolist() == [[60.0, 60.0], [60.0, 60.0]]
@@ -175,8 +164,8 @@ def _fake_cellpose_train(clock: _Clock, images: int) -> types.SimpleNamespace:
     return fake
 
 
-def test_the_guard_stops_training_once_the_deadline_has_passed(monkeypatch: pytest.MonkeyPatch) -> None:
-    experiment = _experiment()
+def test_the_guard_stops_training_once_the_deadline_has_passed(load_experiment, monkeypatch: pytest.MonkeyPatch) -> None:
+    experiment = load_experiment("cellpose_baseline")
     clock = _Clock()
     monkeypatch.setattr(time, "monotonic", clock)
     fake = _fake_cellpose_train(clock, images=4)
@@ -189,8 +178,8 @@ def test_the_guard_stops_training_once_the_deadline_has_passed(monkeypatch: pyte
     assert fake._get_batch is original  # the patch is undone
 
 
-def test_the_guard_replans_when_the_time_left_fits_more_than_the_flat_schedule(monkeypatch: pytest.MonkeyPatch) -> None:
-    experiment = _experiment()
+def test_the_guard_replans_when_the_time_left_fits_more_than_the_flat_schedule(load_experiment, monkeypatch: pytest.MonkeyPatch) -> None:
+    experiment = load_experiment("cellpose_baseline")
     clock = _Clock()
     monkeypatch.setattr(time, "monotonic", clock)
     fake = _fake_cellpose_train(clock, images=4)
@@ -206,13 +195,13 @@ def test_the_guard_replans_when_the_time_left_fits_more_than_the_flat_schedule(m
     assert guard.epoch_seconds is None and guard.epochs == 75
 
 
-def test_whole_epochs_fit_after_the_setup() -> None:
-    plan = _experiment().plan_epochs
+def test_whole_epochs_fit_after_the_setup(load_experiment) -> None:
+    plan = load_experiment("cellpose_baseline").plan_epochs
     assert plan(100.0, 10.0, 3.0) == 30 and plan(5.0, 10.0, 3.0) == 1 and plan(10.0, 0.0, 0.0) == 1
 
 
-def test_predicted_particles_are_counted_and_matched_to_the_true_ones() -> None:
-    experiment = _experiment()
+def test_predicted_particles_are_counted_and_matched_to_the_true_ones(load_experiment) -> None:
+    experiment = load_experiment("cellpose_baseline")
     _, truth = _disc_image(3, np.random.default_rng(0))
     predicted = truth.copy()
     predicted[predicted == 3] = 0  # one particle missed

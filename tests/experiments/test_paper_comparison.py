@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "paper_comparison.py"
-
 
 @pytest.fixture(scope="module")
-def paper() -> ModuleType:
-    # experiments/ is no package: load the script as a module (its main() does not run)
-    spec = importlib.util.spec_from_file_location("paper_comparison", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+def paper(load_experiment) -> ModuleType:
+    return load_experiment("paper_comparison")
 
 
 def _run(topology: str, pretrain: str, seed: int, dice: float, mae: float, status: str = "ok") -> dict[str, Any]:

@@ -4,7 +4,6 @@ a kept model is predicted again without training, and saved predictions are aver
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import subprocess
 import sys
@@ -16,16 +15,6 @@ import pytest
 from skipnas.counting.postprocess import METHODS, PostprocessConfig
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _experiment():
-    """The experiment script as a module."""
-    spec = importlib.util.spec_from_file_location("touching_particles", REPO / "experiments" / "touching_particles.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -50,11 +39,11 @@ def test_the_loss_augmentation_and_schedule_options_train_the_kept_model(tmp_pat
     assert "also trained on the train and val splits of demo seeds 2" in comment
 
 
-def test_extra_training_draws_give_both_their_splits_to_training(tmp_path: Path) -> None:
+def test_extra_training_draws_give_both_their_splits_to_training(load_experiment, tmp_path: Path) -> None:
     from skipnas.data.demo import demo_classes, demo_dataset_path
 
     demo = demo_dataset_path(0)
-    root = _experiment().write_class_subset(demo, tmp_path / "beads", prefix="seed0-", splits=("train", "val"), into="train")
+    root = load_experiment("touching_particles").write_class_subset(demo, tmp_path / "beads", prefix="seed0-", splits=("train", "val"), into="train")
     assert sorted(path.name for path in root.iterdir()) == ["train"]
     stems = demo_classes(demo)
     expected = sorted(f"seed0-{stem}.tif" for split in ("train", "val") for stem in stems[split])
@@ -136,8 +125,8 @@ def test_a_kept_centre_model_is_counted_again_with_test_time_augmentation(tmp_pa
         assert float(row["test_calibrated_relative_count_error"]) <= float(row["relative_count_error"])
 
 
-def test_a_particle_without_one_pixel_of_the_mask_is_unseen() -> None:
-    module = _experiment()
+def test_a_particle_without_one_pixel_of_the_mask_is_unseen(load_experiment) -> None:
+    module = load_experiment("touching_particles")
     instances = np.zeros((16, 16), np.int32)
     instances[1:4, 1:4], instances[6:9, 6:9], instances[12:15, 12:15] = 1, 2, 3
     prob = np.zeros((16, 16), np.float32)
@@ -150,8 +139,8 @@ def test_a_particle_without_one_pixel_of_the_mask_is_unseen() -> None:
     assert module.unseen_particles(prob, instances, PostprocessConfig(threshold=0.5, erode=3)) == 2
 
 
-def test_counting_errors_are_sorted_particle_by_particle() -> None:
-    module = _experiment()
+def test_counting_errors_are_sorted_particle_by_particle(load_experiment) -> None:
+    module = load_experiment("touching_particles")
     instances = np.zeros((20, 40), np.int32)
     instances[2:8, 2:8], instances[2:8, 8:14] = 1, 2  # a touching pair, counted as one particle
     instances[12:18, 2:14] = 3  # one bead, counted as two
@@ -193,8 +182,8 @@ def test_the_mean_of_one_network_twice_counts_as_that_network(tmp_path: Path) ->
     assert missing.returncode == 2 and "none.npz is not a file" in missing.stderr and not (tmp_path / "x.csv").exists()
 
 
-def test_saved_predictions_average_pixel_by_pixel_and_only_over_the_same_images(tmp_path: Path) -> None:
-    module = _experiment()
+def test_saved_predictions_average_pixel_by_pixel_and_only_over_the_same_images(load_experiment, tmp_path: Path) -> None:
+    module = load_experiment("touching_particles")
     instances = np.zeros((8, 8), np.int32)
     instances[2:5, 2:5] = 1
 
