@@ -1,16 +1,17 @@
 """Choosing the post-processing on validation images: a small grid search minimising count MAE.
 
-Every setting of the grid (threshold x erode x dilate x min_area x min_peak_probability x
-counting method, each method with its own settings: the fibre method's maximum turn, the seeded
-method's seed threshold and peak fraction, and where the grid gives them, the peak window of
-watershed and seeded) is scored on all images. The best counts best and most steadily (``selection``, see
-:func:`calibrate`); ties go to the lower count MAE, the higher pooled Dice, then to the simpler setting (the methods in the order of ``METHODS``, fewer
-and smaller morphology steps, threshold nearer 0.5, smaller min_area, no peak filter). Work is
-shared: each threshold, erosion and dilation is computed once per image for every method, each
-mask's relief (its distance transform for watershed, the auxiliary map for seeded:
-:class:`~skipnas.counting.seeded.Relief`) once for all of that method's settings, and the
-min_area and min_peak_probability values only filter the particles already labelled. Methods
-that need the network's auxiliary map are tried only when it is given.
+Every setting of the grid (threshold x erode x dilate x min_area x min_peak_probability x counting
+method, each method with its own settings: the fibre method's maximum turn, the seeded method's
+seed threshold and peak fraction, and where the grid gives them, the peak window of watershed and
+seeded) is scored on all images. The best counts best and most steadily (``selection``, see
+:func:`calibrate`); ties go to the lower count MAE, the higher pooled Dice, then to the simpler
+setting (the methods in the order of ``METHODS``, fewer and smaller morphology steps, threshold
+nearer 0.5, smaller min_area, no peak filter). Work is shared: each threshold, erosion and
+dilation is computed once per image for every method, each mask's relief (its distance transform
+for watershed, the auxiliary map for seeded: :class:`~skipnas.counting.seeded.Relief`) once for
+all of that method's settings, and the min_area and min_peak_probability values only filter the
+particles already labelled. Methods that need the network's auxiliary map are tried only when it
+is given.
 """
 
 from __future__ import annotations

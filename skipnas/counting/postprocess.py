@@ -33,8 +33,8 @@ import cv2
 import numpy as np
 
 from skipnas.counting.fibres import fibre_labels
-from skipnas.data.rescale import resize_instances, resize_maps
 from skipnas.counting.seeded import Relief
+from skipnas.data.rescale import resize_instances, resize_maps
 from skipnas.errors import SkipnasError
 from skipnas.fileio import write_json_atomic
 

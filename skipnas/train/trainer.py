@@ -104,7 +104,8 @@ class TrainConfig:
     # more than this share of the phase's time: large validation images would otherwise eat the budget
     max_validation_share: float = 0.2
     # images are resized by this before the network (training, validation and counting alike), so
-    # particles of any size reach the sizes a U-Net resolves; maps come back at full size
+    # particles of any size reach the sizes a U-Net resolves; counting works on the maps at that
+    # scale and gives the particles back in the image's own pixels
     scale: float = 1.0
     # "dataset": every image normalised by the training split's statistics; "image": each stretched
     # by its own percentiles first (images whose brightness differs a lot between them)
@@ -352,18 +353,18 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.setup.device)
         batches = 0
 
-        validating = [0.0]  # seconds spent validating in this phase
+        validating = 0.0  # seconds spent validating in this phase
 
         def validation_affordable() -> bool:
             """On a seconds budget: validating so far took at most ``max_validation_share`` of the phase."""
             if phase.seconds is None:
                 return True
-            return validating[0] <= self.config.max_validation_share * (time.perf_counter() - started)
+            return validating <= self.config.max_validation_share * (time.perf_counter() - started)
 
         def validate() -> str:
             """Validate, keep the best weights, call the callbacks and step the schedule; returns
             why the phase stops early, or ""."""
-            nonlocal batches, best_dice, stale, best_key, kept, best_state
+            nonlocal batches, best_dice, stale, best_key, kept, best_state, validating
             validation_started = time.perf_counter()
             self._check_finite(loss_sum, name, phase_steps)
             train_loss = float(loss_sum) / max(batches, 1)
@@ -382,7 +383,7 @@ class Trainer:
                 if by_count
                 else None
             )
-            validating[0] += time.perf_counter() - validation_started
+            validating += time.perf_counter() - validation_started
             lr = optimizer.param_groups[0]["lr"]
             result = EpochResult(
                 name, epoch, self.steps, train_loss, val_dice, lr, time.perf_counter() - self._started, auxiliary_mean,
@@ -448,7 +449,7 @@ class Trainer:
                     reason = reason or early_stop
         if best_state is not None:
             self.model.load_state_dict(best_state)
-        return reason, best_dice, time.perf_counter() - started, kept, validating[0]
+        return reason, best_dice, time.perf_counter() - started, kept, validating
 
     @staticmethod
     def _check_finite(loss_sum: torch.Tensor, phase: str, step: int) -> None:
