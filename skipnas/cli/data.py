@@ -153,6 +153,7 @@ def _check(args: argparse.Namespace) -> int:
         summary = dataset_summary(index, progress=lambda done, total: bar.update(completed=done, total=total))
     suggestion = _suggest(summary, root, args)
     warnings = report.warnings + suggestion.pop("warnings")
+    notes = _mask_notes(summary)
     if args.json:
         mean, std = normalisation_stats(index)
         print_json(
@@ -162,12 +163,24 @@ def _check(args: argparse.Namespace) -> int:
                 "splits": summary["splits"],
                 "normalisation": {"mean": mean, "std": std},
                 "suggested": suggestion,
+                "notes": notes,
                 "warnings": warnings,
             }
         )
     else:
-        _print_summary(summary, warnings, suggestion["notes"])
+        _print_summary(summary, warnings, [*notes, *suggestion["notes"]])
     return 0
+
+
+def _mask_notes(summary: dict[str, Any]) -> list[str]:
+    """How the masks were read, where it is not obvious: colour masks are counted one particle per colour."""
+    colour = sum(split["mask_kinds"].get("color", 0) for split in summary["splits"].values())
+    if not colour:
+        return []
+    return [
+        f"{colour} colour mask{'s' if colour > 1 else ''}: each distinct colour is one particle (black or "
+        "transparent is background; pieces of one colour count once)"
+    ]
 
 
 def _suggest(summary: dict[str, Any], root: Path, args: argparse.Namespace) -> dict[str, Any]:

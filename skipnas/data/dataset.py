@@ -21,7 +21,16 @@ from typing import Any
 import numpy as np
 
 from skipnas.data.intensity import brightness_spread, image_means
-from skipnas.data.io import IMAGE_SUFFIXES, count_instances, image_range, read_image, read_mask
+from skipnas.data.io import (
+    IMAGE_SUFFIXES,
+    Mask,
+    count_instances,
+    image_range,
+    label_blobs,
+    max_image_pixels,
+    read_image,
+    read_mask,
+)
 from skipnas.data.particles import ParticleMeasures, ParticleSizes, measure_particles
 from skipnas.errors import SkipnasError
 from skipnas.fileio import write_json_atomic
@@ -301,6 +310,28 @@ def _sample_problems(
         )
     if count_instances(mask.instances) == 0:
         report.warnings.append(f"{sample.mask_path}: mask has no particles (all background)")
+    fragmented = _fragmented_labels(sample.mask_path, mask)
+    if fragmented:
+        report.warnings.append(fragmented)
+
+
+_BLOBS_PER_LABEL = 5  # a fibre crossed by others is 2 or 3 pieces; 5 per label on average is no longer that
+
+
+def _fragmented_labels(path: Path, mask: Mask) -> str | None:
+    """A warning for an ID or colour mask whose labels each lie in many separate blobs: a class map, a
+    binary mask saved as 16-bit 0/1, or particles all highlighted in one colour, each counted as ONE."""
+    if mask.kind == "binary" or mask.classes is not None:
+        return None
+    labels = count_instances(mask.instances)
+    blobs = label_blobs(mask.instances)
+    if labels == 0 or blobs < 2 * _BLOBS_PER_LABEL or blobs < _BLOBS_PER_LABEL * labels:
+        return None
+    unit = "colour" if mask.kind == "color" else "ID"
+    return (
+        f"{path}: its {labels} {unit}(s) lie in {blobs} separate blobs and each {unit} counts as ONE particle; "
+        "if it marks classes, or every particle alike, save it as a binary mask (0/255) so each blob counts"
+    )
 
 
 def validate_dataset(
@@ -321,6 +352,7 @@ def validate_dataset(
     root = root.resolve()
     pattern = _group_regex(group_pattern)
     _check_fractions(val_fraction, test_fraction)
+    max_image_pixels()  # a bad $SKIPNAS_MAX_IMAGE_PIXELS is one error, not one per file
     folders = _split_folders(root)
     if folders and (root / "images").is_dir():
         report.warnings.append(f"{root / 'images'}: ignored because split folders ({', '.join(folders)}) exist")

@@ -2,16 +2,20 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
 import types
+import zlib
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+import tifffile
 
 from skipnas.cli import main
+from skipnas.data.io import MAX_PIXELS_ENV
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "sem_fibres"
 
@@ -202,3 +206,57 @@ def test_check_suggests_settings_without_loading_torch(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "0 False"
+
+
+def _png_claiming(path: Path, width: int, height: int) -> None:
+    """A PNG of 65 bytes whose header claims ``width`` x ``height`` grey pixels."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    chunks = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunks)
+
+
+def test_check_refuses_oversize_nan_and_noise_files_one_line_each_writing_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv(MAX_PIXELS_ENV, raising=False)
+    monkeypatch.setenv("SKIPNAS_CACHE_DIR", str(tmp_path / "cache"))
+    root = _good(tmp_path / "ds")
+    _png_claiming(root / "train" / "images" / "a-1.png", 60_000, 60_000)
+    tifffile.imwrite(root / "val" / "images" / "b-1.tif", np.full((32, 32), np.nan, np.float32))
+    (root / "val" / "images" / "b-1.png").unlink()
+    noise = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    assert cv2.imwrite(str(root / "train" / "masks" / "a-2.png"), noise)
+    assert main(["data", "check", str(root)]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert "3 problems" in lines[0] and "Traceback" not in captured.err
+    assert "a-1.png: 60000 x 60000 = 3,600 million pixels, more than the limit of 150 million" in lines[1]
+    assert f"raise the limit with {MAX_PIXELS_ENV}=3600000000" in lines[1]
+    assert "a-2.png: looks like a photo or noise, not a colour mask" in lines[2]
+    assert "b-1.tif: 1,024 of 1,024 values are NaN or infinite" in lines[3]
+    assert not (tmp_path / "cache").exists()
+
+
+def test_check_says_how_colour_masks_are_counted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = _good(tmp_path / "ds")
+    colours = np.zeros((32, 32, 3), np.uint8)
+    colours[2:8, 2:8] = (0, 0, 255)
+    colours[20:24, 2:30] = (0, 255, 0)
+    colours[26:30, 2:6] = (0, 255, 0)  # a second piece of the green particle
+    assert cv2.imwrite(str(root / "train" / "masks" / "a-1.png"), colours)
+    assert main(["data", "check", str(root), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["splits"]["train"]["mask_kinds"] == {"color": 1, "instance": 1}
+    assert data["splits"]["train"]["particles"] == 2 + 1
+    assert data["notes"] == [
+        "1 colour mask: each distinct colour is one particle (black or transparent is background; "
+        "pieces of one colour count once)"
+    ]
+    assert main(["data", "check", str(root)]) == 0
+    assert "1 colour mask: each distinct colour is one particle" in " ".join(capsys.readouterr().out.split())
+    assert main(["data", "check", str(_good(tmp_path / "plain")), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["notes"] == []

@@ -2,18 +2,22 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import sys
 import types
+import zlib
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+import tifffile
 
 from skipnas.data.dataset import (
     DatasetIndex,
     check_dataset,
     dataset_summary,
+    load_labeled,
     normalisation_stats,
     resolve_dataset,
     scan_dataset,
@@ -21,6 +25,7 @@ from skipnas.data.dataset import (
     summary_cache_path,
     validate_dataset,
 )
+from skipnas.data.io import MAX_PIXELS_ENV
 from skipnas.errors import SkipnasError
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "sem_fibres"
@@ -255,6 +260,90 @@ def test_validation_reports_progress(tmp_path: Path) -> None:
     calls: list[tuple[int, int]] = []
     validate_dataset(_presplit(tmp_path), progress=lambda done, total: calls.append((done, total)))
     assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+
+def _png_claiming(path: Path, width: int, height: int) -> Path:
+    """A PNG of 65 bytes whose header claims ``width`` x ``height`` grey pixels."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    chunks = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunks)
+    return path
+
+
+def _float_pair(folder: Path, stem: str, nan: bool = False) -> None:
+    image = np.random.default_rng(len(stem)).random((32, 32)).astype(np.float32)
+    if nan:
+        image[:] = np.nan
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(folder / "images" / f"{stem}.tif", image)
+    _mask(folder / "masks" / f"{stem}.png", particles=2)
+
+
+def test_oversize_image_nan_image_and_noise_mask_are_one_error_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(MAX_PIXELS_ENV, raising=False)
+    root = _presplit(tmp_path)
+    _png_claiming(root / "train" / "images" / "huge.png", 60_000, 60_000)
+    _mask(root / "train" / "masks" / "huge.png")
+    _image(root / "val" / "images" / "noise.png")
+    noise = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    assert cv2.imwrite(str(root / "val" / "masks" / "noise.png"), noise)
+    errors = validate_dataset(root).errors
+    assert len(errors) == 2
+    assert str(root / "train" / "images" / "huge.png") in errors[0] and MAX_PIXELS_ENV in errors[0]
+    assert str(root / "val" / "masks" / "noise.png") in errors[1] and "photo or noise" in errors[1]
+    with pytest.raises(SkipnasError, match="2 problems"):
+        check_dataset(root)
+
+
+def test_a_nan_image_in_a_float_dataset_is_named_by_check_and_by_loading(tmp_path: Path) -> None:
+    for index in range(3):
+        _float_pair(tmp_path, f"m{index}-0", nan=index == 1)
+    (error,) = validate_dataset(tmp_path).errors
+    assert str(tmp_path / "images" / "m1-0.tif") in error and "1,024 of 1,024 values are NaN" in error
+    samples = scan_dataset(tmp_path).samples()
+    with pytest.raises(SkipnasError, match="m1-0.tif: 1,024 of 1,024 values are NaN"):
+        load_labeled(samples)  # what train and evaluate read with, the check skipped
+    assert len(load_labeled([s for s in samples if s.stem != "m1-0"])) == 2
+
+
+def test_a_bad_pixel_limit_is_one_error_not_one_per_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(MAX_PIXELS_ENV, "lots")
+    with pytest.raises(SkipnasError, match=f"{MAX_PIXELS_ENV}='lots'"):
+        validate_dataset(_presplit(tmp_path))
+
+
+def test_the_pixel_limit_applies_to_checking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = _presplit(tmp_path)
+    monkeypatch.setenv(MAX_PIXELS_ENV, "1023")  # the 32x32 images and masks are 1,024 pixels
+    assert len(validate_dataset(root).errors) == 8
+    monkeypatch.setenv(MAX_PIXELS_ENV, "1024")
+    assert validate_dataset(root).ok
+
+
+def test_labels_each_in_many_blobs_are_a_warning(tmp_path: Path) -> None:
+    root = _presplit(tmp_path)
+    one_id = np.zeros((32, 32), np.uint16)
+    one_colour = np.zeros((32, 32, 3), np.uint8)
+    for i in range(12):  # 12 separate blobs of one ID, or of one colour
+        y, x = 2 + 8 * (i // 4), 2 + 8 * (i % 4)
+        one_id[y : y + 3, x : x + 3] = 1
+        one_colour[y : y + 3, x : x + 3] = (0, 0, 255)
+    _image(root / "train" / "images" / "ids.png")
+    assert cv2.imwrite(str(root / "train" / "masks" / "ids.png"), one_id)
+    _image(root / "train" / "images" / "red.png")
+    assert cv2.imwrite(str(root / "train" / "masks" / "red.png"), one_colour)
+    report = validate_dataset(root)
+    assert report.ok and len(report.warnings) == 2
+    assert "ids.png: its 1 ID(s) lie in 12 separate blobs and each ID counts as ONE particle" in report.warnings[0]
+    assert "red.png: its 1 colour(s) lie in 12 separate blobs" in report.warnings[1]
+    assert "binary mask" in report.warnings[1]
 
 
 # ---------------------------------------------------------------- statistics

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -8,10 +10,15 @@ import pytest
 import tifffile
 
 from skipnas.data.io import (
+    DEFAULT_MAX_PIXELS,
     IMAGE_SUFFIXES,
+    MAX_PIXELS_ENV,
+    check_image_size,
     count_instances,
     image_range,
     is_image_file,
+    max_image_pixels,
+    noise_problem,
     read_image,
     read_mask,
     write_image,
@@ -30,6 +37,19 @@ def _png(path: Path, array: np.ndarray) -> Path:
     elif array.ndim == 3 and array.shape[2] == 4:
         out = cv2.cvtColor(array, cv2.COLOR_RGBA2BGRA)
     assert cv2.imwrite(str(path), out)
+    return path
+
+
+def _png_claiming(path: Path, width: int, height: int) -> Path:
+    """A PNG of 65 bytes whose header claims ``width`` x ``height`` 8-bit grey pixels (and holds none)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    chunks = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"", 9)) + chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunks)
     return path
 
 
@@ -128,6 +148,98 @@ def test_unreadable_files_raise_naming_the_file(
         read_image(path)
     assert str(path) in str(info.value)
     assert "\n" not in str(info.value)
+
+
+# ---------------------------------------------------------------- size limit and non-finite pixels
+
+
+@pytest.fixture
+def default_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(MAX_PIXELS_ENV, raising=False)
+
+
+def _no_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("pixels were decoded")
+
+    monkeypatch.setattr(cv2, "imdecode", refuse)
+    monkeypatch.setattr(tifffile.TiffPage, "asarray", refuse)
+
+
+def test_png_claiming_60000_squared_is_refused_from_its_header(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, default_limit: None
+) -> None:
+    path = _png_claiming(tmp_path / "huge.png", 60_000, 60_000)
+    assert path.stat().st_size < 100
+    _no_decoding(monkeypatch)
+    for read in (read_image, read_mask, check_image_size):
+        with pytest.raises(SkipnasError) as info:
+            read(path)
+        message = str(info.value)
+        assert str(path) in message and "60000 x 60000 = 3,600 million pixels" in message
+        assert "limit of 150 million" in message and f"{MAX_PIXELS_ENV}=3600000000" in message
+        assert "\n" not in message
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".png", ".jpg"])
+def test_the_limit_is_checked_before_decoding_in_every_format(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str
+) -> None:
+    path = tmp_path / f"a{suffix}"
+    image = np.full((30, 50, 3), 90, np.uint8)
+    if suffix == ".tif":
+        tifffile.imwrite(path, image, compression="zlib")
+    else:
+        assert cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1] if suffix == ".jpg" else [])
+    assert read_image(path, max_pixels=1500).shape == (30, 50, 3)  # exactly at the limit: read
+    _no_decoding(monkeypatch)
+    with pytest.raises(SkipnasError, match=r"50 x 30 = 1,500 pixels, more than the limit of 1,499;"):
+        read_image(path, max_pixels=1499)
+    check_image_size(path, max_pixels=1500)
+    with pytest.raises(SkipnasError, match="50 x 30 = 1,500 pixels"):
+        check_image_size(path, max_pixels=1499)
+
+
+def test_the_limit_comes_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "a.png"
+    assert cv2.imwrite(str(path), np.zeros((32, 32), np.uint8))
+    monkeypatch.delenv(MAX_PIXELS_ENV, raising=False)
+    assert max_image_pixels() == DEFAULT_MAX_PIXELS == 150_000_000
+    monkeypatch.setenv(MAX_PIXELS_ENV, "1000")
+    with pytest.raises(SkipnasError, match=rf"limit of 1,000;.*{MAX_PIXELS_ENV}=1024"):
+        read_image(path)
+    assert read_image(path, max_pixels=1024).shape == (32, 32)  # the argument wins over the variable
+    monkeypatch.setenv(MAX_PIXELS_ENV, "1024")
+    assert read_image(path).shape == (32, 32)
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "1.5e8"])
+def test_a_bad_limit_in_the_environment_is_named(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv(MAX_PIXELS_ENV, value)
+    with pytest.raises(SkipnasError, match=rf"{MAX_PIXELS_ENV}='{value}' is not a positive whole number"):
+        max_image_pixels()
+
+
+def test_opencv_refusing_a_raised_limit_is_one_line(tmp_path: Path) -> None:
+    # above OpenCV's own 2^30 pixels it asserts (cv2.error) instead of returning None
+    path = _png_claiming(tmp_path / "huge.png", 60_000, 60_000)
+    with pytest.raises(SkipnasError, match="OPENCV_IO_MAX_IMAGE_PIXELS") as info:
+        read_image(path, max_pixels=10**10)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_float_images_are_refused_naming_the_file(tmp_path: Path, bad: float) -> None:
+    image = np.full((16, 16), 0.5, np.float32)
+    image[3, 4:7] = bad
+    tifffile.imwrite(tmp_path / "f.tif", image)
+    for read in (read_image, read_mask):
+        with pytest.raises(SkipnasError, match="3 of 256 values are NaN or infinite") as info:
+            read(tmp_path / "f.tif")
+        assert str(tmp_path / "f.tif") in str(info.value)
+    image[3, 4:7] = 0.25
+    tifffile.imwrite(tmp_path / "f.tif", image)
+    assert np.array_equal(read_image(tmp_path / "f.tif"), image)
 
 
 # ---------------------------------------------------------------- masks
@@ -244,6 +356,37 @@ def test_fractional_float_mask_is_an_error(tmp_path: Path) -> None:
     tifffile.imwrite(tmp_path / "f.tif", np.full((32, 32), 0.5, np.float32))
     with pytest.raises(SkipnasError, match="fractional"):
         read_mask(tmp_path / "f.tif")
+
+
+def test_random_colour_mask_is_refused_not_counted_pixel_by_pixel(tmp_path: Path) -> None:
+    noise = np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    path = _png(tmp_path / "noise.png", noise)
+    expected = r"photo or noise, not a colour mask \(9,\d{3} of its 9,\d{3} labels cover only 1 or 2 pixels"
+    with pytest.raises(SkipnasError, match=expected) as info:
+        read_mask(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_grey_photo_saved_as_mask_is_refused(tmp_path: Path) -> None:
+    # 8-bit noise: 255 IDs of about 16 px each, so not specks, but neighbours almost never agree
+    photo = np.random.default_rng(1).integers(1, 256, (64, 64), dtype=np.uint8)
+    with pytest.raises(SkipnasError, match="not a label mask .*neighbouring labelled pixels carry different labels"):
+        read_mask(_png(tmp_path / "photo.png", photo))
+
+
+def test_many_small_colour_particles_and_packed_particles_are_not_noise(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    spots = np.zeros((120, 120, 3), np.uint8)
+    for i in range(150):  # 150 particles of 3x3 px, each its own colour, in touching pairs
+        y, x = 8 * (i // 15), 8 * (i % 15)
+        spots[y : y + 3, x : x + 3] = rng.integers(1, 256, 3)
+        spots[y : y + 3, x + 3 : x + 6] = rng.integers(1, 256, 3)
+    assert read_mask(_png(tmp_path / "spots.png", spots)).count >= 290
+    packed = np.arange(1, 33 * 33 + 1, dtype=np.int32).reshape(33, 33)
+    packed = np.kron(packed, np.ones((3, 3), np.int32))  # 1,089 3x3 particles with no gap
+    assert noise_problem(packed) is None
+    assert noise_problem(np.zeros((8, 8), np.int32)) is None
+    assert noise_problem(packed[::3, ::3]) is not None  # the same labels as single pixels
 
 
 def test_count_instances_counts_ids_not_blobs() -> None:
