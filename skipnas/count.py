@@ -6,25 +6,28 @@ particle: image, id, class, bounding box, area, confidence = mean probability in
 ``overlays/<image>.png`` with a numbered box per particle, so each detection can be checked and
 false positives rejected by id, and ``summary.json`` (the model, the counting method and its
 settings, the totals). Only the class channels are counted: a model's auxiliary map (its last
-channel) is what ``method="seeded"`` counts them with. Every file is written atomically.
+channel) is what ``method="seeded"`` counts them with. All files are written to a staging folder
+and moved into ``out_dir`` together at the end, so a failure half-way leaves ``out_dir`` as it was.
 """
 
 from __future__ import annotations
 
+import csv
 import os
+import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import cv2
 import numpy as np
 
 from skipnas.counting.postprocess import Detections, count_per_class, describe
-from skipnas.data.io import IMAGE_SUFFIXES, count_instances, read_image, read_mask
+from skipnas.data.io import IMAGE_SUFFIXES, check_image_size, count_instances, read_image, read_mask
 from skipnas.errors import SkipnasError
-from skipnas.fileio import atomic_path, write_csv_atomic, write_json_atomic
-from skipnas.modelio import ModelFolder, load_model_folder
+from skipnas.fileio import atomic_path, install_files, staging_dir, write_csv_atomic, write_json_atomic
+from skipnas.modelio import ModelFolder, is_model_folder, load_model_folder
 from skipnas.predict import predict_image
 from skipnas.progress import progress_bar
 from skipnas.train.data import prepare_image
@@ -34,6 +37,7 @@ COUNTS_FILE = "counts.csv"
 PARTICLES_FILE = "particles.csv"
 SUMMARY_FILE = "summary.json"
 OVERLAY_DIR = "overlays"
+COUNT_FILES = (COUNTS_FILE, PARTICLES_FILE, SUMMARY_FILE)
 # one BGR colour per class in overlays
 _PALETTE = [(0, 200, 255), (80, 220, 80), (255, 120, 40), (200, 80, 255), (40, 40, 255)]
 
@@ -128,6 +132,47 @@ def unique_name(stem: str, used: set[str]) -> str:
     return name
 
 
+def earlier_count_outputs(out: Path) -> list[str]:
+    """The files an earlier count wrote to ``out`` (paths relative to it): its CSVs, its summary and
+    the overlays its ``counts.csv`` names, nothing else (the user's own files there are never removed)."""
+    found = [name for name in COUNT_FILES if (out / name).is_file()]
+    try:
+        with open(out / COUNTS_FILE, newline="", encoding="utf-8") as handle:
+            overlays = [row.get("overlay") or "" for row in csv.DictReader(handle)]
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return found  # no readable counts.csv: it names no overlays, so none is removed
+    for overlay in overlays:
+        parts = PurePosixPath(overlay).parts
+        # only a file directly in overlays/, as the count names them: a hand-edited path never leads elsewhere
+        if len(parts) == 2 and parts[0] == OVERLAY_DIR and parts[1].endswith(".png") and (out / overlay).is_file():
+            found.append(overlay)
+    return found
+
+
+def check_count_target(out: Path, overwrite: bool) -> list[str]:
+    """Refuse an ``out`` that holds an earlier count's outputs unless ``overwrite``; the earlier
+    count's files (:func:`earlier_count_outputs`) to remove when its outputs are replaced."""
+    if out.exists() and not out.is_dir():
+        raise SkipnasError(f"{out}: is a file; give a folder for the counts")
+    if not out.is_dir():
+        return []
+    if is_model_folder(out):  # its summary.json is export's, not a count's
+        raise SkipnasError(f"{out}: is a model folder; give the counts a folder of their own with --out")
+    for name in COUNT_FILES:
+        if (out / name).is_dir():
+            raise SkipnasError(f"{out / name}: is a folder where the count's file goes; move it or choose another --out")
+    if (out / OVERLAY_DIR).exists() and not (out / OVERLAY_DIR).is_dir():
+        raise SkipnasError(f"{out / OVERLAY_DIR}: is a file where the overlays' folder goes; move it or choose another --out")
+    earlier = earlier_count_outputs(out)
+    overlays = (out / OVERLAY_DIR).is_dir() and any((out / OVERLAY_DIR).iterdir())
+    if (earlier or overlays) and not overwrite:
+        raise SkipnasError(
+            f"{out}: holds an earlier count's outputs ({', '.join(earlier) if earlier else OVERLAY_DIR + '/'}); "
+            "choose another --out, or add --overwrite to replace them (the earlier count's overlays go too, other files stay)"
+        )
+    return earlier
+
+
 @dataclass
 class CountResult:
     out_dir: Path
@@ -170,19 +215,47 @@ def count_images(
     overlays: bool = True,
     progress: bool = True,
     tta: str | None = None,
+    overwrite: bool = False,
 ) -> CountResult:
     """Count every image of ``inputs`` and write the CSVs and overlays to ``out_dir``.
 
     ``tta``: the test-time augmentation (None: the one the model folder's counting was calibrated with).
+    ``overwrite``: replace an earlier count's outputs in ``out_dir`` (see :func:`check_count_target`).
     """
+    out = Path(out_dir)
+    earlier = check_count_target(out, overwrite)
     setup = select_device(device)
     folder = load_model_folder(model_dir, map_location=setup.device)
     tta = folder.tta_for(tta)
     paths = collect_images(inputs)
+    for path in paths:  # from the headers: an image too large for memory stops the count before any work
+        check_image_size(path)
     place_model(folder.model, setup)
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise SkipnasError(f"{out}: is a file; give a folder for the counts")
+    staging = staging_dir(out)
+    try:
+        result = _count_into(staging, out, folder, paths, setup, overlap, overlays, progress, tta)
+        written = [COUNTS_FILE, PARTICLES_FILE, SUMMARY_FILE, *(row["overlay"] for row in result.images if "overlay" in row)]
+        for name in written:
+            if (out / name).is_dir():
+                raise SkipnasError(f"{out / name}: is a folder where the count's file goes; move it or choose another --out")
+        install_files(staging, out, written, stale=earlier)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # empty, or gone when it became out_dir
+    return result
+
+
+def _count_into(
+    staging: Path,
+    out: Path,
+    folder: ModelFolder,
+    paths: list[Path],
+    setup: DeviceSetup,
+    overlap: int,
+    overlays: bool,
+    progress: bool,
+    tta: str,
+) -> CountResult:
+    """Count ``paths`` and write every output file to ``staging``; the result names ``out``."""
     names = folder.class_names
     image_rows: list[dict[str, Any]] = []
     used_names: set[str] = set()
@@ -210,13 +283,13 @@ def count_images(
             if overlays:
                 name = unique_name(path.stem, used_names)
                 row["overlay"] = f"{OVERLAY_DIR}/{name}.png"
-                with atomic_path(out / OVERLAY_DIR / f"{name}.png") as tmp:
+                with atomic_path(staging / OVERLAY_DIR / f"{name}.png") as tmp:
                     if not cv2.imwrite(str(tmp), draw_overlay(image, detections)):
                         raise SkipnasError(f"{out / OVERLAY_DIR}: could not write the overlay; check space and permissions")
             bar.advance()
     image_fields = ["file", "count", *(f"count_{n}" for n in names if len(names) > 1), "true_count", *(["overlay"] if overlays else [])]
-    write_csv_atomic(out / COUNTS_FILE, image_rows, image_fields)
-    write_csv_atomic(out / PARTICLES_FILE, particle_rows, ["file", "id", "class", "x", "y", "width", "height", "area", "confidence"])
+    write_csv_atomic(staging / COUNTS_FILE, image_rows, image_fields)
+    write_csv_atomic(staging / PARTICLES_FILE, particle_rows, ["file", "id", "class", "x", "y", "width", "height", "area", "confidence"])
     result = CountResult(
         out, image_rows, particle_rows, describe(folder.postprocess), folder.postprocess.method, folder.auxiliary, tta, folder.tta
     )
@@ -232,6 +305,5 @@ def count_images(
         "images": len(image_rows),
         "total": result.total,
     }
-    write_json_atomic(out / SUMMARY_FILE, summary)
+    write_json_atomic(staging / SUMMARY_FILE, summary)
     return result
-

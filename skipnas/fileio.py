@@ -1,6 +1,8 @@
 """Atomic file writes: a temp file in the same folder, then a rename.
 
-A crash or Ctrl-C mid-write leaves the previous file (or none), never half a file.
+A crash or Ctrl-C mid-write leaves the previous file (or none), never half a file. Outputs of
+several files are written to a staging folder first (:func:`staging_dir`) and moved into place
+together (:func:`install_files`), never touching other files in the target folder.
 """
 
 from __future__ import annotations
@@ -9,17 +11,22 @@ import contextlib
 import csv
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 
-def _file_mode() -> int:
-    """The mode a plain ``open`` would give a new file: 0o666 less the umask (mkstemp gives 0o600)."""
+def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
+
+
+def _file_mode() -> int:
+    """The mode a plain ``open`` would give a new file: 0o666 less the umask (mkstemp gives 0o600)."""
+    return 0o666 & ~_umask()
 
 
 @contextlib.contextmanager
@@ -75,3 +82,70 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         raise
+
+
+def _scratch_base(target: Path) -> Path:
+    """Where scratch folders for ``target`` go: beside it, or in its nearest existing ancestor (so a
+    failure creates none of its missing parents); inside an existing ``target`` whose parent is not
+    writable (``--out .`` in a folder of a read-only one)."""
+    base = target.parent
+    while not base.is_dir():
+        base = base.parent
+    return target if target.is_dir() and not os.access(base, os.W_OK | os.X_OK) else base
+
+
+def staging_dir(target: str | os.PathLike[str]) -> Path:
+    """A new hidden folder on ``target``'s file system for writing ``target``'s files before
+    :func:`install_files`."""
+    path = Path(target).absolute()
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=_scratch_base(path)))
+    # it may become the target itself: the mode mkdir gives, not mkdtemp's 0o700
+    os.chmod(staging, 0o777 & ~_umask())
+    return staging
+
+
+def install_files(staging: Path, target: Path, names: Sequence[str], stale: Sequence[str] = ()) -> None:
+    """Move the files ``names`` (paths relative to ``staging``) into ``target`` and the files
+    ``stale`` (relative to ``target``) out of it, all or none: on an error (Ctrl-C included) every
+    file moved so far is moved back. Nothing else in ``target`` is touched.
+
+    A missing ``target`` is ``staging`` renamed, in one step, so ``staging`` must hold only ``names``.
+    """
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging, target)
+        return
+    backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=_scratch_base(target.absolute())))
+    moved: list[tuple[Path, Path]] = []  # (from, to), undone last first
+    created: list[Path] = []  # sub-folders made in target, removed again on an error
+
+    def move(source: Path, destination: Path) -> None:
+        missing = [p for p in (destination.parent, *destination.parent.parents) if not p.exists()]
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        created.extend(reversed(missing))  # outermost first
+        os.replace(source, destination)
+        moved.append((source, destination))
+
+    try:
+        for name in stale:
+            if (target / name).is_file() and name not in names:
+                move(target / name, backup / name)
+        for name in names:
+            if (target / name).is_file() or (target / name).is_symlink():
+                move(target / name, backup / name)
+            move(staging / name, target / name)
+    except BaseException:
+        restored = True
+        for source, destination in reversed(moved):
+            try:
+                os.replace(destination, source)
+            except OSError:
+                restored = False
+        for folder in reversed(created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        if restored:  # else the backup may hold the only copy of an old file
+            shutil.rmtree(backup, ignore_errors=True)
+        raise
+    # backup holds only the files moved out above
+    shutil.rmtree(backup, ignore_errors=True)

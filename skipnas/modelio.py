@@ -5,7 +5,8 @@ auxiliary head's target if the model has one, normalisation statistics, inferenc
 training config and summary), ``postprocess.json``
 (the calibrated counting settings), ``metrics.json`` (validation metrics) and ``weights.pt`` (a
 plain ``state_dict``). Loading uses ``torch.load(weights_only=True)``, so a model folder never
-unpickles arbitrary objects. Folders are written to a temp folder and renamed into place.
+unpickles arbitrary objects. Folders are written to a temp folder and moved into place; in an
+existing folder only the model folder's own files are replaced, never the user's other files.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from skipnas.auxiliary import check_auxiliary
 from skipnas.data.rescale import check_scale
 from skipnas.data.tiling import INFERENCE_TILE
 from skipnas.errors import SkipnasError
-from skipnas.fileio import write_json_atomic
+from skipnas.fileio import install_files, staging_dir, write_json_atomic
 from skipnas.genome import Genome, GenomeError
 from skipnas.models import build_model
 from skipnas.train.data import Normalisation
@@ -43,7 +43,10 @@ MODEL_FILE = "model.json"
 POSTPROCESS_FILE = "postprocess.json"
 METRICS_FILE = "metrics.json"
 WEIGHTS_FILE = "weights.pt"
+SUMMARY_FILE = "summary.json"  # written by skipnas export
 REQUIRED_FILES = (GENOME_FILE, MODEL_FILE, POSTPROCESS_FILE, WEIGHTS_FILE)
+# every file skipnas writes into a model folder: the only ones it ever replaces or removes there
+MODEL_FOLDER_FILES = (*REQUIRED_FILES, METRICS_FILE, SUMMARY_FILE)
 
 
 @dataclass
@@ -94,11 +97,49 @@ def is_model_folder(path: Path) -> bool:
     return all((path / name).is_file() for name in (GENOME_FILE, WEIGHTS_FILE))
 
 
-def check_model_target(out: str | os.PathLike[str]) -> Path:
-    """``out`` as a path a model folder may be written to: new, empty, or a model folder to replace."""
+def check_model_target(out: str | os.PathLike[str], overwrite: bool = False) -> Path:
+    """``out`` as a path a model folder may be written to: new, empty, a model folder (whose own
+    files are replaced), or with ``overwrite`` any folder without files of a model folder's names."""
     target = Path(out)
-    if target.exists() and (not target.is_dir() or (any(target.iterdir()) and not is_model_folder(target))):
-        raise SkipnasError(f"{target}: exists and is not a skipnas model folder; choose another --out or remove it")
+    if not target.exists():
+        return target
+    if not target.is_dir():
+        raise SkipnasError(f"{target}: is a file, not a folder; choose another --out for the model folder")
+    for name in MODEL_FOLDER_FILES:
+        if (target / name).is_dir():
+            raise SkipnasError(f"{target / name}: is a folder where the model folder's file goes; move it or choose another --out")
+    scratch = f".{target.absolute().name}."
+    # skipnas's own scratch folders (there when the parent is read-only) are not the user's files
+    others = [p for p in target.iterdir() if not (p.name.startswith(scratch) and p.name.endswith((".tmp", ".old")))]
+    if is_model_folder(target) or not others:
+        return target
+    if not overwrite:
+        raise SkipnasError(
+            f"{target}: holds files and is not a skipnas model folder; choose another --out, or add --overwrite to write "
+            f"the model's files ({', '.join(MODEL_FOLDER_FILES[:-1])}) beside them (nothing else there is touched)"
+        )
+    clashes = [name for name in MODEL_FOLDER_FILES if os.path.lexists(target / name)]
+    if clashes:
+        raise SkipnasError(
+            f"{target}: is not a skipnas model folder and holds {', '.join(clashes)}, not written by skipnas, which "
+            "--overwrite never replaces; move them away or choose another --out"
+        )
+    return target
+
+
+def install_model_folder(staging: Path, out: str | os.PathLike[str], overwrite: bool = False) -> Path:
+    """Move the model folder written in ``staging`` to ``out`` (see :func:`check_model_target`).
+
+    All or none of the files are moved; of the files already at ``out`` only those with a model
+    folder's names are replaced, and those the new folder lacks (an old ``summary.json``) removed
+    only where ``out`` was a model folder, that is skipnas wrote them.
+    """
+    target = check_model_target(out, overwrite)
+    names = sorted(p.name for p in staging.iterdir())
+    if not set(names) <= set(MODEL_FOLDER_FILES) or not all((staging / n).is_file() for n in names):
+        raise ValueError(f"{staging}: holds more than a model folder's files: {', '.join(names)}")
+    stale = [n for n in MODEL_FOLDER_FILES if n not in names] if target.is_dir() and is_model_folder(target) else []
+    install_files(staging, target, names, stale)
     return target
 
 
@@ -120,8 +161,10 @@ def save_model_folder(
     metrics: dict[str, Any] | None = None,
     calibration: dict[str, Any] | None = None,
     data_choices: list[str] | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Write a model folder at ``out`` atomically; an existing model folder there is replaced.
+    """Write a model folder at ``out`` atomically; an existing model folder's files there are replaced
+    (``overwrite``: also into a folder of other files, see :func:`check_model_target`).
 
     The auxiliary head, if any, is the model's own (``model.auxiliary``), so the folder always
     describes the weights it holds. ``inference_tta`` is the test-time augmentation the counting
@@ -133,9 +176,8 @@ def save_model_folder(
     auxiliary = getattr(model, "auxiliary", None)
     if postprocess.method in AUXILIARY_METHODS and auxiliary is None:
         raise ValueError(f"post-processing method {postprocess.method!r} needs an auxiliary head, and this model has none")
-    target = check_model_target(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    target = check_model_target(out, overwrite)
+    staging = staging_dir(target)
     try:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         torch.save(state, staging / WEIGHTS_FILE)
@@ -157,28 +199,40 @@ def save_model_folder(
         write_json_atomic(staging / MODEL_FILE, info)
         write_postprocess_config(staging / POSTPROCESS_FILE, postprocess, calibration)
         write_json_atomic(staging / METRICS_FILE, metrics or {})
-        swap_into_place(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        install_model_folder(staging, target, overwrite)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # empty, or gone when it became the target
     return target
 
 
-def swap_into_place(staging: Path, target: Path) -> None:
-    """Rename ``staging`` to ``target``; an old ``target`` is moved aside first and removed after."""
-    old = None
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-        os.rmdir(old)
-        os.replace(target, old)
-    try:
-        os.replace(staging, target)
-    except BaseException:
-        if old is not None:
-            os.replace(old, target)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+# a bound on a model's channels and classes, so a typo in model.json cannot make building the
+# network allocate gigabytes; far above any microscope image's channels
+MAX_CHANNELS = 1024
+
+
+_COUNT_FIXES = {
+    "in_channels": "set it to the channels of the images the model was trained on (1 grey, 3 RGB)",
+    "classes": "set it to the classes the model was trained on (1: particles)",
+}
+
+
+def _check_count(info: dict[str, Any], key: str, model_json: Path) -> int:
+    value = info[key]
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CHANNELS:
+        raise SkipnasError(f"{model_json}: {key} must be a whole number from 1 to {MAX_CHANNELS}, got {value!r}; {_COUNT_FIXES[key]}")
+    return value
+
+
+def check_inference_tile(tile: Any, depth: int, where: str) -> int:
+    """A tile of whole px that is a positive multiple of ``2 ** depth``, the network's total pooling
+    (a tile of 0 or 1 px once made counting predict 247,009 tiles per 512 px image)."""
+    multiple = 2**depth
+    if isinstance(tile, bool) or not isinstance(tile, int) or tile < multiple or tile % multiple:
+        raise SkipnasError(
+            f"{where} must be a whole number of px, a multiple of {multiple} (2 ** the network's depth {depth}), "
+            f"got {tile!r}; set it to e.g. {max(INFERENCE_TILE // multiple, 1) * multiple}"
+        )
+    return tile
 
 
 def _read_json(path: Path) -> Any:
@@ -225,6 +279,9 @@ def load_model_folder(path: str | os.PathLike[str], map_location: str | torch.de
             f"{folder / MODEL_FILE}: not a version-{MODEL_FORMAT_VERSION} skipnas model description "
             f"(needs {', '.join(required)}); re-export the model folder"
         )
+    for key in _COUNT_FIXES:
+        _check_count(info, key, folder / MODEL_FILE)
+    check_inference_tile(info.get("inference_tile", INFERENCE_TILE), genome.depth, f"{folder / MODEL_FILE}: inference_tile")
     # older folders have no key: no head; an unknown one needs a newer skipnas
     auxiliary = check_auxiliary(info.get("auxiliary"), str(folder / MODEL_FILE))
     try:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -68,8 +70,22 @@ def test_count_writes_csvs_and_overlays_for_images_of_any_size(model_dir: Path, 
     assert [r["overlay"] for r in rows][2:] == ["overlays/big.png", "overlays/big-2.png"]
 
 
+def _png_claiming(path: Path, width: int, height: int) -> Path:
+    """A PNG of 65 bytes whose header claims ``width`` x ``height`` grey pixels."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    return path
+
+
 def test_count_and_evaluate_bad_input_exit_2(model_dir: Path, tmp_path: Path) -> None:
+    huge = _png_claiming(tmp_path / "huge" / "huge.png", 60_000, 60_000)
     cases = [
+        (["count", str(model_dir), str(huge.parent), "--out", str(tmp_path / "o")], "huge.png: 60000 x 60000"),
         (["count", str(model_dir), str(tmp_path / "missing.png"), "--out", str(tmp_path / "o")], "missing.png: no such file"),
         (["count", str(tmp_path / "nomodel"), str(tmp_path), "--out", str(tmp_path / "o")], "nomodel: no such model folder"),
         (["evaluate", str(model_dir), "--data", str(tmp_path / "nodata")], "nodata"),

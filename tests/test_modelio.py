@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -54,9 +55,56 @@ def test_saving_again_replaces_the_folder(tmp_path: Path) -> None:
 def test_an_unrelated_folder_is_never_overwritten(tmp_path: Path) -> None:
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "holiday.jpg").write_bytes(b"x")
-    with pytest.raises(SkipnasError, match="not a skipnas model folder"):
+    with pytest.raises(SkipnasError, match="not a skipnas model folder; choose another --out, or add --overwrite"):
         _save(tmp_path / "photos")
-    assert (tmp_path / "photos" / "holiday.jpg").exists()
+    assert [p.name for p in (tmp_path / "photos").iterdir()] == ["holiday.jpg"]
+    with pytest.raises(SkipnasError, match="is a file, not a folder"):
+        _save(tmp_path / "photos" / "holiday.jpg")
+
+
+def test_saving_over_a_model_folder_keeps_the_users_other_files(tmp_path: Path) -> None:
+    _save(tmp_path / "m")
+    (tmp_path / "m" / "notes.txt").write_text("my notes")
+    (tmp_path / "m" / "run1").mkdir()
+    (tmp_path / "m" / "run1" / "log.txt").write_text("my log")
+    (tmp_path / "m" / "summary.json").write_text("{}")  # an earlier export's: it describes the old model
+    _save(tmp_path / "m", Genome.named("dense", base_width=4))
+    assert load_model_folder(tmp_path / "m").genome.name == "dense"
+    assert (tmp_path / "m" / "notes.txt").read_text() == "my notes"
+    assert (tmp_path / "m" / "run1" / "log.txt").read_text() == "my log"
+    assert not (tmp_path / "m" / "summary.json").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no temp folders left
+
+
+def test_overwrite_writes_beside_the_users_files_but_never_over_them(tmp_path: Path) -> None:
+    genome = Genome.named("standard", base_width=4)
+    model = build_model(genome, in_channels=1).eval()
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "holiday.jpg").write_bytes(b"x")
+    (photos / "summary.json").write_text("mine")
+    with pytest.raises(SkipnasError, match="holds summary.json, not written by skipnas, which --overwrite never replaces"):
+        save_model_folder(photos, model, genome, Normalisation((0.4,), (0.1,), 255.0), PostprocessConfig(), in_channels=1,
+                          overwrite=True)
+    (photos / "summary.json").unlink()
+    save_model_folder(photos, model, genome, Normalisation((0.4,), (0.1,), 255.0), PostprocessConfig(), in_channels=1,
+                      overwrite=True)
+    assert load_model_folder(photos).genome == genome and (photos / "holiday.jpg").read_bytes() == b"x"
+
+
+def test_an_empty_folder_under_a_read_only_parent_takes_a_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "m").mkdir()
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != tmp_path)  # the scratch folders go inside m
+    _save(tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "genome.json", "metrics.json", "model.json", "postprocess.json", "weights.pt"
+    ]
+
+
+def test_a_folder_where_a_model_file_goes_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "m" / "weights.pt").mkdir(parents=True)
+    with pytest.raises(SkipnasError, match="weights.pt: is a folder where the model folder's file goes"):
+        _save(tmp_path / "m")
 
 
 def test_weights_that_are_not_a_plain_state_dict_are_refused(tmp_path: Path) -> None:
@@ -189,3 +237,34 @@ def test_an_impossible_input_scale_in_model_json_is_one_clear_error(tmp_path: Pa
     (tmp_path / "m" / "model.json").write_text(json.dumps(info))
     with pytest.raises(SkipnasError, match="model.json: input_scale must be"):
         load_model_folder(tmp_path / "m")
+
+
+@pytest.mark.parametrize(
+    "key, bad, expected",
+    [
+        ("in_channels", -1, "in_channels must be a whole number from 1 to 1024, got -1"),
+        ("in_channels", "abc", "in_channels must be a whole number from 1 to 1024, got 'abc'"),
+        ("in_channels", 10**9, "in_channels must be a whole number from 1 to 1024"),
+        ("classes", 0, "classes must be a whole number from 1 to 1024, got 0"),
+        ("inference_tile", "abc", "inference_tile must be a whole number of px, a multiple of 16 .*got 'abc'; set it to e.g. 512"),
+        ("inference_tile", 0, "inference_tile must be a whole number of px, a multiple of 16 .*got 0"),
+        ("inference_tile", 8, "inference_tile must be .*got 8"),
+        ("inference_tile", 24, "inference_tile must be .*a multiple of 16 \\(2 \\*\\* the network's depth 4\\), got 24"),
+        ("inference_tile", 512.5, "inference_tile must be .*got 512.5"),
+        ("inference_tile", True, "inference_tile must be .*got True"),
+    ],
+)
+def test_impossible_values_in_model_json_name_the_folder_key_and_value(tmp_path: Path, key: str, bad: object, expected: str) -> None:
+    _save(tmp_path / "m", Genome.named("standard", base_width=4))
+    model_json = tmp_path / "m" / "model.json"
+    model_json.write_text(json.dumps({**json.loads(model_json.read_text()), key: bad}))
+    with pytest.raises(SkipnasError, match=f"^{re.escape(str(model_json))}: {expected}") as info:
+        load_model_folder(tmp_path / "m")
+    assert "\n" not in str(info.value)
+
+
+def test_an_inference_tile_of_a_multiple_of_the_depth_loads(tmp_path: Path) -> None:
+    _save(tmp_path / "m", Genome.named("standard", base_width=4))
+    model_json = tmp_path / "m" / "model.json"
+    model_json.write_text(json.dumps({**json.loads(model_json.read_text()), "inference_tile": 48}))
+    assert load_model_folder(tmp_path / "m").tile == 48

@@ -22,7 +22,14 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("model_dir", type=Path, metavar="MODEL_DIR", help="folder written by skipnas train or export")
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders of images")
-    parser.add_argument("--out", type=Path, required=True, metavar="OUT_DIR", help="folder for the CSVs and overlays")
+    parser.add_argument(
+        "--out", type=Path, required=True, metavar="OUT_DIR",
+        help="folder for the CSVs and overlays, all written at the end (a failure leaves it as it was)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="replace an earlier count's outputs in --out, its overlays included (other files there are kept)",
+    )
     parser.add_argument("--no-overlays", action="store_true", help="skip the overlay images")
     add_device_arguments(parser)
     add_tta_argument(parser)
@@ -37,7 +44,7 @@ def _count(args: argparse.Namespace) -> int:
 
     result = count_images(
         args.model_dir, args.inputs, args.out, device=args.device, overlays=not args.no_overlays, progress=not args.json,
-        tta=args.tta,
+        tta=args.tta, overwrite=args.overwrite,
     )
     if args.json:
         print_json(

@@ -20,7 +20,14 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--study", required=True, metavar="NAME", help="study name (skipnas search prints it)")
     parser.add_argument("--trial", type=int, default=None, metavar="N", help="export this trial instead of the best")
     parser.add_argument("--metric", choices=("dice", "count_mae"), default="dice", help="what 'best' means (default dice)")
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="model folder to write")
+    parser.add_argument(
+        "--out", type=Path, required=True, metavar="DIR",
+        help="model folder to write: new, empty, or a model folder (only its model files are replaced)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="also write into a folder of other files, beside them (they are kept; files named like the model's are refused)",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     parser.set_defaults(func=_export)
 
@@ -32,7 +39,7 @@ def _export(args: argparse.Namespace) -> int:
     from skipnas.study.storage import open_existing_storage
 
     storage, _ = open_existing_storage(args.storage)
-    result = export(storage, args.study, args.out, trial=args.trial, metric=args.metric)
+    result = export(storage, args.study, args.out, trial=args.trial, metric=args.metric, overwrite=args.overwrite)
     if args.json:
         print_json({"out": str(result.out), "trial": result.trial, "baselines": result.baselines})
         return 0

@@ -35,6 +35,9 @@ def register(subparsers: Any) -> None:
         "--out", type=Path, default=None, metavar="FILE", help="HTML file to write (default: runs/STUDY/report.html)"
     )
     parser.add_argument("--title", default=None, help="page title (default: 'skipnas search report: STUDY')")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --out file that is not a report skipnas wrote"
+    )
     parser.set_defaults(func=_report)
 
 
@@ -56,6 +59,24 @@ def choose_study(names: list[str], wanted: str | None, storage_label: str) -> st
     return wanted
 
 
+# the header line of every page skipnas.study.report writes; a file without it is not such a page
+_REPORT_MARKER = b'<p class="meta">written by skipnas report on '
+_MARKER_WITHIN = 1 << 20  # bytes: the header comes after the title and the style sheet
+
+
+def check_report_target(out: Path, overwrite: bool) -> None:
+    """Refuse to replace an existing file that is not a skipnas report, unless ``overwrite``."""
+    if overwrite or not out.is_file():
+        return  # a folder is refused by write_report
+    try:
+        with open(out, "rb") as handle:
+            head = handle.read(_MARKER_WITHIN)
+    except OSError as exc:
+        raise SkipnasError(f"{out}: cannot read it ({exc.strerror or exc.__class__.__name__}); choose another --out") from None
+    if _REPORT_MARKER not in head:
+        raise SkipnasError(f"{out}: exists and is not a report written by skipnas; choose another --out, or add --overwrite to replace it")
+
+
 def _report(args: argparse.Namespace) -> int:
     import optuna
 
@@ -67,6 +88,7 @@ def _report(args: argparse.Namespace) -> int:
     study_name = choose_study(optuna.get_all_study_names(storage), args.study, label)
     study = optuna.load_study(study_name=study_name, storage=storage)
     out = args.out if args.out is not None else DEFAULT_RUNS_DIR / study_name / "report.html"
+    check_report_target(out, args.overwrite)
     with status_console().status(f"writing the report of study {study_name}"):
         path = write_report(study, out, title=args.title)
     console().print(f"report of study {study_name} ({len(study.get_trials(deepcopy=False))} trials) written to {path}")

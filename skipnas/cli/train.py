@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -117,20 +119,41 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     add_device_arguments(parser)
-    parser.add_argument("--out", type=Path, default=None, metavar="MODEL_DIR", help="model folder (default: runs/models/TOPOLOGY-wWIDTH)")
+    parser.add_argument(
+        "--out", type=Path, default=None, metavar="MODEL_DIR",
+        help="model folder: new, empty, or a model folder (only its model files are replaced) "
+        "(default: runs/models/TOPOLOGY-wWIDTH)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="also write into a folder of other files, beside them (they are kept; files named like the model's are refused)",
+    )
     parser.add_argument("--json", action="store_true", help="print the validation metrics as one JSON object")
     parser.set_defaults(func=_train)
 
 
 def check_budgets(args: argparse.Namespace) -> None:
-    """Refuse negative budgets and learning rates, and batches below one, naming the flag."""
+    """Refuse negative (or NaN) budgets, learning rates that are not above 0, and a run that would
+    train nothing, naming the flag: before any data is read."""
     for flag in ("pretrain_seconds", "finetune_seconds"):
-        if getattr(args, flag) < 0:
-            raise SkipnasError(f"--{flag.replace('_', '-')} must be 0 or more (0 skips the phase), got {getattr(args, flag):g}")
+        value = getattr(args, flag)
+        if not value >= 0:  # NaN fails too
+            raise SkipnasError(f"--{flag.replace('_', '-')} must be 0 or more (0 skips the phase), got {value:g}")
+    for flag in ("pretrain_epochs", "finetune_epochs", "synthetic"):
+        value = getattr(args, flag)
+        if value is not None and value < 0:
+            skips = "pretraining" if flag == "synthetic" else "the phase"
+            raise SkipnasError(f"--{flag.replace('_', '-')} must be 0 or more (0 skips {skips}), got {value}")
     for flag in ("lr", "finetune_lr"):
         value = getattr(args, flag)
-        if not value > 0:
+        if not (math.isfinite(value) and value > 0):
             raise SkipnasError(f"--{flag.replace('_', '-')} must be above 0 (e.g. 1e-3), got {value:g}")
+    pretrains = args.pretrain_seconds > 0 and args.pretrain_epochs != 0 and args.synthetic > 0
+    if not pretrains and (args.finetune_seconds == 0 or args.finetune_epochs == 0):
+        raise SkipnasError(
+            "nothing to train: both phases are skipped (a 0 seconds or epochs budget, or --synthetic 0 for pretraining); "
+            "give --finetune-seconds or --pretrain-seconds a budget above 0"
+        )
 
 
 def print_metrics(title: str, metrics: dict[str, Any]) -> None:
@@ -150,7 +173,8 @@ def print_metrics(title: str, metrics: dict[str, Any]) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from skipnas.genome import load_genome
-    from skipnas.modelio import check_model_target
+    from skipnas.fileio import staging_dir
+    from skipnas.modelio import check_model_target, install_model_folder
     from skipnas.train.losses import LossConfig
     from skipnas.data.particles import check_batch, check_tile_size
     from skipnas.data.rescale import check_scale
@@ -185,7 +209,7 @@ def _train(args: argparse.Namespace) -> int:
         device=args.device,
         seed=args.seed,
     )
-    out = check_model_target(args.out or Path("runs") / "models" / f"{genome.name}-w{genome.base_width}")
+    out = check_model_target(args.out or Path("runs") / "models" / f"{genome.name}-w{genome.base_width}", args.overwrite)
     notes = status_console()
     notes.print(f"preparing data from {args.data} ...")
     auxiliary = None if args.auxiliary == "none" else args.auxiliary
@@ -207,9 +231,18 @@ def _train(args: argparse.Namespace) -> int:
         f"training {genome.name} (width {genome.base_width})"
         + (f" with an auxiliary {config.auxiliary} head" if config.auxiliary else "")
     )
-    result = train_candidate(genome, data, config, out=out, progress=not args.json, data_choices=choices)
+    if args.overwrite:
+        # train_candidate writes only where no permission is needed: a new folder, installed from there
+        staging = staging_dir(out)
+        try:
+            result = train_candidate(genome, data, config, out=staging, progress=not args.json, data_choices=choices)
+            install_model_folder(staging, out, overwrite=True)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    else:
+        result = train_candidate(genome, data, config, out=out, progress=not args.json, data_choices=choices)
     if args.json:
-        print_json({**result.metrics, "model_dir": str(result.model_dir), "stop_reasons": result.training.stop_reasons})
+        print_json({**result.metrics, "model_dir": str(out), "stop_reasons": result.training.stop_reasons})
         return 0
     print_metrics(
         f"validation ({len(data.val)} images; selection scores: these images chose the weights and the counting), "
@@ -223,5 +256,5 @@ def _train(args: argparse.Namespace) -> int:
     kept = result.training.kept
     if kept is not None:
         console().print(f"kept the weights of step {kept.step} ({kept.scores()})")
-    console().print(f"model folder: {result.model_dir}")
+    console().print(f"model folder: {out}")
     return 0

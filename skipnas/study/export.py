@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,12 +10,19 @@ from typing import Any
 import optuna
 
 from skipnas.errors import SkipnasError
-from skipnas.fileio import write_json_atomic
-from skipnas.modelio import check_model_target, is_model_folder, load_model_folder, swap_into_place
+from skipnas.fileio import staging_dir, write_json_atomic
+from skipnas.modelio import (
+    METRICS_FILE,
+    REQUIRED_FILES,
+    SUMMARY_FILE,
+    check_model_target,
+    install_model_folder,
+    is_model_folder,
+    load_model_folder,
+)
 from skipnas.study.objective import METRIC_ATTRS
 
 EXPORT_METRICS = {"dice": True, "count_mae": False}  # metric -> higher is better
-SUMMARY_FILE = "summary.json"
 
 
 def load_study(storage: Any, study_name: str) -> optuna.Study:
@@ -70,8 +76,14 @@ class ExportResult:
     baselines: list[dict[str, Any]]
 
 
-def export(storage: Any, study_name: str, out: str | Path, trial: int | None = None, metric: str = "dice") -> ExportResult:
-    """Copy the chosen trial's model folder to ``out`` (atomically) and add ``summary.json``."""
+def export(
+    storage: Any, study_name: str, out: str | Path, trial: int | None = None, metric: str = "dice", overwrite: bool = False
+) -> ExportResult:
+    """Copy the chosen trial's model folder to ``out`` (atomically) and add ``summary.json``.
+
+    Only the model folder's files are copied and replaced; ``overwrite`` also writes them into a
+    folder of other files (see :func:`skipnas.modelio.check_model_target`).
+    """
     study = load_study(storage, study_name)
     chosen = choose_trial(study, trial, metric)
     source = Path(chosen.user_attrs.get("model_dir", ""))
@@ -81,7 +93,7 @@ def export(storage: Any, study_name: str, out: str | Path, trial: int | None = N
             "export another trial with --trial N"
         )
     load_model_folder(source)  # refuse to export a broken folder
-    target = check_model_target(out)
+    target = check_model_target(out, overwrite)
     baselines = [
         _summary(t)
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
@@ -94,13 +106,14 @@ def export(storage: Any, study_name: str, out: str | Path, trial: int | None = N
         "genome": chosen.user_attrs.get("genome"),
         "baselines": baselines,
     }
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    staging = staging_dir(target)
     try:
-        shutil.copytree(source, staging, dirs_exist_ok=True)
+        # the model's files only: anything else in the trial's folder is not the model
+        for name in (*REQUIRED_FILES, METRICS_FILE):
+            if (source / name).is_file():
+                shutil.copy2(source / name, staging / name)
         write_json_atomic(staging / SUMMARY_FILE, summary)
-        swap_into_place(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        install_model_folder(staging, target, overwrite)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # empty, or gone when it became the target
     return ExportResult(target, summary["trial"], baselines)

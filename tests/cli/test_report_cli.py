@@ -100,3 +100,21 @@ def test_report_from_a_journal_file(tmp_path: Path) -> None:
     study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={"genome": Genome.named("standard", depth=2).to_dict()}))
     assert main(["report", "--storage", str(journal), "--out", str(tmp_path / "j.html")]) == 0
     assert "Optimisation history" in (tmp_path / "j.html").read_text(encoding="utf-8")
+
+
+def test_an_existing_file_that_is_not_a_report_is_replaced_only_with_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = _sqlite_study(tmp_path / "runs.db")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    args = ["report", "--storage", url, "--study", "demo-default", "--out", str(notes)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert f"{notes}: exists and is not a report written by skipnas; choose another --out, or add --overwrite" in err
+    assert notes.read_text() == "my notes"
+    assert main([*args, "--overwrite"]) == 0
+    assert "Optimisation history" in notes.read_text(encoding="utf-8")
+    # a report skipnas wrote (with any title) is simply written again
+    notes.write_text(notes.read_text(encoding="utf-8").replace("Optimisation history", "stale"), encoding="utf-8")
+    assert main([*args, "--title", "another title"]) == 0
+    assert "Optimisation history" in notes.read_text(encoding="utf-8")

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from skipnas.cli import main
@@ -31,10 +34,58 @@ def test_bad_auxiliary_settings_exit_2_before_any_training(tmp_path, capsys) -> 
         (["--finetune-lr", "-1"], "--finetune-lr must be above 0"),
         (["--lr", "0"], "--lr must be above 0"),
         (["--pretrain-seconds", "-5"], "--pretrain-seconds must be 0 or more"),
+        (["--finetune-seconds", "-1"], "--finetune-seconds must be 0 or more"),
+        (["--pretrain-seconds", "nan"], "--pretrain-seconds must be 0 or more (0 skips the phase), got nan"),
+        (["--finetune-lr", "0"], "--finetune-lr must be above 0"),
+        (["--lr", "inf"], "--lr must be above 0 (e.g. 1e-3), got inf"),
+        (["--finetune-epochs", "-1"], "--finetune-epochs must be 0 or more (0 skips the phase), got -1"),
+        (["--synthetic", "-1"], "--synthetic must be 0 or more (0 skips pretraining), got -1"),
+        (["--pretrain-seconds", "0", "--finetune-seconds", "0"], "nothing to train: both phases are skipped"),
+        (["--synthetic", "0", "--finetune-epochs", "0"], "nothing to train: both phases are skipped"),
     ],
 )
-def test_values_that_cannot_work_exit_2_with_one_line_before_training(tmp_path, capsys, flags, message) -> None:
+def test_values_that_cannot_work_exit_2_with_one_line_before_training(tmp_path, capsys, monkeypatch, flags, message) -> None:
+    import skipnas.train.run
+
+    def no_data(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the data was read before the flags were checked")
+
+    monkeypatch.setattr(skipnas.train.run, "open_dataset", no_data)
     assert main(["train", *flags, "--out", str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "m").exists()
+
+
+def _train(data: Path, out: Path, *flags: str) -> list[str]:
+    return ["train", "--data", str(data), "--width", "4", "--pretrain-seconds", "0", "--finetune-epochs", "1",
+            "--device", "cpu", "--json", "--out", str(out), *flags]
+
+
+def test_out_over_a_model_folder_keeps_the_users_other_files(tmp_path, capsys, tiny_dataset) -> None:
+    out = tmp_path / "m"
+    assert main(_train(tiny_dataset, out)) == 0
+    (out / "notes.txt").write_text("my notes")
+    (out / "run1").mkdir()
+    (out / "run1" / "log.txt").write_text("my log")
+    first = (out / "weights.pt").stat().st_mtime_ns
+    assert main(_train(tiny_dataset, out, "--topology", "dense")) == 0
+    assert json.loads((out / "genome.json").read_text())["name"] == "dense" and (out / "weights.pt").stat().st_mtime_ns != first
+    assert (out / "notes.txt").read_text() == "my notes" and (out / "run1" / "log.txt").read_text() == "my log"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_out_in_a_folder_of_other_files_needs_overwrite_and_keeps_them(tmp_path, capsys, tiny_dataset) -> None:
+    out = tmp_path / "results"
+    (out / "run1").mkdir(parents=True)
+    (out / "notes.txt").write_text("my notes")
+    assert main(_train(tiny_dataset, out)) == 2
+    err = capsys.readouterr().err
+    assert f"{out}: holds files and is not a skipnas model folder; choose another --out, or add --overwrite" in err
+    assert len(err.strip().splitlines()) == 1 and sorted(p.name for p in out.iterdir()) == ["notes.txt", "run1"]
+    assert main(_train(tiny_dataset, out, "--overwrite")) == 0
+    assert json.loads(capsys.readouterr().out)["model_dir"] == str(out)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "genome.json", "metrics.json", "model.json", "notes.txt", "postprocess.json", "run1", "weights.pt"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]  # no staging folder left
