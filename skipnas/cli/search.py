@@ -25,15 +25,15 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--trials", type=int, default=defaults.trials, help=f"trials in the study in total (default {defaults.trials})")
     parser.add_argument("--data", default=defaults.data, metavar="DIR|demo", help="dataset folder (default: the embedded demo)")
     parser.add_argument("--space", default=defaults.space, metavar="FILE", help="search-space TOML, or a name in search_spaces/ (default: default)")
-    parser.add_argument("--storage", default=None, metavar="URL", help="Optuna storage: an RDB URL or a journal file path (default: sqlite:///runs/skipnas.db)")
-    parser.add_argument("--study", default=None, metavar="NAME", help="study name (default: from data, space and objective)")
+    parser.add_argument("--storage", default=None, metavar="URL", help="Optuna storage: an RDB URL or a journal file path, in an existing folder (default: sqlite:///runs/skipnas.db)")
+    parser.add_argument("--study", default=None, metavar="NAME", help="study name, also its folder under --runs-dir: letters, digits, - _ . (default: from data, space and objective)")
     parser.add_argument("--budget-mib", type=float, default=None, metavar="M", help="memory budget in MiB (default: the space file's)")
     parser.add_argument("--trial-seconds", type=float, default=defaults.trial_seconds, metavar="S", help=f"training seconds per trial, pretraining included (default {defaults.trial_seconds:g})")
     parser.add_argument("--sampler", choices=SAMPLERS, default=defaults.sampler, help="Optuna sampler (default tpe)")
     parser.add_argument("--pruner", choices=PRUNERS, default=defaults.pruner, help="pruner on validation Dice per epoch (default median)")
     parser.add_argument("--objective", choices=OBJECTIVES, default=defaults.objective, help="what to optimise (default dice)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed (default 0)")
-    parser.add_argument("--keep-models", type=int, default=None, metavar="K", help="keep the model folders of the best K trials only (default: all)")
+    parser.add_argument("--keep-models", type=int, default=None, metavar="K", help="keep the model folders of the best K trials only; the others' model files in the study's trials/ folder are deleted (default: keep all)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="where to train (default auto)")
     parser.add_argument("--jobs", type=int, default=1, metavar="K", help="worker processes on this machine, sharing the study (default 1; one GPU each where there are GPUs)")
     parser.add_argument("--jobs-per-gpu", type=int, default=None, metavar="K", help="pack K concurrent trials on each GPU")
@@ -85,6 +85,6 @@ def _search(args: argparse.Namespace) -> int:
         out.print(f"study {result.study_name} in {result.storage_url}")
         out.print(f"next: skipnas export --storage {result.storage_url} --study {result.study_name} --out best-model")
     if result.interrupted:
-        notes.print("interrupted: the running trial is recorded as failed; run the same command to resume")
+        notes.print("interrupted: the running trial is recorded as failed (a baseline is queued again); run the same command to resume")
         return 130
     return 0

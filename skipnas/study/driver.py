@@ -26,10 +26,18 @@ from skipnas.errors import SkipnasError
 from skipnas.genome import Genome
 from skipnas.space import SearchSpace, budget_bytes, load_space
 from skipnas.study.objective import Objective, TrialProgress, prune_model_folders
-from skipnas.study.settings import BASELINE_ATTR, BASELINES, BASELINES_QUEUED_ATTR, DIRECTIONS, SearchSettings
-from skipnas.study.storage import default_storage_url, make_storage
-from skipnas.study.trials import counted_trials
+from skipnas.study.settings import (
+    BASELINE_ATTR,
+    BASELINES,
+    BASELINES_QUEUED_ATTR,
+    DIRECTIONS,
+    SearchSettings,
+    check_study_name,
+)
+from skipnas.study.storage import default_storage_url, fail_stale_trials, make_storage
+from skipnas.study.trials import counted_trials, retry_failed_trial
 from skipnas.train.trainer import PhaseConfig, TrainConfig
+
 
 def study_name_for(settings: SearchSettings, data_root: Path, space: SearchSpace) -> str:
     name = f"{data_root.name if settings.data != 'demo' else 'demo'}-{space.name}"
@@ -57,16 +65,27 @@ def make_pruner(name: str, objective: str) -> optuna.pruners.BasePruner:
     return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
 
 
-def enqueue_baselines(study: optuna.Study, space: SearchSpace, genome_hyperparameters: dict[str, Any] | None = None) -> list[str]:
-    """Queue the named topologies the space can express as the study's first trials (once per study)."""
-    queued = []
+def enqueue_baselines(
+    study: optuna.Study,
+    space: SearchSpace,
+    genome_hyperparameters: dict[str, Any] | None = None,
+    max_trials: int | None = None,
+) -> list[str]:
+    """Queue the named topologies the space can express and the study has not tried yet, as many as
+    ``max_trials`` leaves room for (a later run with more trials queues the rest); returns those queued."""
+    trials = study.get_trials(deepcopy=False)
+    tried = {t.user_attrs.get(BASELINE_ATTR) for t in trials}
+    room = math.inf if max_trials is None else max_trials - counted_trials(study) - sum(
+        t.state == optuna.trial.TrialState.WAITING for t in trials
+    )
+    queued: list[str] = []
     for name in BASELINES:
         genome = Genome.named(name, depth=space.depth)
-        if not space.contains(genome):
+        if len(queued) >= room or name in tried or not space.contains(genome):
             continue
         params: dict[str, Any] = dict(space.params_for(genome))
         params.update(genome_hyperparameters or {})
-        study.enqueue_trial(params, user_attrs={BASELINE_ATTR: name}, skip_if_exists=True)
+        study.enqueue_trial(params, user_attrs={BASELINE_ATTR: name})
         queued.append(name)
     return queued
 
@@ -104,11 +123,16 @@ def open_study(settings: SearchSettings, space: SearchSpace, study_name: str, st
         offset = len(study.get_trials(deepcopy=False)) + 1000 * (os.getpid() % 1000)
         study.sampler = make_sampler(settings.sampler, settings.seed + offset)
         _wait_for_baselines(study)
+        # more --trials than an earlier run: the baselines it had no room for come first
+        # (workers resuming at the same moment may both queue one: the later is then a duplicate)
+        queued = enqueue_baselines(study, space, _baseline_fixed_params(space), settings.trials)
+        if queued:
+            study.set_user_attr(BASELINES_QUEUED_ATTR, [*study.user_attrs.get(BASELINES_QUEUED_ATTR, []), *queued])
         return study, False
     study.set_user_attr("space", space.name)
     study.set_user_attr("objective", settings.objective)
     study.set_user_attr("data", settings.data)
-    queued = enqueue_baselines(study, space, _baseline_fixed_params(space))
+    queued = enqueue_baselines(study, space, _baseline_fixed_params(space), settings.trials)
     study.set_user_attr(BASELINES_QUEUED_ATTR, queued)  # other workers wait for this before their first trial
     return study, True
 
@@ -169,8 +193,8 @@ def search(
     ``on_progress`` hears about the running trial, ``on_study`` is called with the study after every
     trial (every few seconds with several workers). With ``jobs`` > 1 (or ``jobs_per_gpu``) this
     process starts that many worker processes on the same study and waits for them.
-    Ctrl-C ends the running trial (recorded as failed, with the reason) and returns with
-    ``interrupted=True``; the study stays intact and the same call resumes it.
+    Ctrl-C ends the running trial (recorded as failed, with the reason; a baseline is queued again)
+    and returns with ``interrupted=True``; the study stays intact and the same call resumes it.
     """
     settings = dataclasses.replace(settings or SearchSettings(), **overrides)
     # failed trials keep their reason in the study; Optuna's own warning would add a traceback
@@ -190,7 +214,7 @@ def search(
         index, base_train_config(settings, space), space.depth, tile=space.tile, batch=space.batch
     )
     data = prepare_data(index, base)
-    study_name = settings.study or study_name_for(settings, data.root, space)
+    study_name = check_study_name(settings.study or study_name_for(settings, data.root, space))
     storage = make_storage(settings.storage, settings.runs_dir, heartbeat_seconds=settings.heartbeat_seconds)
     storage_url = settings.storage or default_storage_url(settings.runs_dir)
     study, created = open_study(settings, space, study_name, storage)
@@ -202,16 +226,26 @@ def search(
     result = SearchResult(study, study_name, storage_url, created, trials_dir, notes=list(choices))
 
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        retry_failed_trial(study, trial)
         if settings.keep_models is not None:
-            prune_model_folders(study, settings.keep_models, settings.objective)
+            prune_model_folders(study, settings.keep_models, settings.objective, trials_dir)
         if on_study is not None:
             on_study(study)
 
     try:
-        while counted_trials(study) < settings.trials:
+        while True:
+            # first fail (and queue again) the trials of killed workers: a dead trial left RUNNING
+            # would otherwise count toward --trials for good
+            fail_stale_trials(study)
+            if counted_trials(study) >= settings.trials:
+                break
             study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[after_trial])
     except KeyboardInterrupt:
         result.interrupted = True
+        if objective.interrupted_trial is not None:  # Optuna has recorded it failed: a baseline runs again
+            interrupted = [t for t in study.get_trials(deepcopy=False) if t.number == objective.interrupted_trial]
+            for trial in interrupted:
+                retry_failed_trial(study, trial)
     return result
 
 
@@ -254,7 +288,7 @@ def _search_with_workers(settings: SearchSettings, on_study: Callable[[optuna.St
 
     space = _validated_space(settings)
     environments = worker_assignments(settings)
-    study_name = settings.study or study_name_for(settings, resolve_dataset(settings.data), space)
+    study_name = check_study_name(settings.study or study_name_for(settings, resolve_dataset(settings.data), space))
     storage = make_storage(settings.storage, settings.runs_dir)
     study, created = open_study(settings, space, study_name, storage)
     gpus = any(environments)

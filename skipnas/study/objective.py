@@ -10,7 +10,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,9 +22,10 @@ import torch
 from skipnas.cost import CostConfig, estimate_cost
 from skipnas.errors import SkipnasError
 from skipnas.genome import Genome
+from skipnas.modelio import MODEL_FOLDER_FILES, is_model_folder
 from skipnas.space import SearchSpace
 from skipnas.study.settings import DIRECTIONS, OBJECTIVES, SURPLUS_ATTR
-from skipnas.study.trials import counted_before
+from skipnas.study.trials import INTERRUPTED, counted_before
 from skipnas.train.device import select_device
 from skipnas.train.run import PreparedData, train_candidate
 from skipnas.train.trainer import EpochResult, TrainConfig, training_loss
@@ -130,6 +130,7 @@ class Objective:
     on_progress: Callable[[TrialProgress], None] | None = None
     max_trials: int | None = None  # the study's --trials, so a surplus start by a parallel worker stops
     data_choices: tuple[str, ...] = ()  # the settings chosen from the data, in words, for every model folder
+    interrupted_trial: int | None = field(default=None, init=False)  # the trial Ctrl-C ended, for its retry
     _cost_cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -145,22 +146,40 @@ class Objective:
             self.on_progress(state)
 
     def _cost(self, genome: Genome, config: TrainConfig) -> Any:
-        """The trial's own training step: its batch, optimiser and loss, and the device's precision."""
-        key = f"{genome.hash}:{config.batch_size}:{config.optimizer}:{config.loss}:{config.auxiliary}"
+        """The trial's own training step (its batch, optimiser as configured and loss) and its
+        validation batch, on the device it trains on."""
+        setup = select_device(config.device, config.precision, config.channels_last)
+        cost_config = CostConfig(
+            tile=config.tile.size,
+            batch=config.batch_size,
+            in_channels=self.data.channels,
+            auxiliary=config.auxiliary,
+            dtype="float32" if setup.amp_dtype is None else str(setup.amp_dtype).removeprefix("torch."),
+            optimizer=config.optimizer,
+            weight_decay=config.weight_decay,
+            momentum=config.momentum,
+            channels_last=setup.channels_last,
+            instance_channel=config.loss.needs_instances,
+            val_tile=config.val_tile,
+            val_batch=config.val_batch,
+            device_type=setup.device.type,
+        )
+        key = f"{genome.hash}:{cost_config}:{config.loss}"
         if key not in self._cost_cache:
-            setup = select_device(config.device, config.precision, config.channels_last)
-            cost_config = CostConfig(
-                tile=config.tile.size,
-                batch=config.batch_size,
-                in_channels=self.data.channels,
-                auxiliary=config.auxiliary,
-                dtype="float32" if setup.amp_dtype is None else str(setup.amp_dtype).removeprefix("torch."),
-                optimizer=config.optimizer,
-                channels_last=setup.channels_last,
-                instance_channel=config.loss.needs_instances,
-            )
             self._cost_cache[key] = estimate_cost(genome, cost_config, loss_fn=training_loss(config))
         return self._cost_cache[key]
+
+    def _fit_validation_to_budget(self, genome: Genome, config: TrainConfig) -> tuple[TrainConfig, Any]:
+        """``config`` and its cost, with the validation batch halved while validation alone puts the
+        trial over the budget and a smaller batch brings it under."""
+        cost = self._cost(genome, config)
+        while cost.predicted_peak_bytes > self.budget_bytes and config.val_batch > 1:
+            if cost.predicted_validation_bytes <= cost.predicted_train_step_bytes:
+                break  # the training step is the peak: a smaller validation batch cannot help
+            smaller = dataclasses.replace(config, val_batch=config.val_batch // 2)
+            smaller_cost = self._cost(genome, smaller)
+            config, cost = smaller, smaller_cost
+        return config, cost
 
     def _values(self, attrs: dict[str, Any]) -> float | list[float]:
         if self.objective == "dice":
@@ -189,7 +208,8 @@ class Objective:
         except (optuna.TrialPruned, StudyFull):
             raise
         except KeyboardInterrupt:
-            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
+            self.interrupted_trial = trial.number
+            trial.set_user_attr("fail_reason", INTERRUPTED)
             raise
         except Exception as exc:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -213,10 +233,17 @@ class Objective:
         state = TrialProgress(number=trial.number, topology=genome.name)
         self._progress(state, stage="cost model")
 
-        cost = self._cost(genome, config)
+        requested_val_batch = config.val_batch
+        config, cost = self._fit_validation_to_budget(genome, config)
+        if config.val_batch != requested_val_batch:
+            # validation predicts fewer tiles at a time (slower, the same maps) to keep the trial under budget
+            trial.set_user_attr("val_batch", config.val_batch)
+            trial.set_user_attr("val_batch_reduced_from", requested_val_batch)
         cost_attrs = {
             "params": cost.params,
             "flops": cost.train_step_flops,
+            "predicted_train_step_bytes": cost.predicted_train_step_bytes,
+            "predicted_validation_bytes": cost.predicted_validation_bytes,
             "predicted_peak_bytes": cost.predicted_peak_bytes,
             "predicted_peak_mib": round(cost.predicted_peak_mib, 3),
         }
@@ -260,8 +287,6 @@ class Objective:
                 raise optuna.TrialPruned(reason)
 
         out = self.trials_dir / str(trial.number) if self.trials_dir is not None else None
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()  # the measured peak is this trial's alone
         candidate = train_candidate(
             genome, self.data, config, out=out, callbacks=[report], progress=False, data_choices=self.data_choices
         )
@@ -277,19 +302,47 @@ class Objective:
         if candidate.model_dir is not None:
             # absolute: export may run from another folder, or another machine on a shared file system
             trial.set_user_attr("model_dir", str(candidate.model_dir.resolve()))
-        if candidate.training.setup.device.type == "cuda":
-            trial.set_user_attr("measured_peak_bytes", int(torch.cuda.max_memory_allocated()))
+        for stage, measured in candidate.training.measured_peak_bytes.items():  # on CUDA only
+            trial.set_user_attr(f"measured_{stage}_bytes", measured)
         self._progress(state, stage="done")
         return self._values({**metrics, **cost_attrs})
 
 
-def prune_model_folders(study: optuna.Study, keep: int, objective: str) -> None:
-    """Delete the model folders of all completed trials but the best ``keep`` (first objective)."""
+def prune_model_folders(study: optuna.Study, keep: int, objective: str, trials_dir: Path) -> list[Path]:
+    """Delete the model folders of all completed trials but the best ``keep`` (first objective); returns them.
+
+    Only a trial's own folder ``trials_dir/<number>`` is touched, never the path its ``model_dir``
+    attribute names (anyone who can write the study can change that), and in it only a model
+    folder's own files: the folder itself goes only when nothing else is left in it.
+    """
     complete = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) if "duplicate_of" not in t.user_attrs]
     reverse = DIRECTIONS[objective][0] == "maximize"
     ranked = sorted(complete, key=lambda t: t.values[0], reverse=reverse)
-    keep_dirs = {t.user_attrs.get("model_dir") for t in ranked[:keep]}
+    kept = {_resolved(trials_dir / str(t.number)) for t in ranked[:keep]}
+    kept |= {_resolved(Path(t.user_attrs["model_dir"])) for t in ranked[:keep] if isinstance(t.user_attrs.get("model_dir"), str)}
+    removed = []
     for trial in ranked[keep:]:
-        folder = trial.user_attrs.get("model_dir")
-        if folder and folder not in keep_dirs and Path(folder).is_dir():
-            shutil.rmtree(folder, ignore_errors=True)
+        folder = trials_dir / str(trial.number)
+        if _resolved(folder) not in kept and remove_model_folder(folder):
+            removed.append(folder)
+    return removed
+
+
+def remove_model_folder(folder: Path) -> bool:
+    """Delete a model folder's own files in ``folder``, and ``folder`` once empty; False (nothing touched)
+    for a link or anything that is not a model folder."""
+    if folder.is_symlink() or not folder.is_dir() or not is_model_folder(folder):
+        return False
+    for name in MODEL_FOLDER_FILES:
+        path = folder / name
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # it holds the user's own files: they stay, and the folder with them
+    return True
+
+
+def _resolved(path: Path) -> Path:
+    return path.resolve(strict=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,18 @@ BASELINES = ("standard", "semi-dense", "reverse", "dense", "none")
 BASELINE_ATTR = "baseline"
 BASELINES_QUEUED_ATTR = "baselines_queued"  # study attr, set once the creating worker queued them
 SURPLUS_ATTR = "surplus"  # trial attr: started by a worker after the study already held --trials
+_STUDY_NAME = re.compile(r"[A-Za-z0-9_.-]{1,200}")
+
+
+def check_study_name(name: str) -> str:
+    """``name`` if it is safe as the study's folder under ``--runs-dir``: letters, digits, ``-_.``, not ``.``/``..``."""
+    if _STUDY_NAME.fullmatch(name) and name not in (".", ".."):
+        return name
+    suggestion = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._")[:200] or "my-study"
+    raise SkipnasError(
+        f"--study {name!r}: a study name becomes a folder under --runs-dir, so it takes up to 200 letters, "
+        f"digits, '-', '_' and '.' (not '.' or '..'); e.g. --study {suggestion}"
+    )
 
 
 @dataclass(frozen=True)
@@ -48,6 +61,8 @@ class SearchSettings:
         for name, allowed in checks:
             if getattr(self, name) not in allowed:
                 raise SkipnasError(f"--{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.study is not None:
+            check_study_name(self.study)
         if self.trials < 1:
             raise SkipnasError(f"--trials must be at least 1, got {self.trials}")
         if self.trial_seconds <= 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import subprocess
@@ -17,8 +18,8 @@ from skipnas.cost import CostConfig, estimate_cost
 from skipnas.genome import Genome
 from skipnas.study.driver import search
 from skipnas.study.settings import SearchSettings
-from skipnas.study.trials import counted_trials
 from skipnas.study.storage import make_storage
+from skipnas.study.trials import counted_trials
 
 SPACE = """
 name = "tiny"
@@ -38,8 +39,9 @@ auxiliary = "none"   # fixed, so the budget below (costs without the head) holds
 
 @pytest.fixture(scope="module")
 def budget_mib() -> float:
-    """Between the two candidates' predicted peaks, so semi-dense is over budget."""
-    config = CostConfig(tile=32, batch=4)
+    """Between the two candidates' predicted peaks on the trials' CPU with validation one tile at a
+    time: standard fits once its validation batch shrinks from 8 to 1, semi-dense never does."""
+    config = CostConfig(tile=32, batch=4, device_type="cpu", val_batch=1)
     standard = estimate_cost(Genome.named("standard", depth=2, base_width=4), config).predicted_peak_mib
     semi = estimate_cost(Genome.named("semi-dense", depth=2, base_width=4), config).predicted_peak_mib
     assert standard < semi
@@ -74,6 +76,14 @@ def test_baselines_run_first_and_exactly_once(searched) -> None:
     baselines = [t.user_attrs.get("baseline") for t in trials if "baseline" in t.user_attrs]
     assert sorted(baselines) == ["semi-dense", "standard"]  # the only named topologies this space can express
     assert [t.user_attrs.get("baseline") for t in trials[:2]] == ["standard", "semi-dense"]
+
+
+def test_validation_predicts_fewer_tiles_at_a_time_where_that_keeps_a_trial_under_budget(searched) -> None:
+    standard = next(t for t in searched[2].study.trials if t.user_attrs.get("baseline") == "standard")
+    assert standard.state == optuna.trial.TrialState.COMPLETE
+    assert standard.user_attrs["val_batch_reduced_from"] == 8 and standard.user_attrs["val_batch"] == 1
+    assert standard.user_attrs["predicted_peak_mib"] <= standard.user_attrs["budget_mib"]
+    assert standard.user_attrs["predicted_validation_bytes"] > standard.user_attrs["predicted_train_step_bytes"]
 
 
 def test_over_budget_candidate_is_infeasible_without_training(searched) -> None:
@@ -207,3 +217,115 @@ def test_ctrl_c_fails_the_running_trial_with_its_reason_and_keeps_the_study(tiny
     assert trials[0].state == optuna.trial.TrialState.FAIL
     assert trials[0].user_attrs["fail_reason"] == "interrupted (Ctrl-C)"
     assert all(t.state != optuna.trial.TrialState.RUNNING for t in trials)
+
+
+# depth 2, every link searchable: every baseline is a distinct candidate
+ALL_SPACE = (Path(__file__).resolve().parents[1] / "fixtures" / "spaces" / "tiny-all.toml").read_text()
+
+
+def _settings(tiny_dataset: Path, root: Path, space_text: str = ALL_SPACE, **changes) -> SearchSettings:
+    space = root / "space.toml"
+    space.write_text(space_text)
+    base = dict(
+        data=str(tiny_dataset), space=str(space), trial_seconds=1.0, synthetic_images=4, device="cpu",
+        runs_dir=root / "runs", sampler="random", pruner="none",
+    )
+    return SearchSettings(**{**base, **changes})
+
+
+def test_only_as_many_baselines_as_trials_are_queued_and_a_larger_run_queues_the_rest(tmp_path: Path) -> None:
+    from skipnas.space import load_space
+    from skipnas.study.driver import open_study
+
+    settings = _settings(Path("unused"), tmp_path, trials=3)
+    space = load_space(settings.space)
+    storage = optuna.storages.InMemoryStorage()
+    study, created = open_study(settings, space, "queued", storage)
+    waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+    assert created and [t.user_attrs["baseline"] for t in waiting] == ["standard", "semi-dense", "reverse"]
+    study, created = open_study(dataclasses.replace(settings, trials=3), space, "queued", storage)
+    assert not created and len(study.trials) == 3  # nothing more: the study is full
+    study, _ = open_study(dataclasses.replace(settings, trials=7), space, "queued", storage)
+    assert [t.user_attrs["baseline"] for t in study.trials] == ["standard", "semi-dense", "reverse", "dense", "none"]
+
+
+def test_a_pruned_trial_stops_training_says_why_and_keeps_no_model(
+    tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import skipnas.study.driver as driver
+
+    class AlwaysPrune(optuna.pruners.BasePruner):
+        def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+            return True
+
+    monkeypatch.setattr(driver, "make_pruner", lambda name, objective: AlwaysPrune())
+    result = search(_settings(tiny_dataset, tmp_path, trials=1))
+    (trial,) = result.study.trials  # --trials 1: one baseline queued, not five
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert list(trial.intermediate_values) == [1]  # pruned at the first fine-tune validation
+    dice = trial.intermediate_values[1]
+    assert trial.user_attrs["prune_reason"] == f"pruned after fine-tune validation 1: validation Dice {dice:.3f}"
+    assert "model_dir" not in trial.user_attrs and not (result.trials_dir / "0").exists()
+
+
+def test_the_hyperband_pruner_and_the_nsga2_sampler_run_a_study(tiny_dataset: Path, tmp_path: Path) -> None:
+    from skipnas.study.driver import make_pruner, make_sampler
+
+    assert isinstance(make_pruner("hyperband", "dice"), optuna.pruners.HyperbandPruner)
+    assert isinstance(make_pruner("hyperband", "dice+memory"), optuna.pruners.NopPruner)  # cannot prune two objectives
+    assert isinstance(make_sampler("nsga2", 0), optuna.samplers.NSGAIISampler)
+    result = search(_settings(tiny_dataset, tmp_path, trials=2, sampler="nsga2", pruner="hyperband"))
+    assert isinstance(result.study.pruner, optuna.pruners.HyperbandPruner)
+    assert isinstance(result.study.sampler, optuna.samplers.NSGAIISampler)
+    for trial in result.study.trials:
+        assert trial.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED), trial.user_attrs.get("fail_reason")
+        assert trial.intermediate_values  # fine-tune validations reached the pruner
+
+
+def test_a_dice_memory_study_has_two_objectives_and_never_prunes_by_dice(tiny_dataset: Path, tmp_path: Path, budget_mib: float) -> None:
+    settings = _settings(
+        tiny_dataset, tmp_path, SPACE.format(budget=budget_mib), trials=3, objective="dice+memory", sampler="nsga2", pruner="median"
+    )
+    result = search(settings)
+    study = result.study
+    assert result.study_name == "data-tiny-dice-memory"
+    assert study.directions == [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
+    standard = next(t for t in study.trials if t.user_attrs.get("baseline") == "standard")
+    assert standard.state == optuna.trial.TrialState.COMPLETE
+    assert standard.values == [standard.user_attrs["dice"], standard.user_attrs["predicted_peak_mib"]]
+    semi = next(t for t in study.trials if t.user_attrs.get("baseline") == "semi-dense")
+    assert semi.state == optuna.trial.TrialState.PRUNED and semi.user_attrs["infeasible"]  # the budget still holds
+    assert all(not t.intermediate_values for t in study.trials)  # nothing reported to a pruner
+    third = study.trials[2].user_attrs  # only two candidates exist: a repeat of one, reused or rejected again
+    assert len(study.trials) == 3 and (third.get("duplicate_of") == standard.number or third.get("infeasible"))
+
+
+def test_keep_models_after_a_hostile_model_dir_deletes_no_folder_outside_the_study(tiny_dataset: Path, tmp_path: Path) -> None:
+    """The issue's reproducer: a stored model_dir pointed at the user's folder, then one more search with --keep-models 1."""
+    import sqlite3
+
+    settings = _settings(tiny_dataset, tmp_path, trials=2)
+    first = search(settings)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "thesis.tex").write_text("years of work")
+    worse = min(first.study.trials, key=lambda t: t.values[0])
+    with sqlite3.connect(settings.runs_dir / "skipnas.db") as db:  # what anyone who can write the study can do
+        db.execute(
+            "update trial_user_attributes set value_json=? where key='model_dir' and trial_id=?",
+            (json.dumps(str(victim.resolve())), worse._trial_id),
+        )
+    second = search(settings, trials=3, keep_models=1)
+    assert (victim / "thesis.tex").read_text() == "years of work"
+    kept = sorted(p.name for p in second.trials_dir.iterdir())
+    best = max((t for t in second.study.trials if t.state == optuna.trial.TrialState.COMPLETE), key=lambda t: t.values[0])
+    assert kept == [str(best.number)]  # the study's own worse folders went, the best one stayed
+
+
+def test_an_unsafe_study_name_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    from skipnas.errors import SkipnasError
+
+    for name in ("../../escaped", "a/b", "..", ".", "", "x y"):
+        with pytest.raises(SkipnasError, match="a study name becomes a folder under --runs-dir"):
+            SearchSettings(study=name, runs_dir=tmp_path / "runs")
+    assert SearchSettings(study="my-study_2.1").study == "my-study_2.1"

@@ -15,6 +15,7 @@ import pytest
 
 from skipnas.study.settings import BASELINES
 from skipnas.study.storage import make_storage
+from skipnas.study.trials import INTERRUPTED, counted_trials
 
 PG_URL = os.environ.get("SKIPNAS_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -41,7 +42,9 @@ def _search(tiny_dataset: Path, runs: Path, storage: str, study: str, trials: in
     ]
 
 
-def _check_study(storage: str, study_name: str, trials: int) -> list[optuna.trial.FrozenTrial]:
+def _check_study(
+    storage: str, study_name: str, trials: int, baselines: tuple[str, ...] = BASELINES
+) -> list[optuna.trial.FrozenTrial]:
     study = optuna.load_study(study_name=study_name, storage=make_storage(storage))
     all_trials = study.get_trials(deepcopy=False)
     finished = [t for t in all_trials if t.state in FINISHED]
@@ -49,8 +52,7 @@ def _check_study(storage: str, study_name: str, trials: int) -> list[optuna.tria
     surplus = [t for t in all_trials if t.user_attrs.get("surplus")]
     assert len(all_trials) == trials + len(surplus)  # nothing else: no trial lost, none run twice
     assert all(t.state == optuna.trial.TrialState.FAIL for t in surplus)
-    baselines = sorted(t.user_attrs["baseline"] for t in all_trials if "baseline" in t.user_attrs)
-    assert baselines == sorted(BASELINES)
+    assert sorted(t.user_attrs["baseline"] for t in all_trials if "baseline" in t.user_attrs) == sorted(baselines)
     return all_trials
 
 
@@ -110,3 +112,115 @@ def test_a_killed_worker_trial_is_failed_and_retried(tiny_dataset: Path, tmp_pat
     for number, state in before.items():
         assert trials[number].state == state  # finished work survives
     assert sum(t.state in FINISHED for t in trials) == 7
+
+
+# every baseline is a distinct candidate at depth 2, and a trial trains for a few seconds at width 4
+ALL_BASELINES_SPACE = (Path(__file__).resolve().parents[1] / "fixtures" / "spaces" / "tiny-all.toml").read_text()
+
+
+def _storage_for(backend: str, tmp_path: Path) -> str:
+    if backend == "postgresql":
+        reason = _postgres_answers()
+        if reason:
+            pytest.skip(reason)
+        return PG_URL
+    return f"sqlite:///{tmp_path / 'study.db'}"
+
+
+def _baseline_search(tiny_dataset: Path, tmp_path: Path, storage: str, study: str, trials: int) -> list[str]:
+    space = tmp_path / "all.toml"
+    space.write_text(ALL_BASELINES_SPACE)
+    command = _search(
+        tiny_dataset, tmp_path / "runs", storage, study, trials, "--space", str(space), "--heartbeat-seconds", "1",
+        "--pruner", "none", "--sampler", "random",
+    )
+    command[command.index("--trial-seconds") + 1] = "3"
+    return command
+
+
+def _stop_in_training(command: list[str], storage: str, study_name: str, sig: int, retry: bool = False) -> int:
+    """Run ``command`` and send ``sig`` once a trial (a retried one if ``retry``) is training; its number."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    victim = None
+    try:
+        deadline = time.monotonic() + 180
+        while victim is None and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.3)
+            try:
+                trials = optuna.load_study(study_name=study_name, storage=storage).get_trials(deepcopy=False)
+            except Exception:  # not created yet
+                continue
+            training = [
+                t for t in trials
+                if t.state == optuna.trial.TrialState.RUNNING and "predicted_peak_mib" in t.user_attrs
+                and bool(t.system_attrs.get("retry_history")) == retry
+            ]
+            victim = training[0].number if training else None
+        assert victim is not None, f"no trial reached training: {process.stderr.read() if process.poll() is not None else ''}"
+        time.sleep(0.5)  # inside training
+        process.send_signal(sig)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+    assert "Traceback" not in stderr, stderr
+    return victim
+
+
+def _every_baseline_complete_once(storage: str, study_name: str, trials: int) -> list[optuna.trial.FrozenTrial]:
+    all_trials = optuna.load_study(study_name=study_name, storage=storage).get_trials(deepcopy=False)
+    assert not [t.number for t in all_trials if t.state in (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)]
+    complete = [t.user_attrs.get("baseline") for t in all_trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert sorted(complete) == sorted(BASELINES[:trials])
+    assert counted_trials(optuna.load_study(study_name=study_name, storage=storage)) == trials
+    return all_trials
+
+
+@pytest.mark.slow  # three runs of a worker, two of them killed: about a minute on 2 cores
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_worker_killed_twice_mid_baseline_then_run_again_completes_every_baseline(
+    backend: str, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    storage = _storage_for(backend, tmp_path)
+    study_name = f"killed-twice-{uuid.uuid4().hex[:8]}"
+    command = _baseline_search(tiny_dataset, tmp_path, storage, study_name, len(BASELINES))
+    try:
+        first = _stop_in_training(command, storage, study_name, signal.SIGKILL)
+        time.sleep(2.5)  # past the grace period (2 heartbeats): the next run finds it stale
+        # the same baseline again: its retry runs after the other queued baselines, and is killed too
+        second = _stop_in_training(command, storage, study_name, signal.SIGKILL, retry=True)
+        time.sleep(2.5)
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr
+        trials = _every_baseline_complete_once(storage, study_name, len(BASELINES))
+        assert trials[first].state == trials[second].state == optuna.trial.TrialState.FAIL
+        third = next(t for t in trials if t.system_attrs.get("retry_history") == [first, second])
+        assert third.state == optuna.trial.TrialState.COMPLETE and third.params == trials[first].params
+        assert len(trials) == len(BASELINES) + 2
+    finally:
+        if backend == "postgresql":
+            optuna.delete_study(study_name=study_name, storage=storage)
+
+
+@pytest.mark.slow  # two runs of a worker: about 25 s on 2 cores
+def test_ctrl_c_during_a_baseline_then_run_again_completes_every_baseline(tiny_dataset: Path, tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    command = _baseline_search(tiny_dataset, tmp_path, storage, "interrupted", 2)
+    victim = _stop_in_training(command, storage, "interrupted", signal.SIGINT)
+    trials = optuna.load_study(study_name="interrupted", storage=storage).trials
+    assert trials[victim].state == optuna.trial.TrialState.FAIL and trials[victim].user_attrs["fail_reason"] == INTERRUPTED
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    trials = _every_baseline_complete_once(storage, "interrupted", 2)
+    assert len(trials) == 3  # the two baselines --trials 2 has room for, and the interrupted attempt
+
+
+def test_two_workers_started_at_once_on_a_new_sqlite_file_both_run(tiny_dataset: Path, tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'new.db'}"
+    command = _search(tiny_dataset, tmp_path / "runs", storage, "at-once", 2, "--space", str(tmp_path / "all.toml"))
+    (tmp_path / "all.toml").write_text(ALL_BASELINES_SPACE)
+    processes = [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for process in processes:
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr
+    _check_study(storage, "at-once", 2, baselines=("standard", "semi-dense"))
