@@ -1,10 +1,20 @@
-"""What a candidate costs before it is trained: parameters, FLOPs and predicted peak training memory.
+"""What a candidate costs before it is trained: parameters, FLOPs and predicted peak memory of a trial.
 
-The prediction needs no GPU: one training step (the trainer's own :func:`train_step`) runs on meta
-tensors (fake CPU tensors under autocast), which carry shapes and dtypes but no data, while torch's
-``FlopCounterMode`` counts FLOPs and a dispatch mode follows every storage's lifetime to find the
-peak of live bytes. The optimiser state is created first, as it exists in every step after the first.
-On CUDA, :func:`measure_peak_cuda` runs the same step for real to compare.
+The prediction needs no GPU. A trial's memory peaks either in a training step or while it validates
+with the training state still held, so both run on meta tensors (fake CPU tensors under autocast),
+which carry shapes and dtypes but no data, while torch's ``FlopCounterMode`` counts FLOPs and a
+dispatch mode follows every storage's lifetime to find the peak of live bytes:
+
+- held throughout: the weights, buffers, the optimiser state (created first, as it exists in every
+  step after the first) and the copy of the best weights a trial keeps;
+- the training step: the trainer's own :func:`train_step` with the optimiser as configured (weight
+  decay, momentum, and on CUDA the multi-tensor ``foreach`` path, whose temporaries are as large as
+  the parameters);
+- validation: the last step's gradients stay alive while :func:`~skipnas.predict.predict_batch`
+  predicts one batch of validation tiles.
+
+``predicted_peak_bytes`` is the larger of the two plus, on CUDA, :data:`CUDA_WORKSPACE_BYTES`.
+:func:`measure_peak_cuda` runs both for real to compare.
 """
 
 from __future__ import annotations
@@ -26,10 +36,19 @@ from skipnas.auxiliary import check_auxiliary
 from skipnas.errors import SkipnasError
 from skipnas.genome import Genome
 from skipnas.models import build_model
-from skipnas.train.step import LossFn, train_step
+from skipnas.predict import predict_batch
+from skipnas.train.step import LossFn, make_optimizer, train_step
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 OPTIMIZERS = ("adam", "sgd")
+DEVICE_TYPES = ("cuda", "cpu", "mps")
+# What CUDA allocates beside the tensors, in the caching allocator (so max_memory_allocated sees it):
+# cuBLAS's workspaces at PyTorch's default CUBLAS_WORKSPACE_CONFIG ":4096:2:16:8" (2 x 4 MiB +
+# 8 x 16 KiB, PyTorch's reproducibility notes) and cuBLASLt's 32 MiB on Hopper (PyTorch's
+# CUDABlas.cpp, NVIDIA's recommended size). Figures from the documentation, not yet measured here;
+# cuDNN's convolution workspaces vary by algorithm and are left to bench_cost_model.py to measure.
+# The CUDA context itself (a few hundred MiB) lives outside the allocator and outside the budget.
+CUDA_WORKSPACE_BYTES = 2 * 4 * 2**20 + 8 * 16 * 2**10 + 32 * 2**20
 
 
 class CostConfigError(SkipnasError, ValueError):
@@ -49,18 +68,33 @@ class CostConfig:
     auxiliary: str | None = None
     dtype: str = "float32"  # autocast dtype of the forward pass; weights stay fp32
     optimizer: str = "adam"
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # SGD only
     channels_last: bool = False
     instance_channel: bool = False
+    # validation: full images predicted in tiles of val_tile px, val_batch at a time (TrainConfig's)
+    val_tile: int = 512
+    val_batch: int = 8
+    device_type: str = "cuda"  # the budget is a GPU's: its optimiser path and workspaces
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise CostConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.optimizer not in OPTIMIZERS:
             raise CostConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.device_type not in DEVICE_TYPES:
+            raise CostConfigError(f"device_type must be one of {', '.join(DEVICE_TYPES)}, got {self.device_type!r}")
         check_auxiliary(self.auxiliary)
-        for name in ("tile", "batch", "in_channels", "classes"):
+        for name in ("tile", "batch", "in_channels", "classes", "val_tile", "val_batch"):
             if getattr(self, name) < 1:
                 raise CostConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.weight_decay >= 0:
+            raise CostConfigError(f"weight_decay must be 0 or more, got {self.weight_decay}")
+
+    @property
+    def foreach(self) -> bool:
+        """Whether the optimiser takes torch's multi-tensor path, as it does by default on CUDA."""
+        return self.device_type == "cuda"
 
     @property
     def amp_dtype(self) -> torch.dtype | None:
@@ -82,9 +116,12 @@ class CostReport:
     params: int
     forward_flops: int
     train_step_flops: int  # forward + backward of one batch
-    predicted_peak_bytes: int
-    # bytes held for the whole step (parameter, buffer, optstate) and the step's own peak on top of them
-    # (batch, activations, gradients, temporaries)
+    predicted_train_step_bytes: int
+    predicted_validation_bytes: int
+    predicted_peak_bytes: int  # the larger of the two, plus the device's workspaces
+    # bytes held throughout (parameter, buffer, optstate, best_weights), each phase's own peak on top
+    # of them (step: batch, activations, gradients, temporaries; validation: the last gradients, a
+    # batch of tiles and its activations) and the device's workspaces
     memory_breakdown: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -101,12 +138,6 @@ def count_params(model: torch.nn.Module) -> int:
 
 def default_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, targets)
-
-
-def make_optimizer(name: str, params: Any, lr: float = 1e-3) -> torch.optim.Optimizer:
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr)
-    return torch.optim.SGD(params, lr=lr, momentum=0.9)
 
 
 def _step_inputs(config: CostConfig, device: torch.device | str | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,7 +160,10 @@ def _prepare(genome: Genome, config: CostConfig, device: torch.device | str | No
         for param in model.parameters():
             if param.dim() == 4:
                 param.data = param.data.contiguous(memory_format=torch.channels_last)
-    return model, make_optimizer(config.optimizer, model.parameters())
+    optimizer = make_optimizer(
+        config.optimizer, model.parameters(), weight_decay=config.weight_decay, momentum=config.momentum, foreach=config.foreach
+    )
+    return model, optimizer
 
 
 class _LiveBytes(TorchDispatchMode):
@@ -179,21 +213,37 @@ def _create_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optim
     optimizer.zero_grad(set_to_none=True)
 
 
-def estimate_cost(genome: Genome, config: CostConfig | None = None, loss_fn: LossFn = default_loss) -> CostReport:
-    """Parameters, FLOPs and the predicted peak memory of one training step; runs on fake tensors."""
+def estimate_cost(
+    genome: Genome, config: CostConfig | None = None, loss_fn: LossFn = default_loss, *, tensors: str = "fake"
+) -> CostReport:
+    """Parameters, FLOPs and the predicted peak memory of a trial: its training step and its
+    validation. Runs on fake tensors; ``tensors="cpu"`` runs the same trace on real CPU tensors
+    (slow: what the benchmark checks the fake trace against)."""
     config = config or CostConfig()
-    if config.tile < 2**genome.depth:
-        raise CostConfigError(f"tile {config.tile} px is below 2**depth = {2**genome.depth} px, which a depth-{genome.depth} U-Net needs")
+    if tensors not in ("fake", "cpu"):
+        raise CostConfigError(f"tensors must be 'fake' or 'cpu', got {tensors!r}")
+    for name in ("tile", "val_tile"):
+        if getattr(config, name) < 2**genome.depth:
+            raise CostConfigError(
+                f"{name} {getattr(config, name)} px is below 2**depth = {2**genome.depth} px, which a depth-{genome.depth} U-Net needs"
+            )
+    if config.batch == 1 and config.tile // 2**genome.depth == 1:
+        raise CostConfigError(
+            f"a batch of 1 tile of {config.tile} px leaves one value per channel at the depth-{genome.depth} bottleneck, "
+            f"where BatchNorm cannot train; use a batch of 2 or more, or a tile of {2 * 2**genome.depth} px or more"
+        )
     # meta tensors are the cheapest shape-only tensors, but autocast cannot run on them: with an
     # autocast dtype the step runs on fake CPU tensors under CPU autocast instead
-    context = torch.device("meta") if config.amp_dtype is None else FakeTensorMode(allow_non_fake_inputs=False)
-    with context:
+    context: Any = torch.device("meta") if config.amp_dtype is None else FakeTensorMode(allow_non_fake_inputs=False)
+    with context if tensors == "fake" else torch.device("cpu"):
         model, optimizer = _prepare(genome, config, None)
         _create_optimizer_state(model, optimizer)
+        best_weights = {name: tensor.clone() for name, tensor in model.state_dict().items()}
         resident = {
             "parameter": model.parameters(),
             "buffer": model.buffers(),
             "optstate": (t for state in optimizer.state.values() for t in state.values() if isinstance(t, torch.Tensor)),
+            "best_weights": best_weights.values(),
         }
         tracker = _LiveBytes()
         breakdown = {}
@@ -202,6 +252,7 @@ def estimate_cost(genome: Genome, config: CostConfig | None = None, loss_fn: Los
             for tensor in tensors:
                 tracker.track(tensor)
             breakdown[kind] = tracker.live - before
+        held = tracker.live
         images, targets = _step_inputs(config, None)
         with FlopCounterMode(display=False) as forward_counter, torch.no_grad():
             model(images)
@@ -209,37 +260,65 @@ def estimate_cost(genome: Genome, config: CostConfig | None = None, loss_fn: Los
             for tensor in (images, targets):
                 tracker.track(tensor)
             train_step(model, optimizer, images, targets, loss_fn, config.amp_dtype)
-    breakdown["step"] = tracker.peak - sum(breakdown.values())  # batch, activations, gradients, temporaries
+        train_peak = tracker.peak
+        del images, targets  # validation follows a step: its gradients stay, its batch is gone
+        tracker.peak = tracker.live
+        model.eval()
+        tiles = torch.randn(config.val_batch, config.in_channels, config.val_tile, config.val_tile)
+        with tracker:
+            tracker.track(tiles)
+            predict_batch(model, tiles, config.amp_dtype, config.channels_last)
+        validation_peak = tracker.peak
+    breakdown["step"] = train_peak - held
+    breakdown["validation"] = validation_peak - held
+    breakdown["workspace"] = CUDA_WORKSPACE_BYTES if config.device_type == "cuda" else 0
     return CostReport(
         params=count_params(model),
         forward_flops=int(forward_counter.get_total_flops()),
         train_step_flops=int(step_counter.get_total_flops()),
-        predicted_peak_bytes=int(tracker.peak),
+        predicted_train_step_bytes=int(train_peak),
+        predicted_validation_bytes=int(validation_peak),
+        predicted_peak_bytes=int(max(train_peak, validation_peak) + breakdown["workspace"]),
         memory_breakdown=breakdown,
     )
 
 
+@dataclass(frozen=True)
+class MeasuredPeaks:
+    """Peak bytes a CUDA device allocated in a training step and in validation, each above what
+    was allocated before the model existed."""
+
+    train_step_bytes: int
+    validation_bytes: int
+
+
 def measure_peak_cuda(
     genome: Genome, config: CostConfig | None = None, device: str = "cuda", loss_fn: LossFn = default_loss
-) -> int:
-    """Measured peak bytes allocated by a steady-state training step on a CUDA device.
-
-    Counts what :func:`estimate_cost` predicts: weights, gradients, optimiser state, the batch and
-    activations (``torch.cuda.max_memory_allocated`` after a warm-up step, from an empty device).
-    """
+) -> MeasuredPeaks:
+    """Measured peaks of what :func:`estimate_cost` predicts, on a CUDA device: a steady-state
+    training step (after a warm-up step) and one validation batch after it, with the weights,
+    optimiser state and a copy of the weights held (``torch.cuda.max_memory_allocated``)."""
     if not torch.cuda.is_available():
         raise RuntimeError("measure_peak_cuda needs a CUDA device")
-    config = config or CostConfig()
+    config = config or CostConfig(device_type="cuda")
     torch.cuda.empty_cache()
     baseline = torch.cuda.memory_allocated(device)
     model, optimizer = _prepare(genome, config, device)
+    best_weights = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     images, targets = _step_inputs(config, device)
     train_step(model, optimizer, images, targets, loss_fn, config.amp_dtype)
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     train_step(model, optimizer, images, targets, loss_fn, config.amp_dtype)
     torch.cuda.synchronize(device)
-    peak = torch.cuda.max_memory_allocated(device) - baseline
-    del model, optimizer, images, targets
+    train_peak = torch.cuda.max_memory_allocated(device) - baseline
+    del images, targets
+    torch.cuda.reset_peak_memory_stats(device)
+    model.eval()
+    tiles = torch.randn(config.val_batch, config.in_channels, config.val_tile, config.val_tile, device=device)
+    predict_batch(model, tiles, config.amp_dtype, config.channels_last)
+    torch.cuda.synchronize(device)
+    validation_peak = torch.cuda.max_memory_allocated(device) - baseline
+    del model, optimizer, best_weights, tiles
     torch.cuda.empty_cache()
-    return int(peak)
+    return MeasuredPeaks(int(train_peak), int(validation_peak))

@@ -39,6 +39,26 @@ def _from_view(batch: torch.Tensor, transpose: bool, dims: tuple[int, ...]) -> t
 
 
 @torch.no_grad()
+def predict_batch(
+    model: nn.Module, batch: torch.Tensor, amp_dtype: torch.dtype | None, channels_last: bool, tta: str = "none"
+) -> torch.Tensor:
+    """Sigmoid probabilities of one batch of tiles on the model's device, averaged over the views
+    of ``tta``. The cost model runs it too, to predict validation's memory."""
+    views = tta_views(tta)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    probs = None
+    for transpose, dims in views:
+        view = _to_view(batch, transpose, dims).contiguous(memory_format=memory_format)
+        with autocast_context(batch.device.type, amp_dtype):
+            logits = model(view)
+        # the tiler blends probabilities across overlaps; torch's sigmoid never overflows
+        view_probs = _from_view(torch.sigmoid(logits.float()), transpose, dims)
+        probs = view_probs if probs is None else probs + view_probs
+    assert probs is not None  # every mode has at least one view
+    return probs / len(views)
+
+
+@torch.no_grad()
 def predict_probabilities(
     model: nn.Module,
     image_chw: np.ndarray,
@@ -60,23 +80,12 @@ def predict_probabilities(
     if scale != 1.0:
         small = resize_image(np.ascontiguousarray(image_chw.transpose(1, 2, 0)), scaled_shape(*image_chw.shape[1:], scale))
         image_chw = np.ascontiguousarray(small.transpose(2, 0, 1))
-    views = tta_views(tta)
     was_training = model.training
     model.eval()
-    memory_format = torch.channels_last if setup.channels_last else torch.contiguous_format
 
     def predict(batch: np.ndarray) -> np.ndarray:
         tensor = torch.from_numpy(batch).to(setup.device)
-        probs = None
-        for transpose, dims in views:
-            view = _to_view(tensor, transpose, dims).contiguous(memory_format=memory_format)
-            with autocast_context(setup.device.type, setup.amp_dtype):
-                logits = model(view)
-            # the tiler blends probabilities across overlaps; torch's sigmoid never overflows
-            view_probs = _from_view(torch.sigmoid(logits.float()), transpose, dims)
-            probs = view_probs if probs is None else probs + view_probs
-        assert probs is not None  # every mode has at least one view
-        return (probs / len(views)).cpu().numpy()
+        return predict_batch(model, tensor, setup.amp_dtype, setup.channels_last, tta).cpu().numpy()
 
     # an image smaller than the tile is predicted whole rather than padded up to the tile, but a
     # tile never shrinks below what the network's poolings need (the tiler pads up to it)
@@ -142,9 +151,10 @@ def predict_images(
     overlap: int = INFERENCE_OVERLAP,
     tta: str = "none",
     scale: float = 1.0,
+    batch_size: int = 8,
 ) -> list[Prediction]:
     """The predictions of full labelled images, at the input ``scale`` (see :func:`predict_probabilities`)."""
     return [
-        predict_image(model, prepare_image(item.image, normalisation), setup, tile, overlap, tta=tta, scale=scale)
+        predict_image(model, prepare_image(item.image, normalisation), setup, tile, overlap, batch_size, tta=tta, scale=scale)
         for item in images
     ]

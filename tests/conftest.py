@@ -49,3 +49,9 @@ def write_tiny_dataset(root: Path, size: int = 48, counts: dict[str, int] | None
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_dataset(tmp_path_factory.mktemp("tiny") / "data")
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset_writer():
+    """:func:`write_tiny_dataset`, for tests that need a tiny dataset of their own size or counts."""
+    return write_tiny_dataset

@@ -14,16 +14,19 @@ def register(subparsers: Any) -> None:
 
     show = commands.add_parser(
         "show",
-        help="print a topology's skip matrix, parameters, FLOPs and predicted peak training memory",
+        help="print a topology's skip matrix, parameters, FLOPs and a trial's predicted peak GPU memory",
         description="Print a topology's skip matrix (rows: encoder level i, columns: decoder level j; level 0 is "
-        "full resolution), its parameter count, the FLOPs of one training step and its predicted peak "
-        "training memory (no GPU needed).",
+        "full resolution), its parameter count, the FLOPs of one training step and the predicted peak GPU "
+        "memory of a trial: the larger of a training step and a validation batch (with the training state "
+        "held), plus CUDA's workspaces (no GPU needed).",
     )
     show.add_argument("topology", metavar="NAME_OR_JSON_FILE", help=f"one of {', '.join(NAMED_TOPOLOGIES)}, or a genome JSON file")
     show.add_argument("--width", type=int, default=None, help="base width (channels of level 0); default: the file's, else 16")
     show.add_argument("--depth", type=int, default=DEFAULT_DEPTH, help="depth of a named topology (default 4)")
     show.add_argument("--tile", type=int, default=64, help="training tile size in px (default 64)")
     show.add_argument("--batch", type=int, default=8, help="training batch size (default 8)")
+    show.add_argument("--val-tile", type=int, default=512, help="validation tile size in px (default 512)")
+    show.add_argument("--val-batch", type=int, default=8, help="validation tiles per forward pass (default 8)")
     show.add_argument("--in-channels", type=int, default=1, help="image channels (default 1)")
     show.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="autocast dtype (default float32)")
     show.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
@@ -52,7 +55,10 @@ def _show(args: argparse.Namespace) -> int:
     from skipnas.genome import load_genome
 
     genome = load_genome(args.topology, depth=args.depth, base_width=args.width)
-    config = CostConfig(tile=args.tile, batch=args.batch, in_channels=args.in_channels, dtype=args.dtype)
+    config = CostConfig(
+        tile=args.tile, batch=args.batch, in_channels=args.in_channels, dtype=args.dtype, val_tile=args.val_tile,
+        val_batch=args.val_batch,
+    )
     cost = estimate_cost(genome, config)
     summary = {
         "name": genome.name,
@@ -64,9 +70,13 @@ def _show(args: argparse.Namespace) -> int:
         "params": cost.params,
         "flops": cost.train_step_flops,
         "forward_flops": cost.forward_flops,
+        "predicted_train_step_bytes": cost.predicted_train_step_bytes,
+        "predicted_validation_bytes": cost.predicted_validation_bytes,
         "predicted_peak_bytes": cost.predicted_peak_bytes,
         "tile": config.tile,
         "batch": config.batch,
+        "val_tile": config.val_tile,
+        "val_batch": config.val_batch,
         "dtype": config.dtype,
     }
     if args.json:
@@ -79,9 +89,14 @@ def _show(args: argparse.Namespace) -> int:
     out.print(f"parameters      {cost.params:,}")
     out.print(f"FLOPs/step      {cost.train_step_flops / 1e9:,.2f} G (forward {cost.forward_flops / 1e9:,.2f} G)")
     out.print(
-        f"peak memory     {cost.predicted_peak_mib:,.1f} MiB predicted "
-        f"(training step: tile {config.tile}, batch {config.batch}, {config.dtype}, Adam)"
+        f"training step   {cost.predicted_train_step_bytes / 2**20:,.1f} MiB predicted "
+        f"(tile {config.tile}, batch {config.batch}, {config.dtype}, Adam)"
     )
+    out.print(
+        f"validation      {cost.predicted_validation_bytes / 2**20:,.1f} MiB predicted "
+        f"(tile {config.val_tile}, batch {config.val_batch}, the training state held)"
+    )
+    out.print(f"peak memory     {cost.predicted_peak_mib:,.1f} MiB predicted (the larger, plus CUDA's workspaces)")
     return 0
 
 

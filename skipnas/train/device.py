@@ -58,6 +58,29 @@ def place_model(model: torch.nn.Module, setup: DeviceSetup) -> torch.nn.Module:
     return model.to(memory_format=torch.channels_last) if setup.channels_last else model
 
 
+class StagePeaks:
+    """Peak CUDA bytes allocated per stage of training (``"train_step"``, ``"validation"``), above
+    what was allocated when it was made: each stage is compared with its own prediction. Off CUDA
+    it records nothing."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.enabled = device.type == "cuda"
+        self.peaks: dict[str, int] = {}
+        self._baseline = 0
+        if self.enabled:
+            self._baseline = torch.cuda.memory_allocated(device)
+            torch.cuda.reset_peak_memory_stats(device)
+
+    def close(self, stage: str) -> None:
+        """Book the peak since the last close to ``stage`` and start the next stage's."""
+        if not self.enabled:
+            return
+        peak = torch.cuda.max_memory_allocated(self.device) - self._baseline
+        self.peaks[stage] = max(self.peaks.get(stage, 0), int(peak))
+        torch.cuda.reset_peak_memory_stats(self.device)
+
+
 def cpu_name() -> str:
     """The CPU's model name (on Linux ``platform.processor()`` gives only the architecture)."""
     try:

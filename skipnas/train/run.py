@@ -158,7 +158,8 @@ def train_candidate(
     result = fit_model(model, config, data.normalisation, data.train, data.val, data.synthetic, callbacks, progress)
     trained = time.perf_counter()
     predictions = predict_images(
-        result.model, data.val, data.normalisation, result.setup, config.val_tile, config.val_overlap, config.tta, config.scale
+        result.model, data.val, data.normalisation, result.setup, config.val_tile, config.val_overlap, config.tta, config.scale,
+        config.val_batch,
     )
     probs = [p.foreground for p in predictions]
     # with an auxiliary head the grid also tries the methods that count from its map

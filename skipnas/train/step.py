@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -16,6 +16,22 @@ def autocast_context(device_type: str, amp_dtype: torch.dtype | None) -> context
     if amp_dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device_type, dtype=amp_dtype)
+
+
+def make_optimizer(
+    name: str,
+    params: Iterable[torch.nn.Parameter],
+    lr: float = 1e-3,
+    *,
+    weight_decay: float = 0.0,
+    momentum: float = 0.9,
+    foreach: bool | None = None,
+) -> torch.optim.Optimizer:
+    """Adam, or SGD with ``momentum``; ``foreach`` None lets torch choose its multi-tensor path
+    (taken on CUDA, where it allocates temporaries the size of the parameters)."""
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=foreach)
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=foreach)
 
 
 def train_step(

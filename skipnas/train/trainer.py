@@ -35,10 +35,10 @@ from skipnas.progress import progress_bar
 from skipnas.data.dataset import LabeledImage
 from skipnas.data.rescale import check_scale, resize_maps
 from skipnas.train.data import Normalisation, TileDataset
-from skipnas.train.device import DeviceSetup, place_model, select_device
+from skipnas.train.device import DeviceSetup, StagePeaks, place_model, select_device
 from skipnas.train.losses import AuxiliaryLoss, LossConfig, ParticleLoss, build_loss, check_loss_weight
 from skipnas.train.metrics import PixelMetrics, pixel_confusion
-from skipnas.train.step import LossFn, train_step
+from skipnas.train.step import LossFn, make_optimizer, train_step
 from skipnas.tta import check_tta
 
 OPTIMIZERS = ("adam", "sgd")
@@ -62,6 +62,14 @@ class PhaseConfig:
     steps: int | None = None
     seconds: float | None = None
     lr: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise SkipnasError(f"a phase's learning rate must be above 0, got {self.lr}")
+        for name in ("epochs", "steps", "seconds"):
+            budget = getattr(self, name)
+            if budget is not None and not budget >= 0:  # NaN fails too
+                raise SkipnasError(f"a phase's {name} budget must be 0 (skip the phase) or more, got {budget}")
 
     @property
     def enabled(self) -> bool:
@@ -112,6 +120,7 @@ class TrainConfig:
     normalise: str = "dataset"
     val_tile: int = INFERENCE_TILE  # validation (and later inference) predicts full images in tiles of this size
     val_overlap: int = INFERENCE_OVERLAP  # px of overlap between those tiles
+    val_batch: int = 8  # tiles per forward pass while validating
     device: str = "auto"
     precision: str = "auto"
     channels_last: str = "auto"
@@ -144,8 +153,13 @@ class TrainConfig:
             raise SkipnasError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.scheduler not in SCHEDULERS:
             raise SkipnasError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
-        if self.batch_size < 1:
-            raise SkipnasError(f"batch_size must be at least 1, got {self.batch_size}")
+        for name in ("batch_size", "val_batch", "val_tile"):
+            if getattr(self, name) < 1:
+                raise SkipnasError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.weight_decay >= 0:
+            raise SkipnasError(f"weight_decay must be 0 or more, got {self.weight_decay}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise SkipnasError(f"momentum must be from 0 to below 1, got {self.momentum}")
         if not 0.0 <= self.min_lr_fraction <= 1.0:
             raise SkipnasError(f"min_lr_fraction must be from 0 to 1, got {self.min_lr_fraction}")
         if not 0.0 < self.max_validation_share <= 1.0:
@@ -200,6 +214,8 @@ class TrainResult:
     setup: DeviceSetup
     kept: EpochResult | None = None  # the fine-tuning validation whose weights the model holds
     validation_seconds: dict[str, float] = field(default_factory=dict)  # phase -> seconds of its validations
+    # on CUDA: peak bytes allocated in training steps and in validation (StagePeaks), else empty
+    measured_peak_bytes: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -208,6 +224,7 @@ class TrainResult:
             "stop_reasons": self.stop_reasons,
             "phase_seconds": self.phase_seconds,
             "validation_seconds": self.validation_seconds,
+            "measured_peak_bytes": self.measured_peak_bytes,
             "steps": self.steps,
             "device": self.setup.describe(),
             "history": [vars(h) for h in self.history],
@@ -270,6 +287,7 @@ class Trainer:
                 f"({config.auxiliary}): build it with build_model(..., auxiliary=config.auxiliary)"
             )
         self.setup = select_device(config.device, config.precision, config.channels_last)
+        self.memory = StagePeaks(self.setup.device)  # before the model arrives: the trial's own bytes
         self.model = place_model(model, self.setup)
         self.history: list[EpochResult] = []
         self.steps = 0
@@ -277,10 +295,9 @@ class Trainer:
 
     # one phase ------------------------------------------------------------------------------
     def _optimizer(self, lr: float) -> torch.optim.Optimizer:
-        params = self.model.parameters()
-        if self.config.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=lr, momentum=self.config.momentum, weight_decay=self.config.weight_decay)
-        return torch.optim.Adam(params, lr=lr, weight_decay=self.config.weight_decay)
+        return make_optimizer(
+            self.config.optimizer, self.model.parameters(), lr, weight_decay=self.config.weight_decay, momentum=self.config.momentum
+        )
 
     def _scheduler(self, optimizer: torch.optim.Optimizer, lr: float) -> Any:
         if self.config.scheduler == "plateau":
@@ -366,6 +383,7 @@ class Trainer:
             why the phase stops early, or ""."""
             nonlocal batches, best_dice, stale, best_key, kept, best_state, validating
             validation_started = time.perf_counter()
+            self.memory.close("train_step")
             self._check_finite(loss_sum, name, phase_steps)
             train_loss = float(loss_sum) / max(batches, 1)
             auxiliary_mean = float(auxiliary_sum) / max(batches, 1) if self.config.auxiliary is not None else None
@@ -374,8 +392,9 @@ class Trainer:
             batches = 0
             predictions = predict_images(
                 self.model, val_images, self.normalisation, self.setup, self.config.val_tile, self.config.val_overlap,
-                scale=self.config.scale,
+                scale=self.config.scale, batch_size=self.config.val_batch,
             )
+            self.memory.close("validation")
             self.model.train()  # a validation may come within an epoch
             val_dice = prediction_dice(predictions, val_images)
             count_mae = (
@@ -447,6 +466,7 @@ class Trainer:
                 if batches:  # the budget's end always validates, unless its last step just did
                     early_stop = validate()
                     reason = reason or early_stop
+        self.memory.close("train_step")
         if best_state is not None:
             self.model.load_state_dict(best_state)
         return reason, best_dice, time.perf_counter() - started, kept, validating
@@ -493,7 +513,10 @@ class Trainer:
             raise SkipnasError("both training phases are skipped: give a pretrain or fine-tune budget")
         if reasons["finetune"] != "skipped":
             best = max(h.val_dice for h in self.history if h.phase == "finetune")
-        return TrainResult(self.model, self.history, float(best), reasons, seconds, self.steps, self.setup, kept, validating)
+        return TrainResult(
+            self.model, self.history, float(best), reasons, seconds, self.steps, self.setup, kept, validating,
+            dict(self.memory.peaks),
+        )
 
 
 def fit_model(

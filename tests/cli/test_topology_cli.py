@@ -23,6 +23,17 @@ def test_show_json_has_the_contract_keys(capsys) -> None:
     assert data["name"] == "reverse" and data["depth"] == 4
     assert data["skips"][0] == [0, 0, 0, 1] and data["skips"][3] == [1, 0, 0, 0]
     assert data["params"] > 0 and data["flops"] > 0 and data["predicted_peak_bytes"] > 0
+    # the trial's peak: the larger of its training step and a validation batch, plus the workspaces
+    stages = max(data["predicted_train_step_bytes"], data["predicted_validation_bytes"])
+    assert stages < data["predicted_peak_bytes"] <= stages + 64 * 2**20
+
+
+def test_show_costs_validation_at_the_given_tile_and_batch(capsys) -> None:
+    sizes = {}
+    for batch in ("1", "4"):
+        assert main(["topology", "show", "standard", "--width", "4", "--val-tile", "256", "--val-batch", batch, "--json"]) == 0
+        sizes[batch] = json.loads(capsys.readouterr().out)["predicted_validation_bytes"]
+    assert sizes["4"] > 2 * sizes["1"]
 
 
 def test_show_table_prints_matrix_and_costs(capsys) -> None:
