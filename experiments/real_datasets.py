@@ -3,6 +3,7 @@
     python experiments/real_datasets.py --data ../shared/data/polystyrene-beads-lmmp/extracted \
         --data ../shared/data/sem-fibres-shi2022/extracted --seeds 0,1 --out experiments/results/real_datasets.csv
     python experiments/real_datasets.py --data DIR --fixed   # the settings before data adaptation (scale 1, tile 64, ...)
+    python experiments/real_datasets.py --data DIR --set scale=1 --set normalise=dataset   # a recipe
     python experiments/real_datasets.py --smoke --out /tmp/smoke.csv
 
 For each dataset and seed, ``skipnas train``'s defaults (standard topology, width 16, 60 s of
@@ -68,8 +69,9 @@ def train_config(seed: int, pretrain_seconds: float, finetune_seconds: float) ->
     )
 
 
-def network_rows(data: str, seed: int, args: argparse.Namespace, fixed: bool) -> list[dict[str, Any]]:
-    """Train one network as ``skipnas train`` does and score it on val and test, one row per image."""
+def network_rows(data: str, seed: int, args: argparse.Namespace, fixed: bool, recipe: dict[str, Any]) -> list[dict[str, Any]]:
+    """Train one network as ``skipnas train`` does (with ``recipe``'s settings in place of the
+    data-adapted ones) and score it on val and test, one row per image."""
     genome = Genome.named("standard", base_width=args.width)
     config = train_config(seed, args.pretrain_seconds, args.finetune_seconds)
     index = open_dataset(data)
@@ -80,13 +82,13 @@ def network_rows(data: str, seed: int, args: argparse.Namespace, fixed: bool) ->
             index, config, genome.depth, scale=1.0, tile=64, batch=8, auxiliary=None, normalise="dataset"
         )
     else:
-        config, _ = adapt_config_to_dataset(index, config, genome.depth)
+        config, _ = adapt_config_to_dataset(index, config, genome.depth, **recipe)
     started = time.perf_counter()
     prepared = prepare_data(index, config)
     with tempfile.TemporaryDirectory() as folder:
         result = train_candidate(genome, prepared, config, out=Path(folder) / "model", progress=False)
     seconds = time.perf_counter() - started
-    method = "skipnas fixed settings" if fixed else "skipnas defaults"
+    method = "skipnas fixed settings" if fixed else recipe_name(recipe, args)
     rows = []
     for split in ("val", "test"):
         images = load_labeled(index.samples(split))
@@ -105,6 +107,30 @@ def network_rows(data: str, seed: int, args: argparse.Namespace, fixed: bool) ->
             metrics = evaluate_predictions(rescaled, images, result.postprocess)
             rows += [_row(data, method + " + per-image scale", seed, split, row, seconds) for row in metrics["rows"]]
     return rows
+
+
+RECIPE_KEYS = {"scale": float, "tile": int, "batch": int, "auxiliary": str, "normalise": str}
+
+
+def parse_recipe(items: list[str]) -> dict[str, Any]:
+    """``["scale=1", "normalise=dataset"]`` -> keyword overrides of :func:`adapt_config_to_dataset`."""
+    recipe: dict[str, Any] = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if key not in RECIPE_KEYS or not value:
+            raise ValueError(f"--set takes KEY=VALUE with KEY one of {', '.join(RECIPE_KEYS)}, got {item!r}")
+        recipe[key] = None if value == "none" and key == "auxiliary" else RECIPE_KEYS[key](value)
+    return recipe
+
+
+def recipe_name(recipe: dict[str, Any], args: argparse.Namespace) -> str:
+    """The method's label: "skipnas defaults", or what the run changed."""
+    changes = [f"{key}={value}" for key, value in recipe.items()]
+    if (args.pretrain_seconds, args.finetune_seconds) != (60.0, 120.0):
+        changes.append(f"pretrain {args.pretrain_seconds:g} s + fine-tune {args.finetune_seconds:g} s")
+    if args.width != 16:
+        changes.append(f"width {args.width}")
+    return "skipnas defaults" if not changes else "skipnas " + ", ".join(changes)
 
 
 def per_image_scale_prediction(result: Any, prepared: Any, config: TrainConfig, item: Any, first: Prediction, target: float) -> Prediction:
@@ -179,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pretrain-seconds", type=float, default=60.0)
     parser.add_argument("--finetune-seconds", type=float, default=120.0)
     parser.add_argument("--fixed", action="store_true", help="also train with the settings before data adaptation")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="a recipe: override one data-adapted setting (scale, tile, batch, auxiliary, normalise); repeatable",
+    )
     parser.add_argument("--per-image-scale", action="store_true", help="also count each test image at its own estimated scale")
     parser.add_argument("--no-classical", action="store_true", help="leave the classical baseline out")
     parser.add_argument("--smoke", action="store_true", help="the demo data, 2 s budgets: checks the plumbing")
@@ -195,13 +225,18 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         print(f"real_datasets: --seeds must be comma-separated integers, got {args.seeds!r}", file=sys.stderr)
         return 2
+    try:
+        recipe = parse_recipe(args.set)
+    except ValueError as exc:
+        print(f"real_datasets: {exc}", file=sys.stderr)
+        return 2
     rows: list[dict[str, Any]] = []
     try:
         for data in args.data:
             for seed in seeds:
-                rows += network_rows(data, seed, args, fixed=False)
+                rows += network_rows(data, seed, args, fixed=False, recipe=recipe)
                 if args.fixed:
-                    rows += network_rows(data, seed, args, fixed=True)
+                    rows += network_rows(data, seed, args, fixed=True, recipe={})
             if not args.no_classical:
                 rows += classical_rows(data)
             write_csv(args.out, rows)  # after each dataset, so a long run keeps what it finished
