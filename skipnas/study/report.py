@@ -327,10 +327,11 @@ def _skip_matrices_info(study: optuna.Study) -> list[dict[str, Any]]:
     shown = {best.number} if best is not None else set()
     seen_names: set[str] = set()
     baselines = [t for t in study.get_trials(deepcopy=False, states=(_COMPLETE, _PRUNED, _FAIL)) if "baseline" in t.user_attrs]
-    for trial in sorted(baselines, key=lambda t: (order.get(t.user_attrs["baseline"], len(order)), t.number)):
+    # a failed baseline is run again: its panel shows the first attempt that did not fail, if any
+    for trial in sorted(baselines, key=lambda t: (order.get(t.user_attrs["baseline"], len(order)), t.state == _FAIL, t.number)):
         name = str(trial.user_attrs["baseline"])
         if name in seen_names:
-            continue  # one panel per baseline: its first trial
+            continue  # one panel per baseline
         seen_names.add(name)
         if trial.number in shown or (matrix := _skip_matrix(trial)) is None:
             continue

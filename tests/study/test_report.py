@@ -198,6 +198,16 @@ def test_skip_matrices_best_then_baselines_in_named_order() -> None:
     assert panels[4]["value"] is None and panels[4]["title"] == "dense (trial 3), over the memory budget"
 
 
+
+def test_skip_matrices_show_a_retried_baseline_by_its_completed_attempt() -> None:
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(_trial(CUSTOM_A, 13.0, 0.75))  # 0: best
+    study.add_trial(_trial(REVERSE, 12.0, state=FAIL, baseline="reverse", fail_reason="KeyboardInterrupt"))  # 1
+    study.add_trial(_trial(REVERSE, 12.0, 0.50, baseline="reverse"))  # 2: the re-run
+    panels = _skip_matrices_info(study)
+    assert [(p["role"], p["name"], p["number"]) for p in panels] == [("best", "custom", 0), ("baseline", "reverse", 2)]
+    assert panels[1]["value"] == 0.50
+
 def test_skip_matrices_show_a_best_baseline_once() -> None:
     panels = _skip_matrices_info(_memory_study())
     assert [(p["role"], p["name"], p["number"]) for p in panels] == [("best", "dense", 1), ("baseline", "standard", 0)]
