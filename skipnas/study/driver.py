@@ -210,13 +210,14 @@ def search(
     from skipnas.train.run import adapt_config_to_dataset, open_dataset, prepare_data
 
     index = open_dataset(settings.data)
+    study_name = check_study_name(settings.study or study_name_for(settings, index.root, space))
+    # a bad storage URL is reported before the data's statistics and synthetic images are prepared
+    storage = make_storage(settings.storage, settings.runs_dir, heartbeat_seconds=settings.heartbeat_seconds)
+    storage_url = settings.storage or default_storage_url(settings.runs_dir)
     base, choices = adapt_config_to_dataset(
         index, base_train_config(settings, space), space.depth, tile=space.tile, batch=space.batch
     )
     data = prepare_data(index, base)
-    study_name = check_study_name(settings.study or study_name_for(settings, data.root, space))
-    storage = make_storage(settings.storage, settings.runs_dir, heartbeat_seconds=settings.heartbeat_seconds)
-    storage_url = settings.storage or default_storage_url(settings.runs_dir)
     study, created = open_study(settings, space, study_name, storage)
     trials_dir = settings.runs_dir / study_name / "trials"
     objective = Objective(
@@ -238,6 +239,10 @@ def search(
             # would otherwise count toward --trials for good
             fail_stale_trials(study)
             if counted_trials(study) >= settings.trials:
+                if _wait_for_running_trials(study, storage):
+                    if on_study is not None:
+                        on_study(study)
+                    continue  # one may turn out dead (and be queued again) or fail
                 break
             study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[after_trial])
     except KeyboardInterrupt:
@@ -247,6 +252,16 @@ def search(
             for trial in interrupted:
                 retry_failed_trial(study, trial)
     return result
+
+
+def _wait_for_running_trials(study: optuna.Study, storage: Any) -> bool:
+    """Wait one heartbeat if trials still run (in other workers, or in a run killed moments ago, which
+    the stale check finds only after its grace period); False where none runs or there are no heartbeats."""
+    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+    if not interval or not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        return False
+    time.sleep(interval)
+    return True
 
 
 def worker_assignments(settings: SearchSettings) -> list[dict[str, str]]:

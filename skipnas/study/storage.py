@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,7 +43,6 @@ def make_storage(spec: str | None, runs_dir: Path = DEFAULT_RUNS_DIR, heartbeat_
     problems, unknown schemes and files that are not storages raise :class:`SkipnasError` naming them.
     """
     from optuna.exceptions import ExperimentalWarning
-    from optuna.storages import RDBStorage
 
     if spec is None:
         runs_dir.mkdir(parents=True, exist_ok=True)  # the default lives in skipnas's own runs folder
@@ -75,12 +75,26 @@ def make_storage(spec: str | None, runs_dir: Path = DEFAULT_RUNS_DIR, heartbeat_
         with warnings.catch_warnings(), _folder_lock(database.parent if database is not None else None):
             # heartbeats are marked experimental; they are what we rely on
             warnings.simplefilter("ignore", ExperimentalWarning)
-            return RDBStorage(spec, engine_kwargs=engine_kwargs, **kwargs)
+            return _rdb_storage_once_created(spec, engine_kwargs, kwargs)
     except ImportError as exc:
         raise SkipnasError(f"--storage {spec}: the database driver is missing ({exc.name}); for PostgreSQL: pip install 'psycopg[binary]'") from None
     except Exception as exc:  # sqlalchemy raises OperationalError, ArgumentError, ... for a wrong URL
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else exc.__class__.__name__
         raise SkipnasError(f"--storage {spec}: cannot connect ({reason}); check the URL, {_EXAMPLES}") from None
+
+
+def _rdb_storage_once_created(spec: str, engine_kwargs: dict[str, Any], kwargs: dict[str, Any], attempts: int = 4) -> Any:
+    """RDBStorage, trying again where another worker was creating the same database's tables at that
+    moment (a server database has no file to lock): the next try finds the tables made."""
+    from optuna.storages import RDBStorage
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(1, attempts):
+        try:
+            return RDBStorage(spec, engine_kwargs=engine_kwargs, **kwargs)
+        except (IntegrityError, ProgrammingError):
+            time.sleep(0.5 * attempt)
+    return RDBStorage(spec, engine_kwargs=engine_kwargs, **kwargs)
 
 
 def _sqlite_database(spec: str) -> Path | None:

@@ -15,10 +15,13 @@ _RETRY_HISTORY = "retry_history"
 
 
 def _counts(trial: optuna.trial.FrozenTrial, retried: set[int]) -> bool:
-    """A trial counts toward ``--trials`` unless it was a surplus start or a failure that was retried."""
+    """A trial counts toward ``--trials`` unless it was a surplus start, a failure that was retried, or
+    stopped by Ctrl-C (the user's stop says nothing of the candidate: the resumed search draws another)."""
     if trial.user_attrs.get(SURPLUS_ATTR):
         return False
-    return not (trial.state == optuna.trial.TrialState.FAIL and trial.number in retried)
+    if trial.state != optuna.trial.TrialState.FAIL:
+        return True
+    return trial.number not in retried and trial.user_attrs.get("fail_reason") != INTERRUPTED
 
 
 def _retried(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
@@ -32,8 +35,8 @@ def _retried(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
 
 
 def counted_trials(study: optuna.Study) -> int:
-    """Trials toward ``--trials``: every trial that ran or runs, except surplus starts and failed trials
-    that were retried (their retry counts instead)."""
+    """Trials toward ``--trials``: every trial that ran or runs, except surplus starts, failed trials that
+    were retried (their retry counts instead) and trials stopped by Ctrl-C."""
     trials = study.get_trials(deepcopy=False)
     retried = _retried(trials)
     return sum(1 for t in trials if t.state != optuna.trial.TrialState.WAITING and _counts(t, retried))

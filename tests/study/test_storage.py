@@ -50,25 +50,26 @@ def test_an_sqlite_file_given_as_a_journal_names_the_url(tmp_path: Path) -> None
         make_storage(str(tmp_path / "study.log"))
 
 
-# each round, both processes open a new SQLite file at the same instant (they spin on the clock)
+# each round, both processes open a new storage at the same instant (they spin on the clock)
 _AT_ONCE = """
 import sys, time
 import optuna.storages
 from skipnas.study.storage import make_storage
 print("ready", flush=True)
 start = float(sys.stdin.readline())
-for round in range(3):
+for round, url in enumerate(sys.argv[1:]):
     while time.time() < start + 0.3 * round:
         pass
-    make_storage(f"sqlite:///{sys.argv[1]}/s{round}.db", heartbeat_seconds=60)
+    make_storage(url, heartbeat_seconds=60)
 print("ok")
 """
 
 
-def test_two_processes_creating_a_new_sqlite_storage_at_once_both_succeed(tmp_path: Path) -> None:
+def _create_at_once(urls: list[str]) -> None:
+    """Two processes create each storage in ``urls`` at the same moment; both must succeed."""
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", _AT_ONCE, str(tmp_path)],
+            [sys.executable, "-c", _AT_ONCE, *urls],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         for _ in range(2)
@@ -85,3 +86,11 @@ def test_two_processes_creating_a_new_sqlite_storage_at_once_both_succeed(tmp_pa
         process.wait(timeout=120)
     for process, (out, err) in zip(processes, outputs):
         assert process.returncode == 0 and out.strip() == "ok", err[-1500:]
+
+
+def test_two_processes_creating_a_new_sqlite_storage_at_once_both_succeed(tmp_path: Path) -> None:
+    _create_at_once([f"sqlite:///{tmp_path}/s{round}.db" for round in range(3)])
+
+
+def test_two_processes_creating_the_tables_of_a_new_postgresql_database_at_once_both_succeed(new_postgres_database: str) -> None:
+    _create_at_once([new_postgres_database])

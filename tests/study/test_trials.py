@@ -60,11 +60,15 @@ def _run_waiting(study: optuna.Study, fail_reason: str | None) -> optuna.trial.F
 def test_an_interrupted_baseline_is_queued_again_and_stops_counting() -> None:
     study = _study()
     first = _failed(study, INTERRUPTED)
-    assert counted_trials(study) == 1
+    assert counted_trials(study) == 0  # stopped by the user: it does not count
     retry_failed_trial(study, first)
     queued = study.get_trials(deepcopy=False)[-1]
     assert queued.state == State.WAITING and queued.user_attrs == {BASELINE_ATTR: "standard"}
     assert queued.system_attrs["fixed_params"] == PARAMS and queued.system_attrs["retry_history"] == [first.number]
+    assert counted_trials(study) == 0  # the queued retry counts once it runs
+    errored = _failed(study, "RuntimeError: loss is NaN", baseline="reverse")
+    assert counted_trials(study) == 1
+    retry_failed_trial(study, errored)
     assert counted_trials(study) == 0  # the failed attempt no longer counts; its retry will
 
 
@@ -98,6 +102,15 @@ def test_other_trials_run_again_only_when_their_worker_died_and_only_once() -> N
     assert not should_retry(study, again, stale=True)
     surplus = _failed(study, "StudyFull: full", user={SURPLUS_ATTR: True})  # a baseline started after the study was full
     assert not should_retry(study, surplus, stale=False)
+
+
+def test_a_sampled_trial_stopped_by_ctrl_c_does_not_count_but_one_that_failed_does() -> None:
+    study = _study()
+    _failed(study, INTERRUPTED, baseline=None)
+    assert counted_trials(study) == 0  # the resumed search draws another candidate in its place
+    _failed(study, "RuntimeError: loss is NaN", baseline=None)
+    _failed(study, None, baseline=None)  # a dead worker's trial, not retried
+    assert counted_trials(study) == 2
 
 
 def test_counting_follows_a_chain_of_retries() -> None:

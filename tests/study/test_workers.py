@@ -17,21 +17,7 @@ from skipnas.study.settings import BASELINES
 from skipnas.study.storage import make_storage
 from skipnas.study.trials import INTERRUPTED, counted_trials
 
-PG_URL = os.environ.get("SKIPNAS_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-
-
-def _postgres_answers() -> str | None:
-    """None when the server answers, else why not."""
-    try:
-        import psycopg
-    except ImportError:
-        return "psycopg is not installed (pip install 'psycopg[binary]')"
-    try:
-        with psycopg.connect(PG_URL.replace("postgresql+psycopg", "postgresql"), connect_timeout=3):
-            return None
-    except Exception as exc:
-        return f"no PostgreSQL server answers at {PG_URL} ({exc.__class__.__name__})"
 
 
 def _search(tiny_dataset: Path, runs: Path, storage: str, study: str, trials: int, *extra: str) -> list[str]:
@@ -57,12 +43,9 @@ def _check_study(
 
 
 @pytest.mark.parametrize("backend", ["postgresql", "journal"])
-def test_three_workers_share_one_study(backend: str, tiny_dataset: Path, tmp_path: Path) -> None:
+def test_three_workers_share_one_study(backend: str, tiny_dataset: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     if backend == "postgresql":
-        reason = _postgres_answers()
-        if reason:
-            pytest.skip(reason)
-        storage = PG_URL
+        storage = request.getfixturevalue("postgres_url")
     else:
         storage = str(tmp_path / "journal.log")
     study_name = f"workers-{backend}-{uuid.uuid4().hex[:8]}"
@@ -118,12 +101,9 @@ def test_a_killed_worker_trial_is_failed_and_retried(tiny_dataset: Path, tmp_pat
 ALL_BASELINES_SPACE = (Path(__file__).resolve().parents[1] / "fixtures" / "spaces" / "tiny-all.toml").read_text()
 
 
-def _storage_for(backend: str, tmp_path: Path) -> str:
+def _storage_for(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
     if backend == "postgresql":
-        reason = _postgres_answers()
-        if reason:
-            pytest.skip(reason)
-        return PG_URL
+        return request.getfixturevalue("postgres_url")
     return f"sqlite:///{tmp_path / 'study.db'}"
 
 
@@ -179,9 +159,9 @@ def _every_baseline_complete_once(storage: str, study_name: str, trials: int) ->
 @pytest.mark.slow  # three runs of a worker, two of them killed: about a minute on 2 cores
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_a_worker_killed_twice_mid_baseline_then_run_again_completes_every_baseline(
-    backend: str, tiny_dataset: Path, tmp_path: Path
+    backend: str, tiny_dataset: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    storage = _storage_for(backend, tmp_path)
+    storage = _storage_for(backend, tmp_path, request)
     study_name = f"killed-twice-{uuid.uuid4().hex[:8]}"
     command = _baseline_search(tiny_dataset, tmp_path, storage, study_name, len(BASELINES))
     try:
@@ -189,7 +169,7 @@ def test_a_worker_killed_twice_mid_baseline_then_run_again_completes_every_basel
         time.sleep(2.5)  # past the grace period (2 heartbeats): the next run finds it stale
         # the same baseline again: its retry runs after the other queued baselines, and is killed too
         second = _stop_in_training(command, storage, study_name, signal.SIGKILL, retry=True)
-        time.sleep(2.5)
+        # at once, inside the grace period: the run waits until the dead trial is found stale, then runs it
         result = subprocess.run(command, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stderr
         trials = _every_baseline_complete_once(storage, study_name, len(BASELINES))
