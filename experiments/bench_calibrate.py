@@ -105,7 +105,7 @@ def main() -> None:
         parser.error(f"--baseline {args.baseline}: no skipnas checkout there (skipnas/counting/calibrate.py is missing)")
 
     from skipnas.fileio import write_csv_atomic
-    from skipnas.train.device import describe_machine
+    from skipnas.runtime.device import describe_machine
 
     checkouts = {"this checkout": REPO} | ({"baseline": args.baseline.resolve()} if args.baseline is not None else {})
     load_before = os.getloadavg()[0]

@@ -28,7 +28,7 @@ import torch
 from skipnas.cost import CostConfig, estimate_cost, measure_peak_cuda
 from skipnas.fileio import write_csv_atomic
 from skipnas.genome import Genome
-from skipnas.train.device import describe_machine
+from skipnas.runtime.device import describe_machine
 
 MIB = 2**20
 

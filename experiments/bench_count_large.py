@@ -36,8 +36,8 @@ from skipnas.fileio import write_csv_atomic
 from skipnas.genome import Genome
 from skipnas.modelio import save_model_folder
 from skipnas.models import build_model
-from skipnas.train.data import Normalisation
-from skipnas.train.device import describe_machine, place_model, select_device
+from skipnas.runtime.device import describe_machine, place_model, select_device
+from skipnas.runtime.normalise import Normalisation
 from skipnas.train.losses import LossConfig, build_loss
 from skipnas.train.step import train_step
 

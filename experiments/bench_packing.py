@@ -34,9 +34,10 @@ def _train_worker(
 
     from skipnas.genome import Genome
     from skipnas.models import build_model
-    from skipnas.train.device import place_model, select_device
+    from skipnas.runtime.device import place_model, select_device
+    from skipnas.train.config import TrainConfig
     from skipnas.train.step import train_step
-    from skipnas.train.trainer import TrainConfig, training_loss
+    from skipnas.train.trainer import training_loss
 
     torch.set_num_threads(1)  # K processes share the host's cores; the GPU does the work
     setup = select_device(device)
@@ -127,7 +128,7 @@ def main() -> None:
     if sorted(set(args.packs)) != args.packs or args.packs[0] < 1:
         parser.error("--packs: increasing positive integers, e.g. 1 2 4 8")
 
-    from skipnas.train.device import describe_machine
+    from skipnas.runtime.device import describe_machine
 
     rows = measure_packing(args.packs, args.device, args.width, args.tile, args.batch, args.warmup_steps, args.seconds)
     comment = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {describe_machine()}, standard genome, random batches"

@@ -7,7 +7,7 @@ as the widely used reference implementation builds it, trained in one run on the
 
 The reference (:class:`skipnas.models.reference.ClassicUNet`) trains in fp32, channels-first, with
 biased convolutions and bilinear upsampling; skipnas's model trains as skipnas's trainer trains it:
-:func:`skipnas.train.device.select_device` (channels_last on CPU and CUDA, bf16 autocast on CUDA) and
+:func:`skipnas.runtime.device.select_device` (channels_last on CPU and CUDA, bf16 autocast on CUDA) and
 the trainer's own :func:`skipnas.train.step.train_step`. Both get the same loss (skipnas's default
 BCE + soft Dice), Adam at 1e-3 and the same random batches. Blocks of ``--steps`` steps alternate
 between the two models for ``--rounds`` rounds (which goes first alternates too), so load from other
@@ -33,7 +33,7 @@ from skipnas.fileio import write_csv_atomic
 from skipnas.genome import Genome
 from skipnas.models import build_model
 from skipnas.models.reference import ClassicUNet
-from skipnas.train.device import DeviceSetup, cpu_name, place_model, select_device
+from skipnas.runtime.device import DeviceSetup, cpu_name, place_model, select_device
 from skipnas.train.losses import LossConfig, build_loss
 from skipnas.train.step import train_step
 

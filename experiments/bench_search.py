@@ -20,7 +20,7 @@ from pathlib import Path
 import optuna
 
 from skipnas.fileio import write_csv_atomic
-from skipnas.train.device import describe_machine
+from skipnas.runtime.device import describe_machine
 
 
 def main() -> None:

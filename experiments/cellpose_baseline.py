@@ -15,7 +15,7 @@ Cellpose is not a skipnas dependency. Install it in a virtualenv of its own, wit
     /tmp/cpvenv/bin/python experiments/cellpose_baseline.py --data DIR
 
 Dataset: DIR/{train,val,test}/images/NAME.(png|jpg|tif) and DIR/{train,val,test}/masks/NAME.png
-(16-bit instance IDs, 0 = background), read with skipnas.data.dataset. Images are made grey (the
+(16-bit instance IDs, 0 = background), read with skipnas.data.loading. Images are made grey (the
 mean of the colour channels, as Cellpose's channels=[0, 0] does) and Cellpose normalises each
 image to its 1st..99th percentile.
 
@@ -67,9 +67,11 @@ from typing import Any
 
 import numpy as np
 
-from skipnas.data.dataset import check_dataset, load_labeled, resolve_dataset
+from skipnas.data.loading import load_labeled
+from skipnas.data.scan import resolve_dataset
+from skipnas.data.validate import check_dataset
 from skipnas.errors import SkipnasError
-from skipnas.train.metrics import count_metrics, match_objects, object_metrics
+from skipnas.runtime.metrics import count_metrics, match_objects, object_metrics
 
 CHANNELS = [0, 0]  # Cellpose: segment the grey image, no nuclear channel
 SMOKE_TRAIN_IMAGES = 2

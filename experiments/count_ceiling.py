@@ -19,10 +19,12 @@ from pathlib import Path
 
 from skipnas.counting.postprocess import PostprocessConfig, count_particles
 from skipnas.counting.seeded import instance_distance_map
-from skipnas.data.dataset import check_dataset, load_labeled, resolve_dataset
 from skipnas.data.io import count_instances
+from skipnas.data.loading import load_labeled
+from skipnas.data.scan import resolve_dataset
+from skipnas.data.validate import check_dataset
 from skipnas.fileio import write_csv_atomic
-from skipnas.train.metrics import count_metrics
+from skipnas.runtime.metrics import count_metrics
 
 METHODS = {
     "blobs (8-connected)": PostprocessConfig(method="blobs"),

@@ -13,7 +13,7 @@ search's number of semi-synthetic images and the rest fine-tunes; without, the w
 fine-tunes, so both arms get the same time. Tile and batch are the default search space's, the other
 training settings ``TrainConfig``'s defaults (those of ``skipnas train``). The seed is the
 TrainConfig seed: weights, tile sampling, augmentation and the semi-synthetic images all change with
-it. After training, :func:`skipnas.train.run.train_candidate` calibrates the counting on val and
+it. After training, :func:`skipnas.candidate.train_candidate` calibrates the counting on val and
 writes a model folder, which :func:`skipnas.evaluate.evaluate_model_folder` (``skipnas evaluate``)
 scores on the test split. The classical baseline is :func:`skipnas.counting.classical.evaluate_classical`
 (``skipnas baseline-count``), calibrated on val, scored on the same test split.
@@ -45,7 +45,7 @@ from typing import Any
 from skipnas.data.particles import DEFAULT_BATCH, DEFAULT_TILE
 from skipnas.fileio import atomic_open, atomic_path, write_csv_atomic, write_text_atomic
 from skipnas.genome import NAMED_TOPOLOGIES, Genome, GenomeError, load_genome
-from skipnas.train.device import cpu_name
+from skipnas.runtime.device import cpu_name
 
 CLASSICAL = "classical baseline"
 SEARCH_BEST = "search best"
@@ -316,7 +316,7 @@ def train_config(seconds: float, pretrain: bool, seed: int, synthetic: int) -> A
     from skipnas.data.tiling import TileConfig
     from skipnas.space import load_space
     from skipnas.study.settings import SearchSettings
-    from skipnas.train.trainer import PhaseConfig, TrainConfig
+    from skipnas.train.config import PhaseConfig, TrainConfig
 
     space = load_space("default")
     pretrain_seconds = seconds * SearchSettings().pretrain_fraction if pretrain else 0.0
@@ -341,8 +341,8 @@ def skips_text(genome: Genome) -> str:
 
 def train_and_test(run: Run, data: Any, data_spec: str, config: Any) -> dict[str, Any]:
     """Train, calibrate on val, save a throw-away model folder, score it on test as ``skipnas evaluate`` does."""
+    from skipnas.candidate import train_candidate
     from skipnas.evaluate import evaluate_model_folder
-    from skipnas.train.run import train_candidate
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="paper-comparison-") as folder:
@@ -431,8 +431,8 @@ def main() -> None:
 
     import torch
 
+    from skipnas.candidate import prepare_data
     from skipnas.study.settings import SearchSettings
-    from skipnas.train.run import prepare_data
 
     if args.threads:
         torch.set_num_threads(args.threads)

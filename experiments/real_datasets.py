@@ -43,19 +43,25 @@ from typing import Any
 
 import numpy as np
 
+from skipnas.candidate import (
+    adapt_config_to_dataset,
+    evaluate_predictions,
+    open_dataset,
+    prepare_data,
+    train_candidate,
+)
 from skipnas.counting.calibrate import CalibrationGrid
 from skipnas.counting.classical import ClassicalConfig, evaluate_classical
-from skipnas.data.dataset import load_labeled
+from skipnas.counting.postprocess import count_particles
+from skipnas.data.loading import load_labeled
+from skipnas.data.particles import measure_particles
+from skipnas.data.statistics import particle_sizes
 from skipnas.errors import SkipnasError
 from skipnas.genome import Genome
-from skipnas.counting.postprocess import count_particles
-from skipnas.data.dataset import particle_sizes
-from skipnas.data.particles import measure_particles
 from skipnas.predict import Prediction, predict_image, predict_images
-from skipnas.train.data import prepare_image
-from skipnas.train.metrics import count_metrics, object_metrics
-from skipnas.train.run import adapt_config_to_dataset, evaluate_predictions, open_dataset, prepare_data, train_candidate
-from skipnas.train.trainer import PhaseConfig, TrainConfig
+from skipnas.runtime.metrics import count_metrics, object_metrics
+from skipnas.runtime.normalise import prepare_image
+from skipnas.train.config import PhaseConfig, TrainConfig
 
 FIELDS = ["dataset", "method", "seed", "split", "image", "true_count", "pred_count", "object_tp", "object_fp", "object_fn", "seconds"]
 

@@ -54,7 +54,9 @@ import cv2
 import numpy as np
 
 from skipnas.auxiliary import AUXILIARY_TARGETS
+from skipnas.candidate import prepare_data, train_candidate
 from skipnas.counting.calibrate import CalibrationGrid, calibrate
+from skipnas.counting.evaluation import Evaluation
 from skipnas.counting.postprocess import (
     AUXILIARY_METHODS,
     METHODS,
@@ -67,20 +69,20 @@ from skipnas.counting.postprocess import (
 )
 from skipnas.counting.seeded import auxiliary_target
 from skipnas.data.augment import AugmentConfig
-from skipnas.data.dataset import LabeledImage, check_dataset
 from skipnas.data.demo import class_instances, demo_classes, demo_dataset_path
 from skipnas.data.io import count_instances, read_raw, write_image, write_mask
+from skipnas.data.loading import LabeledImage
+from skipnas.data.validate import check_dataset
 from skipnas.errors import SkipnasError
 from skipnas.fileio import atomic_open, write_csv_atomic
 from skipnas.genome import Genome
 from skipnas.modelio import load_model_folder
 from skipnas.predict import Prediction, auxiliary_maps, predict_images
+from skipnas.runtime.device import describe_machine, place_model, select_device
+from skipnas.runtime.metrics import count_metrics
+from skipnas.train.config import KEEP_BEST_BY, SCHEDULERS, PhaseConfig, TrainConfig
 from skipnas.train.data import load_split
-from skipnas.train.device import describe_machine, place_model, select_device
 from skipnas.train.losses import LossConfig, check_loss_weight
-from skipnas.train.metrics import Evaluation, count_metrics
-from skipnas.train.run import prepare_data, train_candidate
-from skipnas.train.trainer import KEEP_BEST_BY, SCHEDULERS, PhaseConfig, TrainConfig
 from skipnas.tta import TTA_MODES
 
 

@@ -30,8 +30,8 @@ from skipnas.fileio import atomic_path, install_files, staging_dir, write_csv_at
 from skipnas.modelio import ModelFolder, is_model_folder, load_model_folder
 from skipnas.predict import predict_image
 from skipnas.progress import progress_bar
-from skipnas.train.data import prepare_image
-from skipnas.train.device import DeviceSetup, place_model, select_device
+from skipnas.runtime.device import DeviceSetup, place_model, select_device
+from skipnas.runtime.normalise import prepare_image
 
 COUNTS_FILE = "counts.csv"
 PARTICLES_FILE = "particles.csv"

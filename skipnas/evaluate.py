@@ -6,13 +6,15 @@ import os
 from pathlib import Path
 from typing import Any
 
+from skipnas.candidate import evaluate_predictions
 from skipnas.counting.postprocess import describe
-from skipnas.data.dataset import check_dataset, load_labeled, resolve_dataset
+from skipnas.data.loading import load_labeled
+from skipnas.data.scan import resolve_dataset
+from skipnas.data.validate import check_dataset
 from skipnas.errors import SkipnasError
 from skipnas.modelio import load_model_folder
 from skipnas.predict import predict_images
-from skipnas.train.device import place_model, select_device
-from skipnas.train.run import evaluate_predictions
+from skipnas.runtime.device import place_model, select_device
 
 SPLITS = ("train", "val", "test")
 

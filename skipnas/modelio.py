@@ -21,20 +21,20 @@ from typing import Any
 import torch
 from torch import nn
 
+from skipnas.auxiliary import check_auxiliary
 from skipnas.counting.postprocess import (
     AUXILIARY_METHODS,
     PostprocessConfig,
     read_postprocess_config,
     write_postprocess_config,
 )
-from skipnas.auxiliary import check_auxiliary
 from skipnas.data.rescale import check_scale
 from skipnas.data.tiling import INFERENCE_TILE
 from skipnas.errors import SkipnasError
 from skipnas.fileio import install_files, staging_dir, write_json_atomic
 from skipnas.genome import Genome, GenomeError
 from skipnas.models import build_model
-from skipnas.train.data import Normalisation
+from skipnas.runtime.normalise import Normalisation
 from skipnas.tta import TTAError, check_tta
 
 MODEL_FORMAT_VERSION = 1

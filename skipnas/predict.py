@@ -19,12 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from skipnas.data.dataset import LabeledImage
+from skipnas.data.loading import LabeledImage
 from skipnas.data.rescale import resize_image, scaled_shape
 from skipnas.data.tiling import INFERENCE_OVERLAP, INFERENCE_TILE, predict_tiled
-from skipnas.train.data import Normalisation, prepare_image
-from skipnas.train.device import DeviceSetup
-from skipnas.train.step import autocast_context
+from skipnas.runtime.device import DeviceSetup, autocast_context
+from skipnas.runtime.normalise import Normalisation, prepare_image
 from skipnas.tta import tta_views
 
 

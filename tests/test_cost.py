@@ -160,8 +160,9 @@ def test_a_config_with_an_auxiliary_head_costs_the_model_with_the_head(costs) ->
 
 
 def test_a_loss_with_a_particle_term_is_costed_with_instance_ids_in_its_targets() -> None:
-    from skipnas.train.trainer import TrainConfig, training_loss
+    from skipnas.train.config import TrainConfig
     from skipnas.train.losses import LossConfig
+    from skipnas.train.trainer import training_loss
 
     genome = Genome.named("standard", base_width=4)
     loss_fn = training_loss(TrainConfig(auxiliary="distance", loss=LossConfig(particle_weight=1.0)))

@@ -43,7 +43,7 @@ def test_a_model_at_half_scale_counts_in_the_images_own_pixels(tmp_path) -> None
     from skipnas.genome import Genome
     from skipnas.modelio import save_model_folder
     from skipnas.models import build_model
-    from skipnas.train.data import Normalisation
+    from skipnas.runtime.normalise import Normalisation
 
     genome = Genome.named("standard", base_width=4)
     model = build_model(genome, in_channels=1).eval()
@@ -68,7 +68,7 @@ def _counting_model(path):
     from skipnas.genome import Genome
     from skipnas.modelio import save_model_folder
     from skipnas.models import build_model
-    from skipnas.train.data import Normalisation
+    from skipnas.runtime.normalise import Normalisation
 
     genome = Genome.named("standard", base_width=4)
     return save_model_folder(path, build_model(genome, in_channels=1).eval(), genome, Normalisation.stretched(1),

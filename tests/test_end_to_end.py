@@ -46,9 +46,10 @@ def test_evaluate_json_has_the_contract_keys(model_dir: Path, tiny_dataset: Path
 
 
 def test_count_writes_csvs_and_overlays_for_images_of_any_size(model_dir: Path, tiny_dataset: Path, tmp_path: Path, capsys) -> None:
+    import numpy as np
+
     from skipnas.data.demo import make_demo_image
     from skipnas.data.io import write_image
-    import numpy as np
 
     big, _, _ = make_demo_image(np.random.default_rng(5), 150)
     write_image(tmp_path / "odd" / "big.tif", big[:150, :131])
@@ -144,8 +145,8 @@ def test_seeded_counting_uses_the_auxiliary_map_and_counts_only_the_particle_cla
     from skipnas.data.io import read_image
     from skipnas.modelio import load_model_folder
     from skipnas.predict import predict_probabilities
-    from skipnas.train.data import prepare_image
-    from skipnas.train.device import select_device
+    from skipnas.runtime.device import select_device
+    from skipnas.runtime.normalise import prepare_image
 
     seeded = tmp_path / "seeded"
     shutil.copytree(auxiliary_model_dir, seeded)
@@ -181,8 +182,8 @@ def test_a_model_calibrated_with_test_time_augmentation_counts_with_it_unless_to
     from skipnas.data.io import read_image
     from skipnas.modelio import load_model_folder
     from skipnas.predict import predict_probabilities
-    from skipnas.train.data import prepare_image
-    from skipnas.train.device import select_device
+    from skipnas.runtime.device import select_device
+    from skipnas.runtime.normalise import prepare_image
 
     model = tmp_path / "centres"
     args = ["train", "--data", str(tiny_dataset), *FAST, "--auxiliary", "centres", "--tta", "flips", "--out", str(model), "--json"]

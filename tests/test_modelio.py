@@ -13,7 +13,7 @@ from skipnas.errors import SkipnasError
 from skipnas.genome import Genome
 from skipnas.modelio import WEIGHTS_FILE, load_model_folder, load_state_dict, save_model_folder
 from skipnas.models import build_model
-from skipnas.train.data import Normalisation
+from skipnas.runtime.normalise import Normalisation
 
 
 def _save(path: Path, genome: Genome | None = None) -> torch.nn.Module:

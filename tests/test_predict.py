@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from skipnas.predict import predict_probabilities
+from skipnas.runtime.device import select_device
 from skipnas.tta import TTA_MODES, TTAError
-from skipnas.train.device import select_device
 
 
 class LeftToRightRamp(nn.Module):

@@ -127,13 +127,9 @@ def _print_summary(summary: dict[str, Any], warnings: list[str], suggested: Sequ
 
 
 def _check(args: argparse.Namespace) -> int:
-    from skipnas.data.dataset import (
-        dataset_summary,
-        normalisation_stats,
-        resolve_dataset,
-        scan_dataset,
-        validate_dataset,
-    )
+    from skipnas.data.scan import resolve_dataset, scan_dataset
+    from skipnas.data.statistics import dataset_summary, normalisation_stats
+    from skipnas.data.validate import validate_dataset
 
     root = resolve_dataset(args.dir)
     options = _split_options(args)
@@ -213,8 +209,9 @@ def _suggest(summary: dict[str, Any], root: Path, args: argparse.Namespace) -> d
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from skipnas.data.dataset import dataset_summary, scan_dataset
     from skipnas.data.demo import write_demo_dataset
+    from skipnas.data.scan import scan_dataset
+    from skipnas.data.statistics import dataset_summary
 
     with status_console().status("writing the demo dataset"):
         path = Path(write_demo_dataset(args.out, seed=args.seed))

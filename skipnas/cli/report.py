@@ -59,7 +59,7 @@ def choose_study(names: list[str], wanted: str | None, storage_label: str) -> st
     return wanted
 
 
-# the header line of every page skipnas.study.report writes; a file without it is not such a page
+# the header line of every page skipnas.study.report.page writes; a file without it is not such a page
 _REPORT_MARKER = b'<p class="meta">written by skipnas report on '
 _MARKER_WITHIN = 1 << 20  # bytes: the header comes after the title and the style sheet
 

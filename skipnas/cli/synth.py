@@ -45,8 +45,9 @@ def register(subparsers: Any) -> None:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from skipnas.data.dataset import resolve_dataset
-    from skipnas.data.synth import SYNTH_MARKER, SynthConfig, write_synthetic_dataset
+    from skipnas.data.scan import resolve_dataset
+    from skipnas.data.synth import SynthConfig
+    from skipnas.data.synth_folder import SYNTH_MARKER, write_synthetic_dataset
     from skipnas.errors import SkipnasError
 
     if args.n < 1:

@@ -6,12 +6,15 @@ import argparse
 import math
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from skipnas.auxiliary import AUXILIARY_TARGETS
 from skipnas.cli._common import console, parse_auto, print_json, status_console
 from skipnas.errors import SkipnasError
 from skipnas.tta import TTA_MODES
+
+if TYPE_CHECKING:
+    from skipnas.train.config import PhaseConfig
 
 METRIC_ROWS = (
     ("dice", "Dice"),
@@ -54,6 +57,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--width", type=int, default=None, help="base width (default: the genome file's, else 16)")
     parser.add_argument("--pretrain-seconds", type=float, default=60.0, metavar="S", help="pretraining budget; 0 skips it (default 60)")
     parser.add_argument("--finetune-seconds", type=float, default=120.0, metavar="S", help="fine-tuning budget; 0 skips it (default 120)")
+    parser.add_argument(
+        "--steps", type=int, default=None, metavar="N",
+        help="train N steps in all instead of for a time, split between the phases as their seconds are "
+        "(a third pretraining by default): the same run gives the same model on the same machine",
+    )
     parser.add_argument("--pretrain-epochs", type=int, default=None, metavar="N", help="also stop pretraining after N epochs")
     parser.add_argument("--finetune-epochs", type=int, default=None, metavar="N", help="also stop fine-tuning after N epochs")
     parser.add_argument("--lr", type=float, default=1e-3, help="pretraining learning rate (default 1e-3)")
@@ -139,6 +147,8 @@ def check_budgets(args: argparse.Namespace) -> None:
         value = getattr(args, flag)
         if not value >= 0:  # NaN fails too
             raise SkipnasError(f"--{flag.replace('_', '-')} must be 0 or more (0 skips the phase), got {value:g}")
+    if args.steps is not None and args.steps < 1:
+        raise SkipnasError(f"--steps must be at least 1, got {args.steps}")
     for flag in ("pretrain_epochs", "finetune_epochs", "synthetic"):
         value = getattr(args, flag)
         if value is not None and value < 0:
@@ -154,6 +164,24 @@ def check_budgets(args: argparse.Namespace) -> None:
             "nothing to train: both phases are skipped (a 0 seconds or epochs budget, or --synthetic 0 for pretraining); "
             "give --finetune-seconds or --pretrain-seconds a budget above 0"
         )
+
+
+def phase_budgets(args: argparse.Namespace) -> tuple[PhaseConfig, PhaseConfig]:
+    """The two phases' budgets: seconds (and epochs), or with ``--steps`` that many steps split as the
+    seconds are, with no time limit."""
+    from skipnas.train.config import PhaseConfig
+
+    if args.steps is None:
+        return (
+            PhaseConfig(epochs=args.pretrain_epochs, seconds=args.pretrain_seconds, lr=args.lr),
+            PhaseConfig(epochs=args.finetune_epochs, seconds=args.finetune_seconds, lr=args.finetune_lr),
+        )
+    seconds = args.pretrain_seconds + args.finetune_seconds
+    pretrain_steps = round(args.steps * args.pretrain_seconds / seconds)
+    return (
+        PhaseConfig(epochs=args.pretrain_epochs, steps=pretrain_steps, lr=args.lr),
+        PhaseConfig(epochs=args.finetune_epochs, steps=args.steps - pretrain_steps, lr=args.finetune_lr),
+    )
 
 
 def print_metrics(title: str, metrics: dict[str, Any]) -> None:
@@ -172,14 +200,14 @@ def print_metrics(title: str, metrics: dict[str, Any]) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from skipnas.genome import load_genome
-    from skipnas.fileio import staging_dir
-    from skipnas.modelio import check_model_target, install_model_folder
-    from skipnas.train.losses import LossConfig
+    from skipnas.candidate import adapt_config_to_dataset, open_dataset, prepare_data, train_candidate
     from skipnas.data.particles import check_batch, check_tile_size
     from skipnas.data.rescale import check_scale
-    from skipnas.train.run import adapt_config_to_dataset, open_dataset, prepare_data, train_candidate
-    from skipnas.train.trainer import PhaseConfig, TrainConfig
+    from skipnas.fileio import staging_dir
+    from skipnas.genome import load_genome
+    from skipnas.modelio import check_model_target, install_model_folder
+    from skipnas.train.config import TrainConfig
+    from skipnas.train.losses import LossConfig
 
     if args.auxiliary == "none" and args.auxiliary_weight != 1.0:
         raise SkipnasError("--auxiliary-weight needs --auxiliary distance: without a head there is no auxiliary loss to weigh")
@@ -195,9 +223,10 @@ def _train(args: argparse.Namespace) -> int:
         check_scale(scale)
     if batch is not None:
         check_batch(batch)
+    pretrain, finetune = phase_budgets(args)
     config = TrainConfig(
-        pretrain=PhaseConfig(epochs=args.pretrain_epochs, seconds=args.pretrain_seconds, lr=args.lr),
-        finetune=PhaseConfig(epochs=args.finetune_epochs, seconds=args.finetune_seconds, lr=args.finetune_lr),
+        pretrain=pretrain,
+        finetune=finetune,
         synthetic_images=args.synthetic,
         loss=LossConfig(kind=args.loss, particle_weight=args.particle_weight),
         optimizer=args.optimizer,

@@ -40,15 +40,15 @@ from skipnas.counting.seeded import Relief
 from skipnas.data.io import count_instances
 from skipnas.data.rescale import resize_instances
 from skipnas.errors import SkipnasError
-from skipnas.train.metrics import PixelMetrics, pixel_confusion
+from skipnas.runtime.metrics import PixelMetrics, pixel_confusion
 
 
 @dataclass(frozen=True)
 class CalibrationGrid:
     """The values tried; ``methods=None`` keeps the base config's method, ``watershed_min_distance=None`` its peak window."""
 
-    # measured on the real SEM fibres: a high threshold, an erosion and a large minimum area with
-    # watershed splitting count best; the grid keeps the simpler settings for easier data
+    # dense, touching particles count best with a high threshold, an erosion, a large minimum area
+    # and watershed splitting; the grid keeps the simpler settings for easier data
     thresholds: tuple[float, ...] = (0.4, 0.5, 0.6, 0.7, 0.8)
     erode: tuple[int, ...] = (0, 3)
     dilate: tuple[int, ...] = (0, 3)
@@ -62,7 +62,7 @@ class CalibrationGrid:
     seed_threshold: tuple[float, ...] = (0.3, 0.5, 0.7)
     seed_peak_fraction: tuple[float, ...] = (0.0, 0.8)
     # the peak window of watershed and seeded (a window near the particles' radius splits a small
-    # particle from a large neighbour; measured on the demo beads, radius 3-5.5 px); None keeps the base's
+    # particle from a large neighbour); None keeps the base's
     watershed_min_distance: tuple[int, ...] | None = (3, 5, 10)
 
     def __post_init__(self) -> None:

@@ -22,11 +22,11 @@ import cv2
 import numpy as np
 
 from skipnas.counting.calibrate import CalibrationGrid, calibrate
+from skipnas.counting.evaluation import Evaluation
 from skipnas.counting.postprocess import PostprocessConfig, PostprocessConfigError, describe
-from skipnas.data.dataset import Sample, resolve_dataset, scan_dataset
 from skipnas.data.io import image_range, read_image, read_mask
+from skipnas.data.scan import Sample, resolve_dataset, scan_dataset
 from skipnas.errors import SkipnasError
-from skipnas.train.metrics import Evaluation
 
 THRESHOLD_METHODS: tuple[str, ...] = ("adaptive", "otsu")
 POLARITIES: tuple[str, ...] = ("auto", "bright", "dark")

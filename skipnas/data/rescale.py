@@ -16,7 +16,7 @@ import numpy as np
 from skipnas.errors import SkipnasError
 
 if TYPE_CHECKING:  # the dataset module measures particles, which check scales here
-    from skipnas.data.dataset import LabeledImage
+    from skipnas.data.loading import LabeledImage
 
 
 def check_scale(scale: float, where: str = "--scale") -> float:

@@ -9,11 +9,9 @@ as many training pairs as wanted. numpy + OpenCV only.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -21,12 +19,8 @@ import numpy as np
 
 from skipnas.data.io import relabel_consecutive
 from skipnas.errors import SkipnasError
-from skipnas.progress import progress_bar
 
 BACKGROUND_MODES: tuple[str, ...] = ("blank", "semi")
-SYNTH_MARKER = "synth.json"
-SYNTH_FORMAT_VERSION = 1
-SYNTH_PREFIX = "synth-"
 # a blank background's holes grow past the mask: hand-painted masks miss a particle's rim and shadow
 BACKGROUND_HOLE_GROWTH = 6
 # a source image whose particles cover more than this leaves too little real background to inpaint from
@@ -111,17 +105,17 @@ class SynthConfig:
 # array helpers ----------------------------------------------------------------------------------
 
 
-def _format_of(image: np.ndarray) -> tuple[np.dtype[Any], int]:
+def pixel_format(image: np.ndarray) -> tuple[np.dtype[Any], int]:
     """(dtype, channels) of an HxW or HxWxC image."""
     return image.dtype, 1 if image.ndim == 2 else image.shape[2]
 
 
-def _describe(fmt: tuple[np.dtype[Any], int]) -> str:
+def describe_format(fmt: tuple[np.dtype[Any], int]) -> str:
     dtype, channels = fmt
     return f"{dtype} {'grey' if channels == 1 else f'{channels}-channel'}"
 
 
-def _check_image(image: np.ndarray, what: str) -> None:
+def check_source_image(image: np.ndarray, what: str) -> None:
     if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3):
         if image.dtype in (np.uint8, np.uint16, np.float32):
             return
@@ -131,8 +125,8 @@ def _check_image(image: np.ndarray, what: str) -> None:
     )
 
 
-def _checked(image: np.ndarray, what: str) -> np.ndarray:
-    _check_image(image, what)
+def checked_image(image: np.ndarray, what: str) -> np.ndarray:
+    check_source_image(image, what)
     return image
 
 
@@ -270,7 +264,7 @@ def paste_particles(
     mask is relabelled 1..N over exactly the visible particles, in order (background ones first).
     The image keeps the background's dtype.
     """
-    _check_image(background, "background")
+    check_source_image(background, "background")
     if background_instances is not None and background_instances.shape != background.shape[:2]:
         raise SkipnasError(
             f"background is {background.shape[1]}x{background.shape[0]} but its mask is "
@@ -283,10 +277,10 @@ def paste_particles(
         else background_instances.astype(np.int32, copy=True)
     )
     for particle in particles:
-        if _format_of(particle.image) != _format_of(background):
+        if pixel_format(particle.image) != pixel_format(background):
             raise SkipnasError(
-                f"a particle is {_describe(_format_of(particle.image))} but the background is "
-                f"{_describe(_format_of(background))}; convert one of them with convert_format()"
+                f"a particle is {describe_format(pixel_format(particle.image))} but the background is "
+                f"{describe_format(pixel_format(background))}; convert one of them with convert_format()"
             )
     low, high = config.particles_per_image
     count = int(rng.integers(low, high + 1)) if particles else 0
@@ -334,7 +328,7 @@ def blank_background(
     Inpainting alone leaves smooth patches that a network would learn to spot, so Gaussian noise
     of the image's own high-frequency level is added inside the holes.
     """
-    _check_image(image, "background source")
+    check_source_image(image, "background source")
     hole = instances > 0
     if grow > 0:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
@@ -392,18 +386,18 @@ class SyntheticGenerator:
         if not sources:
             raise SkipnasError("no source images to cut particles from; give a dataset with annotated images")
         for index, (image, instances) in enumerate(sources):
-            _check_image(image, f"source image {index}")
+            check_source_image(image, f"source image {index}")
             if image.shape[:2] != instances.shape:
                 raise SkipnasError(
                     f"source image {index} is {image.shape[1]}x{image.shape[0]} but its mask is "
                     f"{instances.shape[1]}x{instances.shape[0]}; give the mask made for this image"
                 )
-        self.format = _format_of(sources[0][0])
+        self.format = pixel_format(sources[0][0])
         for index, (image, _) in enumerate(sources):
-            if _format_of(image) != self.format:
+            if pixel_format(image) != self.format:
                 raise SkipnasError(
-                    f"source image {index} is {_describe(_format_of(image))} but source image 0 is "
-                    f"{_describe(self.format)}; convert the dataset to one pixel format"
+                    f"source image {index} is {describe_format(pixel_format(image))} but source image 0 is "
+                    f"{describe_format(self.format)}; convert the dataset to one pixel format"
                 )
         self.sources = list(sources)
         self.particles = [
@@ -417,7 +411,7 @@ class SyntheticGenerator:
                 "give a dataset whose masks label particles"
             )
         self._given_backgrounds = [
-            convert_format(_checked(b, f"background image {i}"), *self.format) for i, b in enumerate(backgrounds or [])
+            convert_format(checked_image(b, f"background image {i}"), *self.format) for i, b in enumerate(backgrounds or [])
         ]
         # sources with enough real background to inpaint from, and their blanks made on first use
         self._blank_sources = [
@@ -454,128 +448,3 @@ class SyntheticGenerator:
         """``n`` pairs; pair ``i`` depends only on (seed, i), so a longer run extends a shorter one."""
         for index in range(n):
             yield self.sample(np.random.default_rng([seed, index]))
-
-
-# dataset folders --------------------------------------------------------------------------------
-
-
-def _read_sources(source: Path) -> tuple[list[ImagePair], list[Path]]:
-    """The source dataset's labelled train images (all labelled images when it has no split folders)."""
-    from skipnas.data.dataset import load_labeled, scan_dataset
-
-    index = scan_dataset(source)
-    samples = index.samples("train")  # without split folders: the same grouped split training uses
-    labelled = [sample for sample in samples if sample.mask_path is not None]
-    if not labelled:
-        where = f"{index.root / 'train'}" if index.presplit else f"{index.root}"
-        raise SkipnasError(
-            f"{where}: no images with masks to cut particles from; "
-            "put annotated images in images/ and their masks in masks/"
-        )
-    pairs: list[ImagePair] = []
-    paths: list[Path] = []
-    for sample, item in zip(labelled, load_labeled(labelled)):
-        _check_image(item.image, str(sample.image_path))
-        if pairs and _format_of(item.image) != _format_of(pairs[0][0]):
-            raise SkipnasError(
-                f"{sample.image_path}: is {_describe(_format_of(item.image))} but {paths[0].name} is "
-                f"{_describe(_format_of(pairs[0][0]))}; convert the dataset to one pixel format"
-            )
-        pairs.append((item.image, item.instances))
-        paths.append(sample.image_path)
-    return pairs, paths
-
-
-def _read_backgrounds(folder: Path) -> list[np.ndarray]:
-    from skipnas.data.io import is_image_file, read_image
-
-    if not folder.is_dir():
-        raise SkipnasError(f"{folder}: backgrounds folder not found; give a folder of particle-free images")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and is_image_file(p))
-    if not files:
-        raise SkipnasError(f"{folder}: holds no .tif, .png or .jpg images; add particle-free background images")
-    return [_checked(read_image(path), str(path)) for path in files]
-
-
-def _is_synth_output(folder: Path) -> bool:
-    try:
-        marker = json.loads((folder / SYNTH_MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(marker, dict) and marker.get("format_version") == SYNTH_FORMAT_VERSION
-
-
-def _check_output_folder(out: Path, source: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise SkipnasError(f"{out}: is a file; give a new or empty folder for the synthetic dataset")
-    if out.resolve() == source.resolve():
-        raise SkipnasError(f"{out}: is the source dataset itself; give a different output folder")
-    if out.is_dir() and any(out.iterdir()) and not _is_synth_output(out):
-        raise SkipnasError(
-            f"{out}: is not empty and holds no {SYNTH_MARKER} from an earlier `skipnas synth`; "
-            "give a new or empty folder"
-        )
-
-
-def _remove_stale(out: Path, written: set[str]) -> None:
-    """Pairs left by an earlier, longer run into the same folder."""
-    for sub in ("images", "masks"):
-        for path in (out / sub).glob(f"{SYNTH_PREFIX}*.tif"):
-            if path.stem not in written:
-                path.unlink()
-
-
-def write_synthetic_dataset(
-    source: Path,
-    out: Path,
-    n: int,
-    seed: int = 0,
-    backgrounds: Path | None = None,
-    config: SynthConfig | None = None,
-    progress: bool = True,
-) -> Path:
-    """Write ``n`` synthetic pairs as ``out/images/synth-NNNNN.tif`` and ``out/masks/synth-NNNNN.tif``.
-
-    Particles are cut from ``source``'s train split (without split folders, the grouped split that
-    training uses), so nothing from val or test leaks into training. ``backgrounds``: a folder of
-    particle-free images for blank mode. ``out`` must be new, empty, or an earlier synth output
-    (recognised by its ``synth.json``). Returns ``out``.
-    """
-    from skipnas.data.io import write_image, write_mask
-    from skipnas.fileio import write_json_atomic
-
-    source, out = Path(source), Path(out)
-    config = config or SynthConfig()
-    if n < 1:
-        raise SkipnasError(f"n must be at least 1, got {n}")
-    if backgrounds is not None and config.background == "semi":
-        raise SkipnasError("backgrounds are for blank mode; drop them or use the blank background mode")
-    _check_output_folder(out, source)
-    pairs, _ = _read_sources(source)
-    generator = SyntheticGenerator(
-        pairs, config, _read_backgrounds(Path(backgrounds)) if backgrounds is not None else None
-    )
-    marker = {
-        "format_version": SYNTH_FORMAT_VERSION,
-        "source": str(source.resolve()),
-        "backgrounds": None if backgrounds is None else str(Path(backgrounds).resolve()),
-        "n": n,
-        "seed": seed,
-        "particles": len(generator.particles),
-        "config": config.to_dict(),
-    }
-    # the marker goes first so an interrupted run can be rerun into the same folder
-    write_json_atomic(out / SYNTH_MARKER, {**marker, "complete": False})
-    digits = max(5, len(str(n - 1)))
-    names: set[str] = set()
-    with progress_bar("writing synthetic pairs", total=n, enabled=progress) as bar:
-        for index, (image, instances) in enumerate(generator.generate(n, seed)):
-            name = f"{SYNTH_PREFIX}{index:0{digits}d}"
-            write_image(out / "images" / f"{name}.tif", image)
-            write_mask(out / "masks" / f"{name}.tif", instances)
-            names.add(name)
-            bar.advance()
-    _remove_stale(out, names)
-    write_json_atomic(out / SYNTH_MARKER, {**marker, "complete": True})
-    return out
-

@@ -36,7 +36,7 @@ from skipnas.study.settings import (
 )
 from skipnas.study.storage import default_storage_url, fail_stale_trials, make_storage
 from skipnas.study.trials import counted_trials, retry_failed_trial
-from skipnas.train.trainer import PhaseConfig, TrainConfig
+from skipnas.train.config import PhaseConfig, TrainConfig
 
 
 def study_name_for(settings: SearchSettings, data_root: Path, space: SearchSpace) -> str:
@@ -207,7 +207,7 @@ def search(
         torch.set_num_threads(settings.threads)
     space = _validated_space(settings)
     budget = budget_bytes(space, settings.budget_mib)
-    from skipnas.train.run import adapt_config_to_dataset, open_dataset, prepare_data
+    from skipnas.candidate import adapt_config_to_dataset, open_dataset, prepare_data
 
     index = open_dataset(settings.data)
     study_name = check_study_name(settings.study or study_name_for(settings, index.root, space))
@@ -255,12 +255,12 @@ def search(
 
 
 def _wait_for_running_trials(study: optuna.Study, storage: Any) -> bool:
-    """Wait one heartbeat if trials still run (in other workers, or in a run killed moments ago, which
+    """Wait a moment (at most one heartbeat) if trials still run (in other workers, or in a run killed moments ago, which
     the stale check finds only after its grace period); False where none runs or there are no heartbeats."""
     interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
     if not interval or not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         return False
-    time.sleep(interval)
+    time.sleep(min(interval, 2.0))  # a live worker's trial may end any moment
     return True
 
 
@@ -299,7 +299,7 @@ def worker_command(settings: SearchSettings, study_name: str, threads: int | Non
 
 def _search_with_workers(settings: SearchSettings, on_study: Callable[[optuna.Study], None] | None) -> SearchResult:
     """Create the study here (so its baselines are queued once), then run the workers and watch."""
-    from skipnas.data.dataset import resolve_dataset
+    from skipnas.data.scan import resolve_dataset
 
     space = _validated_space(settings)
     environments = worker_assignments(settings)

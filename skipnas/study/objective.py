@@ -17,18 +17,19 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import torch
 
+from skipnas.candidate import PreparedData, train_candidate
 from skipnas.cost import CostConfig, estimate_cost
 from skipnas.errors import SkipnasError
 from skipnas.genome import Genome
 from skipnas.modelio import MODEL_FOLDER_FILES, is_model_folder
+from skipnas.runtime.device import select_device
 from skipnas.space import SearchSpace
 from skipnas.study.settings import DIRECTIONS, OBJECTIVES, SURPLUS_ATTR
 from skipnas.study.trials import INTERRUPTED, counted_before
-from skipnas.train.device import select_device
-from skipnas.train.run import PreparedData, train_candidate
-from skipnas.train.trainer import EpochResult, TrainConfig, training_loss
+from skipnas.train.config import TrainConfig
+from skipnas.train.trainer import training_loss
+from skipnas.train.validation import EpochResult
 
 METRIC_ATTRS = (
     "dice", "precision", "recall", "iou", "count_mae", "count_mse", "exact_count_accuracy",

@@ -10,6 +10,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from skipnas.counting.calibrate import CalibrationGrid
+from skipnas.data.intensity import PER_IMAGE_SPREAD
 from skipnas.data.particles import (
     DEFAULT_BATCH,
     DEFAULT_TILE,
@@ -23,8 +24,7 @@ from skipnas.data.particles import (
     tile_warning,
     zoom_range,
 )
-from skipnas.data.intensity import PER_IMAGE_SPREAD
-from skipnas.train.trainer import TrainConfig
+from skipnas.train.config import TrainConfig
 
 AUTO = "auto"
 # the calibration also tries dropping particles whose most probable pixel stays below these: texture

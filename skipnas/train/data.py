@@ -12,46 +12,12 @@ from torch.utils.data import Dataset
 from skipnas.auxiliary import check_auxiliary
 from skipnas.counting.seeded import auxiliary_target
 from skipnas.data.augment import AugmentConfig, apply_transform, build_eval_transform, build_train_transform
-from skipnas.data.dataset import DatasetIndex, LabeledImage, load_labeled
-from skipnas.data.intensity import stretch_contrast
-from skipnas.data.io import image_range
+from skipnas.data.loading import LabeledImage, load_labeled
+from skipnas.data.scan import DatasetIndex
 from skipnas.data.synth import SynthConfig, SyntheticGenerator
 from skipnas.data.tiling import TileConfig, training_tiles
 from skipnas.errors import SkipnasError
-
-
-@dataclass(frozen=True)
-class Normalisation:
-    """Per-channel statistics in [0, 1] units and the white level of the images' dtype.
-
-    With ``per_image``, every image is first stretched to [0, 1] by its own percentiles
-    (:func:`~skipnas.data.intensity.stretch_contrast`); the statistics then apply to stretched
-    images and the white level is 1, whatever the files' bit depth.
-    """
-
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    max_pixel_value: float = 255.0
-    per_image: bool = False
-
-    @classmethod
-    def stretched(cls, channels: int) -> Normalisation:
-        """Per-image stretching: centred on a stretched image's middle grey."""
-        return cls((0.5,) * channels, (0.25,) * channels, 1.0, per_image=True)
-
-    def apply_to(self, image: np.ndarray) -> np.ndarray:
-        """``image`` as the statistics expect it: stretched by its own percentiles, or as it is."""
-        return stretch_contrast(image) if self.per_image else image
-
-    def to_dict(self) -> dict[str, object]:
-        return {"mean": list(self.mean), "std": list(self.std), "max_pixel_value": self.max_pixel_value, "per_image": self.per_image}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, object]) -> Normalisation:
-        return cls(
-            tuple(data["mean"]), tuple(data["std"]), float(data["max_pixel_value"]),  # type: ignore[arg-type]
-            per_image=bool(data.get("per_image", False)),
-        )
+from skipnas.runtime.normalise import Normalisation, to_tensor_image
 
 
 def load_split(index: DatasetIndex, split: str) -> list[LabeledImage]:
@@ -65,11 +31,6 @@ def synthetic_images(sources: Sequence[LabeledImage], n: int, seed: int, config:
     """``n`` semi-synthetic images: particles cut from ``sources`` and pasted elsewhere."""
     generator = SyntheticGenerator([(s.image, s.instances) for s in sources], config or SynthConfig())
     return [LabeledImage(f"synth-{i:05d}", image, instances) for i, (image, instances) in enumerate(generator.generate(n, seed))]
-
-
-def to_tensor_image(image: np.ndarray) -> torch.Tensor:
-    """H x W x C float32 -> C x H x W tensor."""
-    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
 
 def foreground_target(instances: np.ndarray) -> torch.Tensor:
@@ -120,23 +81,3 @@ class TileDataset(Dataset):
         if self.instance_channel:
             target = torch.cat([target, torch.from_numpy(instances.astype(np.float32))[None]])
         return to_tensor_image(image), target
-
-
-def prepare_image(image: np.ndarray, normalisation: Normalisation) -> np.ndarray:
-    """A full image normalised for the network, as a (C, H, W) float32 array."""
-    image = normalisation.apply_to(image)
-    if image_range(image.dtype) != normalisation.max_pixel_value and image.dtype != np.float32:
-        raise SkipnasError(
-            f"image is {image.dtype} but the model was trained on images with white level "
-            f"{normalisation.max_pixel_value:g}; convert it to the training images' bit depth"
-        )
-    channels = 1 if image.ndim == 2 else image.shape[2]
-    if channels != len(normalisation.mean):
-        raise SkipnasError(
-            f"image has {channels} channel(s) but the model was trained on {len(normalisation.mean)}; "
-            "convert it to grey or RGB like the training images"
-        )
-    transform = build_eval_transform(normalisation.mean, normalisation.std, normalisation.max_pixel_value)
-    dummy = np.zeros(image.shape[:2], dtype=np.int32)
-    normalised, _ = apply_transform(transform, image, dummy)
-    return np.ascontiguousarray(normalised.transpose(2, 0, 1))

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
 
+from skipnas.runtime.device import autocast_context
+
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def autocast_context(device_type: str, amp_dtype: torch.dtype | None) -> contextlib.AbstractContextManager[object]:
-    """bf16/fp16 autocast on ``device_type``, or nothing for full precision."""
-    if amp_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device_type, dtype=amp_dtype)
 
 
 def make_optimizer(

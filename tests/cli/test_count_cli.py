@@ -15,7 +15,7 @@ from skipnas.counting.postprocess import PostprocessConfig
 from skipnas.genome import Genome
 from skipnas.modelio import save_model_folder
 from skipnas.models import build_model
-from skipnas.train.data import Normalisation
+from skipnas.runtime.normalise import Normalisation
 
 
 @pytest.fixture(autouse=True)

@@ -42,15 +42,16 @@ def test_bad_auxiliary_settings_exit_2_before_any_training(tmp_path, capsys) -> 
         (["--synthetic", "-1"], "--synthetic must be 0 or more (0 skips pretraining), got -1"),
         (["--pretrain-seconds", "0", "--finetune-seconds", "0"], "nothing to train: both phases are skipped"),
         (["--synthetic", "0", "--finetune-epochs", "0"], "nothing to train: both phases are skipped"),
+        (["--steps", "0"], "--steps must be at least 1, got 0"),
     ],
 )
 def test_values_that_cannot_work_exit_2_with_one_line_before_training(tmp_path, capsys, monkeypatch, flags, message) -> None:
-    import skipnas.train.run
+    import skipnas.candidate
 
     def no_data(*args: object, **kwargs: object) -> None:
         raise AssertionError("the data was read before the flags were checked")
 
-    monkeypatch.setattr(skipnas.train.run, "open_dataset", no_data)
+    monkeypatch.setattr(skipnas.candidate, "open_dataset", no_data)
     assert main(["train", *flags, "--out", str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
@@ -89,3 +90,31 @@ def test_out_in_a_folder_of_other_files_needs_overwrite_and_keeps_them(tmp_path,
         "genome.json", "metrics.json", "model.json", "notes.txt", "postprocess.json", "run1", "weights.pt"
     ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]  # no staging folder left
+
+
+
+def test_steps_replace_the_seconds_and_are_split_as_they_are() -> None:
+    from skipnas.cli import build_parser
+    from skipnas.cli.train import phase_budgets
+
+    pretrain, finetune = phase_budgets(build_parser().parse_args(["train", "--steps", "30"]))
+    assert (pretrain.steps, pretrain.seconds, finetune.steps, finetune.seconds) == (10, None, 20, None)  # 60 s : 120 s
+    pretrain, finetune = phase_budgets(build_parser().parse_args(["train", "--steps", "30", "--pretrain-seconds", "0"]))
+    assert not pretrain.enabled and finetune.steps == 30
+    pretrain, finetune = phase_budgets(build_parser().parse_args(["train"]))
+    assert (pretrain.steps, pretrain.seconds, finetune.seconds) == (None, 60.0, 120.0)
+
+
+def test_a_run_on_steps_gives_the_same_model_twice(tmp_path, capsys, tiny_dataset) -> None:
+    import torch
+
+    weights = []
+    for name in ("a", "b"):
+        flags = ["train", "--data", str(tiny_dataset), "--width", "4", "--steps", "9", "--synthetic", "4",
+                 "--validation-steps", "3", "--device", "cpu", "--json", "--out", str(tmp_path / name)]
+        assert main(flags) == 0
+        training = json.loads((tmp_path / name / "model.json").read_text())["training"]
+        assert training["stop_reasons"] == {"pretrain": "3 steps", "finetune": "6 steps"}
+        weights.append(torch.load(tmp_path / name / "weights.pt", map_location="cpu"))
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from skipnas.counting.calibrate import CalibrationGrid, calibrate
+from skipnas.counting.evaluation import Evaluation
 from skipnas.counting.postprocess import PostprocessConfig
 from skipnas.counting.seeded import instance_distance_map
 from skipnas.errors import SkipnasError
-from skipnas.train.metrics import Evaluation
 
 
 def _tricky_image(rng: np.random.Generator, size: int = 64) -> tuple[np.ndarray, np.ndarray]:

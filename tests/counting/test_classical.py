@@ -14,7 +14,7 @@ from skipnas.counting.classical import (
     to_grey,
 )
 from skipnas.counting.postprocess import PostprocessConfig, count_particles
-from skipnas.data.dataset import resolve_dataset
+from skipnas.data.scan import resolve_dataset
 from skipnas.errors import SkipnasError
 
 SUMMARY_KEYS = {

@@ -1,3 +1,6 @@
+"""Dataset folders: scanning and splitting (data/scan.py), validation (data/validate.py), statistics
+(data/statistics.py) and loading (data/loading.py), on folders written here."""
+
 from __future__ import annotations
 
 import json
@@ -13,19 +16,11 @@ import numpy as np
 import pytest
 import tifffile
 
-from skipnas.data.dataset import (
-    DatasetIndex,
-    check_dataset,
-    dataset_summary,
-    load_labeled,
-    normalisation_stats,
-    resolve_dataset,
-    scan_dataset,
-    split_groups,
-    summary_cache_path,
-    validate_dataset,
-)
 from skipnas.data.io import MAX_PIXELS_ENV
+from skipnas.data.loading import load_labeled
+from skipnas.data.scan import DatasetIndex, resolve_dataset, scan_dataset, split_groups
+from skipnas.data.statistics import dataset_summary, normalisation_stats, summary_cache_path
+from skipnas.data.validate import check_dataset, validate_dataset
 from skipnas.errors import SkipnasError
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "sem_fibres"
@@ -431,8 +426,8 @@ def test_fixture_crops_count_fibres_not_pieces() -> None:
 def test_mixed_bit_depths_are_one_problem_naming_both_files(tmp_path) -> None:
     import numpy as np
 
-    from skipnas.data.dataset import validate_dataset
     from skipnas.data.io import write_image, write_mask
+    from skipnas.data.validate import validate_dataset
 
     mask = np.zeros((16, 16), np.int32)
     mask[4:8, 4:8] = 1

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 import skipnas.data.demo as demo
-from skipnas.data.dataset import check_dataset
 from skipnas.data.demo import (
     DEMO_CLASSES,
     DEMO_SIZE,
@@ -19,6 +18,7 @@ from skipnas.data.demo import (
     write_demo_dataset,
 )
 from skipnas.data.io import read_image, read_mask
+from skipnas.data.validate import check_dataset
 from skipnas.errors import SkipnasError
 from skipnas.paths import cache_dir
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from skipnas.data.dataset import LabeledImage
+from skipnas.data.loading import LabeledImage
 from skipnas.data.rescale import check_scale, rescale_labeled, resize_maps, scaled_shape
 from skipnas.errors import SkipnasError
 

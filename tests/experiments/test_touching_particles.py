@@ -158,6 +158,7 @@ def test_counting_errors_are_sorted_particle_by_particle(load_experiment) -> Non
     assert set(module.error_kinds(instances, instances).values()) == {0}
 
 
+@pytest.mark.slow  # trains a network: about 25 s on 2 cores
 def test_the_mean_of_one_network_twice_counts_as_that_network(tmp_path: Path) -> None:
     script = str(REPO / "experiments" / "touching_particles.py")
     predictions, single, averaged = tmp_path / "net.npz", tmp_path / "single.csv", tmp_path / "mean.csv"

@@ -13,8 +13,8 @@ from skipnas.errors import SkipnasError
 from skipnas.genome import Genome
 from skipnas.modelio import load_model_folder, save_model_folder
 from skipnas.models import build_model
+from skipnas.runtime.normalise import Normalisation
 from skipnas.study.export import export
-from skipnas.train.data import Normalisation
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

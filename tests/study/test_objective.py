@@ -12,7 +12,7 @@ from skipnas.errors import SkipnasError
 from skipnas.genome import Genome
 from skipnas.space import space_from_dict
 from skipnas.study.objective import candidate_hash, check_training_hyperparameters, training_config
-from skipnas.train.trainer import TrainConfig
+from skipnas.train.config import TrainConfig
 
 TINY_SPACE = """
 name = "tiny-auxiliary"

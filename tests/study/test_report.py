@@ -9,15 +9,9 @@ import pytest
 
 from skipnas.errors import SkipnasError
 from skipnas.genome import Genome
-from skipnas.study import report
 from skipnas.study.report import (
     FIGURE_TITLES,
-    _history_info,
-    _importance_info,
-    _link_frequency_info,
-    _pareto_info,
-    _skip_matrices_info,
-    _summary_info,
+    page,
     plot_history,
     plot_importance,
     plot_link_frequency,
@@ -26,6 +20,12 @@ from skipnas.study.report import (
     render_report,
     write_report,
 )
+from skipnas.study.report.history import _history_info
+from skipnas.study.report.importance import _importance_info
+from skipnas.study.report.link_frequency import _link_frequency_info
+from skipnas.study.report.pareto import _pareto_info
+from skipnas.study.report.skip_matrices import _skip_matrices_info
+from skipnas.study.report.summary import _summary_info
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -305,7 +305,7 @@ def test_report_is_written_atomically(tmp_path: Path, monkeypatch: pytest.Monkey
     def broken(info: Any) -> Any:
         raise RuntimeError("renderer broke half-way")
 
-    monkeypatch.setattr(report, "plot_importance", broken)
+    monkeypatch.setattr(page, "plot_importance", broken)
     with pytest.raises(RuntimeError, match="half-way"):
         write_report(_dice_study(), out)
     assert out.read_text() == "earlier report"

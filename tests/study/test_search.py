@@ -334,13 +334,13 @@ def test_an_unsafe_study_name_is_refused_before_anything_is_written(tmp_path: Pa
 def test_a_storage_in_a_missing_folder_is_refused_before_the_data_is_prepared(
     tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from skipnas import candidate
     from skipnas.errors import SkipnasError
-    from skipnas.train import run
 
     def prepare_data(*args: object, **kwargs: object) -> None:
         raise AssertionError("the data was prepared before the storage was checked")
 
-    monkeypatch.setattr(run, "prepare_data", prepare_data)
+    monkeypatch.setattr(candidate, "prepare_data", prepare_data)
     with pytest.raises(SkipnasError, match="nonexistent"):
         search(data=str(tiny_dataset), trials=1, storage=f"sqlite:///{tmp_path / 'nonexistent' / 's.db'}", runs_dir=tmp_path / "runs")
     assert not (tmp_path / "nonexistent").exists()

@@ -42,7 +42,8 @@ def _check_study(
     return all_trials
 
 
-@pytest.mark.parametrize("backend", ["postgresql", "journal"])
+# the journal run takes about 30 s on 2 cores: -m slow
+@pytest.mark.parametrize("backend", ["postgresql", pytest.param("journal", marks=pytest.mark.slow)])
 def test_three_workers_share_one_study(backend: str, tiny_dataset: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     if backend == "postgresql":
         storage = request.getfixturevalue("postgres_url")
@@ -61,6 +62,7 @@ def test_three_workers_share_one_study(backend: str, tiny_dataset: Path, tmp_pat
             optuna.delete_study(study_name=study_name, storage=storage)
 
 
+@pytest.mark.slow  # about 45 s on 2 cores; tests/study/test_trials.py checks the stale rule without workers
 def test_a_killed_worker_trial_is_failed_and_retried(tiny_dataset: Path, tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     command = _search(tiny_dataset, tmp_path / "runs", storage, "killed", 7, "--heartbeat-seconds", "1")

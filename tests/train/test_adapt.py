@@ -7,7 +7,7 @@ import pytest
 from skipnas.data.particles import ParticleSizes
 from skipnas.errors import SkipnasError
 from skipnas.train.adapt import adapt_to_data
-from skipnas.train.trainer import TrainConfig
+from skipnas.train.config import TrainConfig
 
 
 def _sizes(radius: int, touching: bool, image: int = 600) -> ParticleSizes:

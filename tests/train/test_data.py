@@ -6,9 +6,10 @@ import pytest
 from skipnas.auxiliary import AUXILIARY_TARGETS
 from skipnas.counting.seeded import instance_centre_map, instance_distance_map
 from skipnas.data.augment import AugmentConfig
-from skipnas.data.dataset import LabeledImage
+from skipnas.data.loading import LabeledImage
 from skipnas.data.tiling import TileConfig
-from skipnas.train.data import Normalisation, TileDataset, auxiliary_target
+from skipnas.runtime.normalise import Normalisation
+from skipnas.train.data import TileDataset, auxiliary_target
 
 
 def _touching_pair() -> LabeledImage:

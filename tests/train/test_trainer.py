@@ -5,17 +5,17 @@ from pathlib import Path
 import pytest
 import torch
 
+from skipnas.candidate import PreparedData, prepare_data
 from skipnas.data.tiling import TileConfig
+from skipnas.errors import SkipnasError
 from skipnas.genome import Genome
 from skipnas.models import build_model
-from skipnas.train.losses import LossConfig, particle_dice_loss
-from skipnas.train.run import PreparedData, prepare_data
-from skipnas.errors import SkipnasError
 from skipnas.predict import predict_images
-from skipnas.train.device import select_device
-from skipnas.train.trainer import (
-    EpochResult, PhaseConfig, TrainConfig, TrainingDiverged, cosine_lr, fit_model, prediction_dice, training_loss,
-)
+from skipnas.runtime.device import select_device
+from skipnas.train.config import PhaseConfig, TrainConfig
+from skipnas.train.losses import LossConfig, particle_dice_loss
+from skipnas.train.trainer import TrainingDiverged, cosine_lr, fit_model, training_loss
+from skipnas.train.validation import EpochResult, prediction_dice
 
 
 def _config(**changes: object) -> TrainConfig:
@@ -43,13 +43,6 @@ def _fit(data: PreparedData, config: TrainConfig, callbacks=(), model=None):
     torch.manual_seed(0)
     model = model or build_model(Genome.named("standard", base_width=4))
     return fit_model(model, config, data.normalisation, data.train, data.val, data.synthetic, callbacks, progress=False)
-
-
-def test_prepared_data_holds_splits_statistics_and_synthetic_images(data: PreparedData) -> None:
-    assert len(data.train) == 6 and len(data.val) == 2 and len(data.synthetic) == 4
-    assert data.channels == 1 and data.normalisation.max_pixel_value == 255.0
-    assert 0 < data.normalisation.mean[0] < 1 and data.normalisation.std[0] > 0
-    assert all(item.instances.max() > 0 for item in data.synthetic)
 
 
 def test_step_budgets_are_respected_and_both_phases_run(data: PreparedData) -> None:
@@ -166,7 +159,6 @@ def test_the_training_loss_follows_the_auxiliary_weight() -> None:
     assert light == pytest.approx(float(plain + 0.5 * auxiliary)) and heavy == pytest.approx(float(plain + 2 * auxiliary))
 
 
-
 def test_with_a_particle_weight_the_loss_adds_the_particle_term_of_the_instance_ids() -> None:
     ids = torch.zeros(2, 8, 8)
     ids[:, 2:5, 2:5] = 1
@@ -229,7 +221,7 @@ def test_validation_steps_must_be_positive() -> None:
 def test_the_plateau_schedule_stops_at_its_learning_rate_floor(data: PreparedData, monkeypatch: pytest.MonkeyPatch) -> None:
     """A validation Dice that never improves halves the learning rate after every validation, down
     to ``min_lr_fraction`` of the phase's own and no further."""
-    monkeypatch.setattr("skipnas.train.trainer.prediction_dice", lambda *args, **kwargs: 0.5)
+    monkeypatch.setattr("skipnas.train.validation.prediction_dice", lambda *args, **kwargs: 0.5)
     phases = {"pretrain": PhaseConfig(), "finetune": PhaseConfig(epochs=12, lr=1e-3)}
     floored = _fit(data, _config(**phases, plateau_patience=0, early_stopping=None, min_lr_fraction=0.05))
     rates = [r.lr for r in floored.history]
@@ -287,8 +279,8 @@ def test_fine_tuning_keeps_the_weights_of_the_best_validation_by_the_chosen_scor
 ) -> None:
     dice = iter([0.9, 0.2, 0.5, 0.3])
     count_mae = iter([3.0, 1.0, 2.0, 1.0])
-    monkeypatch.setattr("skipnas.train.trainer.prediction_dice", lambda *args, **kwargs: next(dice))
-    monkeypatch.setattr("skipnas.train.trainer.calibrated_count_mae", lambda *args, **kwargs: next(count_mae))
+    monkeypatch.setattr("skipnas.train.validation.prediction_dice", lambda *args, **kwargs: next(dice))
+    monkeypatch.setattr("skipnas.train.validation.calibrated_count_mae", lambda *args, **kwargs: next(count_mae))
     torch.manual_seed(0)
     model = build_model(Genome.named("standard", base_width=4))
     states, record = _snapshots(model)
@@ -305,7 +297,7 @@ def test_fine_tuning_keeps_the_weights_of_the_best_validation_by_the_chosen_scor
 def test_keeping_by_count_calibrates_the_counting_at_each_fine_tuning_validation(data: PreparedData) -> None:
     from skipnas.counting.calibrate import CalibrationGrid
     from skipnas.predict import predict_images
-    from skipnas.train.trainer import calibrated_count_mae
+    from skipnas.train.validation import calibrated_count_mae
 
     grid = CalibrationGrid(thresholds=(0.5,), erode=(0,), dilate=(0,), min_area=(0, 10), methods=("blobs",))
     config = _config(finetune=PhaseConfig(epochs=3, lr=1e-2), early_stopping=None, keep_best_by="count", count_grid=grid)
@@ -343,7 +335,7 @@ def test_slow_validations_wait_so_they_take_at_most_their_share_of_a_seconds_bud
         time.sleep(0.3)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("skipnas.train.trainer.predict_images", slow_predictions)
+    monkeypatch.setattr("skipnas.train.validation.predict_images", slow_predictions)
     phases = {"pretrain": PhaseConfig(), "finetune": PhaseConfig(seconds=2.0, lr=1e-3)}
     # every step would validate (about 6 validations of 0.3 s in 2 s); a fifth of the time allows about 2
     shared = _fit(data, _config(**phases, validation_steps=1, early_stopping=None, max_validation_share=0.2))
@@ -357,18 +349,6 @@ def test_slow_validations_wait_so_they_take_at_most_their_share_of_a_seconds_bud
 def test_max_validation_share_is_a_share() -> None:
     with pytest.raises(SkipnasError, match="max_validation_share"):
         _config(max_validation_share=0.0)
-
-
-def test_a_checked_index_is_adapted_to_and_loaded_without_reading_the_dataset_again(
-    tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from skipnas.train import run
-
-    index = run.open_dataset(tiny_dataset)
-    monkeypatch.setattr(run, "check_dataset", lambda *args, **kwargs: pytest.fail("the dataset was checked again"))
-    config, _ = run.adapt_config_to_dataset(index, _config(), 2)
-    prepared = run.prepare_data(index, config)
-    assert prepared.root == index.root and len(prepared.train) == 6
 
 
 def test_training_learns_validation_dice_rises_well_above_the_untrained_nets(tmp_path: Path, tiny_dataset_writer) -> None:

@@ -16,26 +16,24 @@ import numpy as np
 import torch
 
 from skipnas.counting.calibrate import calibrate, calibration_record
+from skipnas.counting.evaluation import Evaluation
 from skipnas.counting.postprocess import PostprocessConfig
-from skipnas.data.dataset import (
-    DatasetIndex,
-    LabeledImage,
-    check_dataset,
-    dataset_summary,
-    normalisation_stats,
-    particle_sizes,
-    resolve_dataset,
-)
 from skipnas.data.io import image_range
+from skipnas.data.loading import LabeledImage
 from skipnas.data.rescale import rescale_labeled
+from skipnas.data.scan import DatasetIndex, resolve_dataset
+from skipnas.data.statistics import dataset_summary, normalisation_stats, particle_sizes
+from skipnas.data.validate import check_dataset
 from skipnas.genome import Genome
 from skipnas.modelio import save_model_folder
 from skipnas.models import build_model
 from skipnas.predict import Prediction, auxiliary_maps, predict_images
+from skipnas.runtime.normalise import Normalisation
 from skipnas.train.adapt import AUTO, adapt_to_data
-from skipnas.train.data import Normalisation, load_split, synthetic_images
-from skipnas.train.metrics import Evaluation
-from skipnas.train.trainer import Callback, TrainConfig, TrainResult, fit_model
+from skipnas.train.config import TrainConfig
+from skipnas.train.data import load_split, synthetic_images
+from skipnas.train.trainer import TrainResult, fit_model
+from skipnas.train.validation import Callback
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 from dataclasses import dataclass
@@ -99,3 +100,10 @@ def describe_machine() -> str:
     if torch.cuda.is_available():
         parts.append(torch.cuda.get_device_name())
     return ", ".join(parts)
+
+
+def autocast_context(device_type: str, amp_dtype: torch.dtype | None) -> contextlib.AbstractContextManager[object]:
+    """bf16/fp16 autocast on ``device_type``, or nothing for full precision."""
+    if amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device_type, dtype=amp_dtype)

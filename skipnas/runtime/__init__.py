@@ -1,0 +1,1 @@
+"""What training, prediction and counting share: normalisation, device and precision, metrics."""
