@@ -19,7 +19,8 @@ scores on the test split. The classical baseline is :func:`skipnas.counting.clas
 (``skipnas baseline-count``), calibrated on val, scored on the same test split.
 
 A wall-clock budget on a shared machine gives different step counts, so each row records its steps
-and wall time. ``--out`` is rewritten atomically after every run; re-running with the same ``--out``
+and wall time; ``--steps N`` instead gives every run N steps (the same split), so topologies that
+cost more per step get the same training, as the paper compared them, and a rerun repeats exactly. ``--out`` is rewritten atomically after every run; re-running with the same ``--out``
 skips the runs it already holds (a failed run is recorded with its reason and retried next time).
 """
 
@@ -311,18 +312,24 @@ def write_figures(path: Path, infos: Sequence[dict[str, Any]], inline_js: bool, 
 
 
 # training and evaluation -----------------------------------------------------------------------
-def train_config(seconds: float, pretrain: bool, seed: int, synthetic: int) -> Any:
-    """The search's budget split and tile/batch (the default space's); skipnas train's other defaults."""
+def train_config(seconds: float, pretrain: bool, seed: int, synthetic: int, steps: int | None = None) -> Any:
+    """The search's budget split and tile/batch (the default space's); skipnas train's other defaults.
+    With ``steps``, every run trains that many steps (without pretraining, all of them fine-tuning)."""
     from skipnas.data.tiling import TileConfig
     from skipnas.space import load_space
     from skipnas.study.settings import SearchSettings
     from skipnas.train.config import PhaseConfig, TrainConfig
 
     space = load_space("default")
-    pretrain_seconds = seconds * SearchSettings().pretrain_fraction if pretrain else 0.0
+    fraction = SearchSettings().pretrain_fraction if pretrain else 0.0
+    if steps is not None:
+        pretrain_steps = round(steps * fraction)
+        budgets = {"steps": pretrain_steps}, {"steps": steps - pretrain_steps}
+    else:
+        budgets = {"seconds": seconds * fraction}, {"seconds": seconds - seconds * fraction}
     return TrainConfig(
-        pretrain=PhaseConfig(seconds=pretrain_seconds, lr=TrainConfig().pretrain.lr),
-        finetune=PhaseConfig(seconds=seconds - pretrain_seconds, lr=TrainConfig().finetune.lr),
+        pretrain=PhaseConfig(**budgets[0], lr=TrainConfig().pretrain.lr),
+        finetune=PhaseConfig(**budgets[1], lr=TrainConfig().finetune.lr),
         synthetic_images=synthetic if pretrain else 0,
         batch_size=space.batch or DEFAULT_BATCH,
         tile=TileConfig(size=space.tile or DEFAULT_TILE),
@@ -411,6 +418,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per topology and arm (default 3)")
     parser.add_argument("--width", type=int, default=16, help="base width of every network (default 16)")
     parser.add_argument("--seconds", type=float, default=60.0, help="training budget per run, pretraining included (default 60)")
+    parser.add_argument("--steps", type=int, default=None, metavar="N", help="instead of --seconds: every run trains N steps, pretraining included (equal work, repeatable)")
     parser.add_argument("--synthetic", type=int, default=None, metavar="N", help="semi-synthetic images to pretrain on (default: the search's)")
     parser.add_argument("--best-genome", default=None, metavar="FILE_OR_NAME", help="genome JSON or model folder (skipnas export): one more row, 'search best'")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -425,8 +433,8 @@ def main() -> None:
         args.topologies = ",".join(SMOKE["topologies"])
         for name in ("seeds", "seconds", "width", "synthetic", "threads"):
             setattr(args, name, SMOKE[name])
-    if args.seeds < 1 or args.seconds <= 0 or args.width < 1:
-        parser.error("--seeds and --width must be at least 1 and --seconds positive")
+    if args.seeds < 1 or args.seconds <= 0 or args.width < 1 or (args.steps is not None and args.steps < 1):
+        parser.error("--seeds, --width and --steps must be at least 1 and --seconds positive")
     topologies = [name.strip() for name in args.topologies.split(",") if name.strip()]
 
     import torch
@@ -443,10 +451,10 @@ def main() -> None:
     except GenomeError as exc:
         parser.error(str(exc))
     data_label = "demo" if args.data == "demo" else os.path.normpath(args.data)
-    budget = f"{args.seconds:g}"
+    budget = f"{args.steps} steps" if args.steps is not None else f"{args.seconds:g}"
     comment = (
         f"paper comparison on {data_label} (test split), {cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
-        f"torch {torch.__version__}; width {args.width}, {budget} s per run, {SearchSettings().pretrain_fraction:.0%} of it pretraining "
+        f"torch {torch.__version__}; width {args.width}, {budget if args.steps is not None else budget + ' s'} per run, {SearchSettings().pretrain_fraction:.0%} of it pretraining "
         f"on {synthetic} semi-synthetic images in the pretrain arm"
     )
 
@@ -479,7 +487,7 @@ def main() -> None:
     prepared: dict[tuple[bool, int | None], Any] = {}
     todo = [run for run in runs if run_key(key_of(run)) not in done]
     for number, run in enumerate(todo, 1):
-        config = train_config(args.seconds, run.pretrain, run.seed, synthetic)
+        config = train_config(args.seconds, run.pretrain, run.seed, synthetic, args.steps)
         # the semi-synthetic images depend on the seed; without pretraining one load serves every seed
         cache_key = (run.pretrain, run.seed if run.pretrain else None)
         key = key_of(run)

@@ -94,6 +94,7 @@ class SearchSpace:
     tile: int | None = None  # None: chosen from the training particles' sizes (skipnas.data.particles)
     batch: int | None = None  # None: as many pixels a step as 8 tiles of 64 px (skipnas.data.particles)
     budget_mib: float | None = None
+    budget_steps: int | None = None  # training steps per trial (pretraining included); None: the search's seconds
     source: str | None = None  # the file it came from
 
     def __post_init__(self) -> None:
@@ -200,7 +201,7 @@ def _check_widths(where: str, hp: Hyperparameter) -> None:
 
 def space_from_dict(data: Mapping[str, Any], source: str | None = None) -> SearchSpace:
     where = f"{source}: " if source else ""
-    known = {"name", "depth", "searchable", "fixed", "hyperparameters", "tile", "batch", "budget_mib"}
+    known = {"name", "depth", "searchable", "fixed", "hyperparameters", "tile", "batch", "budget_mib", "budget_steps"}
     unknown = set(data) - known
     if unknown:
         raise SpaceError(f"{where}unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(known))}")
@@ -218,6 +219,9 @@ def space_from_dict(data: Mapping[str, Any], source: str | None = None) -> Searc
     budget = data.get("budget_mib")
     if budget is not None and (not isinstance(budget, (int, float)) or isinstance(budget, bool) or budget <= 0):
         raise SpaceError(f"{where}budget_mib must be a positive number of MiB, got {budget!r}")
+    steps = data.get("budget_steps")
+    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
+        raise SpaceError(f"{where}budget_steps must be a whole number of training steps, at least 1, got {steps!r}")
     raw_hps = data.get("hyperparameters", {})
     if not isinstance(raw_hps, Mapping):
         raise SpaceError(f"{where}[hyperparameters] must be a table")
@@ -238,6 +242,7 @@ def space_from_dict(data: Mapping[str, Any], source: str | None = None) -> Searc
         tile=tile,
         batch=batch,
         budget_mib=float(budget) if budget is not None else None,
+        budget_steps=steps,
         source=source,
     )
 

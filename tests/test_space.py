@@ -66,6 +66,8 @@ def test_baseline_params_reproduce_the_baseline() -> None:
         ("depth = 0", "depth must be an integer"),
         ("tile = 60", "multiple of 2\\*\\*depth"),
         ("budget_mib = -1", "budget_mib"),
+        ("budget_steps = 0", "budget_steps must be a whole number of training steps, at least 1, got 0"),
+        ("budget_steps = 2.5", "budget_steps must be a whole number"),
         ("searchable = [[1, 0], [0, 1]]", "searchable: skips must be 4x4"),
         ('searchable = "some"', "searchable = 'some'"),
         ("colour = 3", "unknown key"),

@@ -30,13 +30,17 @@ from skipnas.study.settings import (
     BASELINE_ATTR,
     BASELINES,
     BASELINES_QUEUED_ATTR,
+    BUDGET_ATTR,
     DIRECTIONS,
     SearchSettings,
     check_study_name,
+    describe_budget,
 )
 from skipnas.study.storage import default_storage_url, fail_stale_trials, make_storage
 from skipnas.study.trials import counted_trials, retry_failed_trial
 from skipnas.train.config import PhaseConfig, TrainConfig
+
+VALIDATION_STEPS = TrainConfig().validation_steps or 100
 
 
 def study_name_for(settings: SearchSettings, data_root: Path, space: SearchSpace) -> str:
@@ -57,12 +61,20 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=10)
 
 
-def make_pruner(name: str, objective: str) -> optuna.pruners.BasePruner:
+def make_pruner(
+    name: str, objective: str, finetune_steps: int | None = None, validation_steps: int = VALIDATION_STEPS
+) -> optuna.pruners.BasePruner:
+    """The pruner, its resource the fine-tuning steps: Hyperband's rungs run from about a ninth of
+    ``finetune_steps`` (a step budget) up to it, or up to the first finished trial's steps (seconds);
+    the median rule starts after two validations."""
     if name == "none" or len(DIRECTIONS[objective]) > 1:
         return optuna.pruners.NopPruner()
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=2, reduction_factor=3)
-    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
+        if finetune_steps is not None:
+            smallest = min(max(validation_steps, finetune_steps // 9), finetune_steps)
+            return optuna.pruners.HyperbandPruner(min_resource=smallest, max_resource=finetune_steps, reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(min_resource=validation_steps, max_resource="auto", reduction_factor=3)
+    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2 * validation_steps)
 
 
 def enqueue_baselines(
@@ -107,7 +119,10 @@ def _baseline_fixed_params(space: SearchSpace) -> dict[str, Any]:
 def open_study(settings: SearchSettings, space: SearchSpace, study_name: str, storage: Any) -> tuple[optuna.Study, bool]:
     """Create the study (and queue its baselines), or load it; returns (study, created)."""
     sampler = make_sampler(settings.sampler, settings.seed)
-    pruner = make_pruner(settings.pruner, settings.objective)
+    config = base_train_config(settings, space)
+    pruner = make_pruner(
+        settings.pruner, settings.objective, config.finetune.steps, config.validation_steps or VALIDATION_STEPS
+    )
     directions = DIRECTIONS[settings.objective]
     try:
         study = optuna.create_study(storage=storage, study_name=study_name, directions=directions, sampler=sampler, pruner=pruner)
@@ -118,6 +133,14 @@ def open_study(settings: SearchSettings, space: SearchSpace, study_name: str, st
                 f"study {study_name!r} optimises {[d.name.lower() for d in study.directions]}, not {settings.objective}; "
                 "give another --study name"
             ) from None
+        stored = study.user_attrs.get(BUDGET_ATTR) or {"kind": "seconds"}
+        budget = trial_budget(settings, space)
+        if stored["kind"] != budget["kind"]:
+            raise SkipnasError(
+                f"study {study_name!r} gives its trials {describe_budget(stored)}, and this run "
+                f"{describe_budget(budget)}: their trials would not compare; resume it with the same kind of "
+                "budget (--trial-steps or --trial-seconds) or give another --study name"
+            )
         # a resumed run (or another worker) must not replay the same random draws: offset the seed
         # by the trials so far and the process
         offset = len(study.get_trials(deepcopy=False)) + 1000 * (os.getpid() % 1000)
@@ -132,6 +155,7 @@ def open_study(settings: SearchSettings, space: SearchSpace, study_name: str, st
     study.set_user_attr("space", space.name)
     study.set_user_attr("objective", settings.objective)
     study.set_user_attr("data", settings.data)
+    study.set_user_attr(BUDGET_ATTR, trial_budget(settings, space))
     queued = enqueue_baselines(study, space, _baseline_fixed_params(space), settings.trials)
     study.set_user_attr(BASELINES_QUEUED_ATTR, queued)  # other workers wait for this before their first trial
     return study, True
@@ -144,11 +168,28 @@ def _wait_for_baselines(study: optuna.Study, timeout: float = 60.0) -> None:
         time.sleep(0.5)
 
 
+def trial_budget(settings: SearchSettings, space: SearchSpace) -> dict[str, Any]:
+    """Each trial's training budget, pretraining included: ``{"kind": "steps", "steps": N}`` (--trial-steps,
+    else the space's budget_steps: every candidate does the same work) or ``{"kind": "seconds", "seconds": S}``
+    (a cheaper candidate trains more steps)."""
+    steps = settings.trial_steps or space.budget_steps
+    if steps is not None:
+        return {"kind": "steps", "steps": int(steps)}
+    return {"kind": "seconds", "seconds": float(settings.trial_seconds)}
+
+
 def base_train_config(settings: SearchSettings, space: SearchSpace) -> TrainConfig:
-    pretrain = settings.trial_seconds * settings.pretrain_fraction
+    budget = trial_budget(settings, space)
+    if budget["kind"] == "steps":
+        pretrain_steps = round(budget["steps"] * settings.pretrain_fraction)
+        phases = PhaseConfig(steps=pretrain_steps), PhaseConfig(steps=budget["steps"] - pretrain_steps)
+    else:
+        pretrain = settings.trial_seconds * settings.pretrain_fraction
+        phases = PhaseConfig(seconds=pretrain if pretrain > 0 else 0), PhaseConfig(seconds=settings.trial_seconds - pretrain)
     return TrainConfig(
-        pretrain=PhaseConfig(seconds=pretrain if pretrain > 0 else 0),
-        finetune=PhaseConfig(seconds=settings.trial_seconds - pretrain),
+        pretrain=phases[0],
+        finetune=phases[1],
+        keep_best_by="count" if settings.objective == "count_mae" else "dice",  # pruned and kept by what it optimises
         synthetic_images=settings.synthetic_images,
         tile=TileConfig(size=space.tile or DEFAULT_TILE),
         device=settings.device,
@@ -289,7 +330,7 @@ def worker_command(settings: SearchSettings, study_name: str, threads: int | Non
     ]
     optional = {
         "--storage": settings.storage, "--budget-mib": settings.budget_mib, "--keep-models": settings.keep_models,
-        "--threads": threads, "--heartbeat-seconds": settings.heartbeat_seconds,
+        "--threads": threads, "--heartbeat-seconds": settings.heartbeat_seconds, "--trial-steps": settings.trial_steps,
     }
     for flag, value in optional.items():
         if value is not None:

@@ -21,6 +21,7 @@ from skipnas.modelio import (
     load_model_folder,
 )
 from skipnas.study.objective import METRIC_ATTRS
+from skipnas.study.settings import BUDGET_ATTR, describe_budget
 
 EXPORT_METRICS = {"dice": True, "count_mae": False}  # metric -> higher is better
 
@@ -43,6 +44,8 @@ def _summary(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
         "genome_hash": attrs.get("genome_hash"),
         "predicted_peak_mib": attrs.get("predicted_peak_mib"),
         "params": attrs.get("params"),
+        "steps": attrs.get("steps"),
+        "train_seconds": attrs.get("train_seconds"),
         **{name: attrs[name] for name in METRIC_ATTRS if name in attrs},
     }
 
@@ -74,6 +77,7 @@ class ExportResult:
     out: Path
     trial: dict[str, Any]
     baselines: list[dict[str, Any]]
+    training_budget: str = ""  # e.g. "3000 steps per trial": what every trial of the study trained for
 
 
 def export(
@@ -105,6 +109,7 @@ def export(
         "trial": _summary(chosen),
         "genome": chosen.user_attrs.get("genome"),
         "baselines": baselines,
+        "training_budget": describe_budget(study.user_attrs.get(BUDGET_ATTR)),
     }
     staging = staging_dir(target)
     try:
@@ -116,4 +121,4 @@ def export(
         install_model_folder(staging, target, overwrite)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # empty, or gone when it became the target
-    return ExportResult(target, summary["trial"], baselines)
+    return ExportResult(target, summary["trial"], baselines, summary["training_budget"])

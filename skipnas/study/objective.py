@@ -190,8 +190,11 @@ class Objective:
         return [float(attrs["dice"]), float(attrs["predicted_peak_mib"])]
 
     def _intermediate(self, result: EpochResult) -> float:
-        # the pruner compares intermediate values in the study's direction
-        return 1.0 - result.val_dice if self.objective == "count_mae" else result.val_dice
+        """What the pruner compares, in the study's direction: the objective itself (a count MAE
+        study keeps and scores its weights by count, so each validation has one)."""
+        if self.objective == "count_mae":
+            return result.val_count_mae if result.val_count_mae is not None else math.inf
+        return result.val_dice
 
     @staticmethod
     def _earlier(trial: optuna.Trial, key: str) -> optuna.trial.FrozenTrial | None:
@@ -273,17 +276,21 @@ class Objective:
                 raise optuna.TrialPruned(reason)
             return self._values({**earlier.user_attrs, **cost_attrs})
 
-        epochs = 0
+        pretrain_steps = 0
 
         def report(result: EpochResult) -> None:
-            nonlocal epochs
+            # the pruner's resource is the fine-tuning steps so far: the same rungs for every
+            # candidate whatever its pretraining (a seconds budget pretrains each a different number)
+            nonlocal pretrain_steps
             self._progress(state, stage=result.phase, epoch=result.epoch, val_dice=result.val_dice)
+            if result.phase == "pretrain":
+                pretrain_steps = result.step
             if result.phase != "finetune" or self.objective == "dice+memory":
                 return  # multi-objective studies cannot prune
-            epochs += 1
-            trial.report(self._intermediate(result), epochs)
+            steps = result.step - pretrain_steps
+            trial.report(self._intermediate(result), steps)
             if trial.should_prune():
-                reason = f"pruned after fine-tune validation {epochs}: validation Dice {result.val_dice:.3f}"
+                reason = f"pruned after {steps} fine-tuning steps: {result.scores()}"
                 trial.set_user_attr("prune_reason", reason)
                 raise optuna.TrialPruned(reason)
 

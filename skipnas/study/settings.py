@@ -15,9 +15,19 @@ SAMPLERS = ("tpe", "random", "nsga2", "bruteforce")
 PRUNERS = ("median", "hyperband", "none")
 BASELINES = ("standard", "semi-dense", "reverse", "dense", "none")
 BASELINE_ATTR = "baseline"
+BUDGET_ATTR = "budget"  # study attr: {"kind": "steps", "steps": N} or {"kind": "seconds", "seconds": S}
 BASELINES_QUEUED_ATTR = "baselines_queued"  # study attr, set once the creating worker queued them
 SURPLUS_ATTR = "surplus"  # trial attr: started by a worker after the study already held --trials
 _STUDY_NAME = re.compile(r"[A-Za-z0-9_.-]{1,200}")
+
+
+def describe_budget(budget: dict[str, object] | None) -> str:
+    """A study's trial budget in words: ``"3000 steps per trial"`` or ``"20 s per trial"``."""
+    if budget and budget.get("kind") == "steps":
+        return f"{budget['steps']} steps per trial"
+    if budget and "seconds" in budget:
+        return f"{float(budget['seconds']):g} s per trial"  # type: ignore[arg-type]
+    return "a time budget per trial"  # studies from before the budget was recorded
 
 
 def check_study_name(name: str) -> str:
@@ -42,6 +52,7 @@ class SearchSettings:
     study: str | None = None  # None: derived from data, space and objective
     budget_mib: float | None = None  # overrides the space file's
     trial_seconds: float = 20.0  # training budget per trial, pretraining included
+    trial_steps: int | None = None  # instead of seconds: every trial trains this many steps (the space's budget_steps)
     pretrain_fraction: float = 0.3
     synthetic_images: int = 32
     sampler: str = "tpe"
@@ -67,6 +78,8 @@ class SearchSettings:
             raise SkipnasError(f"--trials must be at least 1, got {self.trials}")
         if self.trial_seconds <= 0:
             raise SkipnasError(f"--trial-seconds must be positive, got {self.trial_seconds}")
+        if self.trial_steps is not None and self.trial_steps < 1:
+            raise SkipnasError(f"--trial-steps must be at least 1, got {self.trial_steps}")
         if self.budget_mib is not None and self.budget_mib <= 0:
             raise SkipnasError(f"--budget-mib must be a positive number of MiB, got {self.budget_mib:g}")
         if self.keep_models is not None and self.keep_models < 1:

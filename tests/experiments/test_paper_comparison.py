@@ -103,3 +103,13 @@ def test_resume_key_reads_back(paper: ModuleType, rows: list[dict[str, Any]], tm
     # a fresh row holds ints where the CSV holds strings: the keys must still match
     fresh = {**rows[1], "seed": 0, "width": 16}
     assert paper.run_key(fresh) == paper.run_key(back[1])
+
+
+def test_a_step_budget_gives_both_arms_the_same_steps(paper: ModuleType) -> None:
+    with_pretraining = paper.train_config(60.0, True, 0, 32, steps=1000)
+    without = paper.train_config(60.0, False, 0, 32, steps=1000)
+    assert (with_pretraining.pretrain.steps, with_pretraining.finetune.steps) == (300, 700)  # the search's 30 %
+    assert not without.pretrain.enabled and without.finetune.steps == 1000
+    assert with_pretraining.pretrain.seconds is None and without.finetune.seconds is None
+    seconds = paper.train_config(60.0, True, 0, 32)
+    assert (seconds.pretrain.seconds, seconds.finetune.seconds, seconds.finetune.steps) == (18.0, 42.0, None)

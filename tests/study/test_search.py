@@ -258,13 +258,13 @@ def test_a_pruned_trial_stops_training_says_why_and_keeps_no_model(
         def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
             return True
 
-    monkeypatch.setattr(driver, "make_pruner", lambda name, objective: AlwaysPrune())
+    monkeypatch.setattr(driver, "make_pruner", lambda *args: AlwaysPrune())
     result = search(_settings(tiny_dataset, tmp_path, trials=1))
     (trial,) = result.study.trials  # --trials 1: one baseline queued, not five
     assert trial.state == optuna.trial.TrialState.PRUNED
-    assert list(trial.intermediate_values) == [1]  # pruned at the first fine-tune validation
-    dice = trial.intermediate_values[1]
-    assert trial.user_attrs["prune_reason"] == f"pruned after fine-tune validation 1: validation Dice {dice:.3f}"
+    (steps,) = trial.intermediate_values  # pruned at the first fine-tune validation, after that many steps
+    dice = trial.intermediate_values[steps]
+    assert steps >= 1 and trial.user_attrs["prune_reason"] == f"pruned after {steps} fine-tuning steps: val Dice {dice:.3f}"
     assert "model_dir" not in trial.user_attrs and not (result.trials_dir / "0").exists()
 
 
@@ -344,3 +344,60 @@ def test_a_storage_in_a_missing_folder_is_refused_before_the_data_is_prepared(
     with pytest.raises(SkipnasError, match="nonexistent"):
         search(data=str(tiny_dataset), trials=1, storage=f"sqlite:///{tmp_path / 'nonexistent' / 's.db'}", runs_dir=tmp_path / "runs")
     assert not (tmp_path / "nonexistent").exists()
+
+
+def test_a_step_budget_gives_every_trial_the_same_steps_and_the_study_says_so(tiny_dataset: Path, tmp_path: Path) -> None:
+    from skipnas.errors import SkipnasError
+    from skipnas.study.export import export
+    from skipnas.study.report.summary import _summary_info
+
+    settings = _settings(tiny_dataset, tmp_path, trials=3, trial_steps=6)
+    result = search(settings)
+    trials = [t for t in result.study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(trials) == 3 and {t.user_attrs["steps"] for t in trials} == {6}  # 2 pretraining + 4 fine-tuning
+    assert all(t.user_attrs["stop_reasons"] == {"pretrain": "2 steps", "finetune": "4 steps"} for t in trials)
+    assert result.study.user_attrs["budget"] == {"kind": "steps", "steps": 6}
+    assert _summary_info(result.study)["training_budget"] == "6 steps per trial"
+    exported = export(result.storage_url, result.study_name, tmp_path / "best")
+    assert exported.training_budget == "6 steps per trial"
+    assert json.loads((tmp_path / "best" / "summary.json").read_text())["training_budget"] == "6 steps per trial"
+    with pytest.raises(SkipnasError, match="gives its trials 6 steps per trial, and this run 1 s per trial"):
+        search(dataclasses.replace(settings, trial_steps=None, trials=4))
+
+
+def test_workers_get_the_step_budget_and_a_space_file_can_set_it(tmp_path: Path) -> None:
+    from skipnas.space import load_space
+    from skipnas.study.driver import base_train_config, trial_budget, worker_command
+
+    settings = _settings(Path("unused"), tmp_path, trial_steps=30)
+    command = worker_command(settings, "s", threads=1)
+    assert command[command.index("--trial-steps") + 1] == "30"
+    assert "--trial-steps" not in worker_command(dataclasses.replace(settings, trial_steps=None), "s", threads=1)
+    space_file = tmp_path / "steps.toml"
+    space_file.write_text(ALL_SPACE.replace("[hyperparameters]", "budget_steps = 90\n\n[hyperparameters]", 1))
+    space = load_space(str(space_file))
+    unset = dataclasses.replace(settings, trial_steps=None)
+    assert trial_budget(unset, space) == {"kind": "steps", "steps": 90}
+    assert trial_budget(settings, space) == {"kind": "steps", "steps": 30}  # the flag wins over the file
+    config = base_train_config(unset, space)
+    assert (config.pretrain.steps, config.finetune.steps, config.pretrain.seconds, config.finetune.seconds) == (27, 63, None, None)
+
+
+def test_hyperband_rungs_are_fine_tuning_steps_and_a_count_study_prunes_on_its_count(tiny_dataset: Path, tmp_path: Path) -> None:
+    from skipnas.study.driver import make_pruner
+
+    pruner = make_pruner("hyperband", "dice", finetune_steps=900, validation_steps=100)
+    assert (pruner._min_resource, pruner._max_resource) == (100, 900)  # a ninth of the budget up to all of it
+    settings = _settings(
+        tiny_dataset, tmp_path, trials=2, trial_steps=10, objective="count_mae", pruner="hyperband", sampler="random"
+    )
+    result = search(settings)
+    for trial in result.study.trials:
+        assert list(trial.intermediate_values) == [7]  # reported at fine-tuning step 7 (3 steps pretraining)
+        (count_mae,) = trial.intermediate_values.values()
+        if trial.state == optuna.trial.TrialState.PRUNED:  # the second trial may be stopped at the rung
+            assert trial.user_attrs["prune_reason"].endswith(f"count MAE {count_mae:.2f}")
+            continue
+        assert trial.state == optuna.trial.TrialState.COMPLETE, trial.user_attrs.get("fail_reason")
+        history = json.loads((Path(trial.user_attrs["model_dir"]) / "model.json").read_text())["training"]["history"]
+        assert [h["val_count_mae"] for h in history if h["phase"] == "finetune"] == [count_mae]  # the count, not Dice

@@ -69,6 +69,7 @@ def _header_html(summary: dict[str, Any], title: str) -> str:
         ["data", _fmt(summary["data"])],
         ["trials", f"{summary['trials']} ({states})" + (f"; {summary['duplicates']} reused an earlier result" if summary["duplicates"] else "")],
         ["memory budget", f"{summary['budget_mib']:.0f} MiB" if summary["budget_mib"] is not None else "none recorded"],
+        ["training budget", html.escape(summary["training_budget"])],
     ]
     generated = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     parts = [

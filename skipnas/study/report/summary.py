@@ -16,6 +16,7 @@ from skipnas.study.report._trials import (
     _stopped_trials,
     _topology,
 )
+from skipnas.study.settings import BUDGET_ATTR, describe_budget
 
 
 def _trial_row(trial: optuna.trial.FrozenTrial, best_value: float | None) -> dict[str, Any]:
@@ -67,4 +68,5 @@ def _summary_info(study: optuna.Study) -> dict[str, Any]:
         "pruned": pruned,
         "failed": failed,
         "budget_mib": _budget_mib(study),
+        "training_budget": describe_budget(study.user_attrs.get(BUDGET_ATTR)),
     }
