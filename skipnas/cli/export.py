@@ -41,7 +41,8 @@ def _export(args: argparse.Namespace) -> int:
     storage, _ = open_existing_storage(args.storage)
     result = export(storage, args.study, args.out, trial=args.trial, metric=args.metric, overwrite=args.overwrite)
     if args.json:
-        print_json({"out": str(result.out), "trial": result.trial, "baselines": result.baselines, "training_budget": result.training_budget})
+        print_json({"out": str(result.out), "trial": result.trial, "baselines": result.baselines, "training_budget": result.training_budget,
+                    "confirmation": result.confirmation})
         return 0
     table = Table()
     for column in ("trial", "topology", "Dice", "count MAE", "exact count", "MiB"):
@@ -54,5 +55,9 @@ def _export(args: argparse.Namespace) -> int:
     out.print(f"exported trial {result.trial['trial']} ({result.trial['topology']}) to {result.out}")
     out.print(table)
     out.print(f"every trial trained {result.training_budget}; the scores are validation scores, which chose the weights and the counting")
+    if result.confirmation:
+        out.print(f"held out (skipnas confirm, test split): {result.confirmation['verdict']['text']}")
+    else:
+        out.print(f"for scores on data that chose nothing: skipnas confirm --study {args.study}")
     out.print(f"count with: skipnas count {result.out} IMAGES... --out counts")
     return 0

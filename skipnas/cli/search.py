@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from skipnas.cli._common import console, print_json, status_console
+from skipnas.errors import SkipnasError
 
 
 def register(subparsers: Any) -> None:
@@ -43,6 +44,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--synthetic", type=int, default=defaults.synthetic_images, metavar="N", help=f"semi-synthetic images to pretrain on (default {defaults.synthetic_images})")
     parser.add_argument("--quiet", action="store_true", help="no live display (workers started by --jobs run this way)")
     parser.add_argument("--runs-dir", type=Path, default=defaults.runs_dir, metavar="DIR", help="where studies keep their files (default runs/)")
+    parser.add_argument("--confirm", type=int, default=None, metavar="K", help="at the end, run skipnas confirm --top K --seeds 3: the top K candidates and the baselines trained again and scored on test")
     parser.add_argument("--json", action="store_true", help="print a JSON summary at the end instead of the table")
     parser.set_defaults(func=_search)
 
@@ -59,6 +61,8 @@ def _search(args: argparse.Namespace) -> int:
         jobs=args.jobs, jobs_per_gpu=args.jobs_per_gpu, threads=args.threads, heartbeat_seconds=args.heartbeat_seconds,
         synthetic_images=args.synthetic,
     )
+    if args.confirm is not None and args.confirm < 1:
+        raise SkipnasError(f"--confirm must be at least 1 (the candidates to confirm), got {args.confirm}")
     notes = status_console()
     if not args.quiet:
         notes.print(f"preparing data from {args.data} and opening the study ...")
@@ -76,6 +80,14 @@ def _search(args: argparse.Namespace) -> int:
     }
     for note in result.notes:
         notes.print(note)
+    if args.confirm is not None and not result.interrupted:
+        from skipnas.cli.confirm import print_confirmation
+        from skipnas.study.confirm import confirm
+
+        notes.print(f"confirming the top {args.confirm} candidates and the baselines on the test split (3 seeds each) ...")
+        summary["confirmation"] = confirm(result.study, top=args.confirm, seeds=3, device=args.device, runs_dir=args.runs_dir)
+        if not args.json:
+            print_confirmation(summary["confirmation"])
     if args.json:
         print_json(summary)
     elif not args.quiet:

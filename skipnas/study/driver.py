@@ -153,6 +153,7 @@ def open_study(settings: SearchSettings, space: SearchSpace, study_name: str, st
             study.set_user_attr(BASELINES_QUEUED_ATTR, [*study.user_attrs.get(BASELINES_QUEUED_ATTR, []), *queued])
         return study, False
     study.set_user_attr("space", space.name)
+    study.set_user_attr("space_source", space.source)  # so confirm can suggest the same candidates again
     study.set_user_attr("objective", settings.objective)
     study.set_user_attr("data", settings.data)
     study.set_user_attr(BUDGET_ATTR, trial_budget(settings, space))

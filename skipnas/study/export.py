@@ -78,6 +78,7 @@ class ExportResult:
     trial: dict[str, Any]
     baselines: list[dict[str, Any]]
     training_budget: str = ""  # e.g. "3000 steps per trial": what every trial of the study trained for
+    confirmation: dict[str, Any] | None = None  # skipnas confirm's result, if it was run
 
 
 def export(
@@ -110,6 +111,7 @@ def export(
         "genome": chosen.user_attrs.get("genome"),
         "baselines": baselines,
         "training_budget": describe_budget(study.user_attrs.get(BUDGET_ATTR)),
+        "confirmation": study.user_attrs.get("confirmation"),  # held-out scores from skipnas confirm, if run
     }
     staging = staging_dir(target)
     try:
@@ -121,4 +123,4 @@ def export(
         install_model_folder(staging, target, overwrite)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # empty, or gone when it became the target
-    return ExportResult(target, summary["trial"], baselines, summary["training_budget"])
+    return ExportResult(target, summary["trial"], baselines, summary["training_budget"], summary["confirmation"])

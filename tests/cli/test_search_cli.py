@@ -51,3 +51,22 @@ def test_a_garbage_journal_file_is_refused_and_left_as_it_was(tmp_path: Path, ti
     assert main(_search(tiny_dataset, tmp_path, "--storage", str(journal))) == 2
     assert "journal.log: not an Optuna journal file" in _one_error_line(capsys)
     assert journal.read_bytes() == b'{"not": "a journal"}\n' and not (tmp_path / "runs").exists()
+
+
+def test_confirm_below_one_is_refused_before_anything_is_written(tmp_path: Path, tiny_dataset: Path, capsys) -> None:
+    assert main(_search(tiny_dataset, tmp_path, "--confirm", "0")) == 2
+    assert "--confirm must be at least 1" in _one_error_line(capsys)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_search_with_confirm_prints_the_held_out_verdict(tmp_path: Path, tiny_dataset: Path, capsys) -> None:
+    import json
+
+    flags = _search(tiny_dataset, tmp_path, "--trial-steps", "4", "--synthetic", "4", "--confirm", "1", "--json")
+    flags[flags.index("--trials") + 1] = "3"
+    flags.remove("--quiet")
+    assert main(flags) == 0
+    summary = json.loads(capsys.readouterr().out)
+    confirmation = summary["confirmation"]
+    assert confirmation["seeds"] == 3 and confirmation["verdict"]["text"]
+    assert {c["baseline"] for c in confirmation["candidates"]} >= {"standard", "semi-dense", "reverse"}

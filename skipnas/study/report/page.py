@@ -91,7 +91,12 @@ def _header_html(summary: dict[str, Any], title: str) -> str:
             ["parameters", _fmt_count(best["params"])],
             ["model folder", _fmt(best.get("model_dir"))],
         ]
-        parts += ["<h2>Best trial</h2>", _table(None, [[html.escape(k), v] for k, v in lines])]
+        parts += [
+            "<h2>Best trial</h2>",
+            '<p class="meta">Its scores are validation scores: the same images chose its weights, its counting '
+            "and its rank, so they are optimistic. The confirmation below, where present, scores on the test split.</p>",
+            _table(None, [[html.escape(k), v] for k, v in lines]),
+        ]
     rows = ([best] if best is not None else []) + [row for row in summary["baselines"] if best is None or row["number"] != best["number"]]
     if summary["baselines"]:
         # the objective value is Dice or count MAE, both columns already: show only its distance to the best
@@ -112,6 +117,7 @@ def _header_html(summary: dict[str, Any], title: str) -> str:
         ]
         classes = ["best" if top else "" for top in is_best]
         parts += ["<h2>Baselines against the best trial</h2>", _table(header, cells, classes)]
+    parts += _confirmation_html(summary.get("confirmation"))
     stopped = [("pruned", p) for p in summary["pruned"]] + [("failed", f) for f in summary["failed"]]
     if stopped:
         cells = [[str(row["number"]), _fmt(row["name"]), state, f'<span class="note">{html.escape(row["reason"])}</span>'] for state, row in stopped]
@@ -121,6 +127,25 @@ def _header_html(summary: dict[str, Any], title: str) -> str:
             "</details>",
         ]
     return "\n".join(parts)
+
+
+def _confirmation_html(confirmation: dict[str, Any] | None) -> list[str]:
+    """The held-out scores of skipnas confirm, or a line saying how to get them."""
+    if not confirmation:
+        return ["<h2>Held-out confirmation</h2>", '<p class="meta">Not run yet: skipnas confirm --study NAME '
+                "trains the top candidates and the baselines again with several seeds and scores them on test.</p>"]
+    header = ["trial", "topology", "Dice", "count MAE", "relative count error"]
+    cells = [
+        [str(c["trial"]), _fmt(c["topology"]) + (f" (baseline {html.escape(str(c['baseline']))})" if c["baseline"] else "")]
+        + [f"{c[k]['mean']:.3f} [{c[k]['low']:.3f}, {c[k]['high']:.3f}]" for k in ("dice", "count_mae", "relative_count_error")]
+        for c in confirmation["candidates"]
+    ]
+    return [
+        "<h2>Held-out confirmation</h2>",
+        f'<p class="meta">The test split, {confirmation["seeds"]} seed(s) per candidate: mean [95 % interval].</p>',
+        _table(header, cells),
+        f"<p><b>{html.escape(confirmation['verdict']['text'])}</b></p>",
+    ]
 
 
 def _figures(study: optuna.Study) -> Iterator[tuple[str, str, Any]]:

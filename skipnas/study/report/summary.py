@@ -69,4 +69,5 @@ def _summary_info(study: optuna.Study) -> dict[str, Any]:
         "failed": failed,
         "budget_mib": _budget_mib(study),
         "training_budget": describe_budget(study.user_attrs.get(BUDGET_ATTR)),
+        "confirmation": study.user_attrs.get("confirmation"),  # skipnas confirm's held-out result
     }

@@ -1,0 +1,123 @@
+"""Confirmation: the best candidates and the baselines trained again with seeds and scored on test."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+
+from skipnas.genome import Genome
+from skipnas.study.confirm import (
+    CONFIRMATION_ATTR,
+    Candidate,
+    CandidateRuns,
+    confirm,
+    interval,
+    paired_difference,
+    verdict,
+)
+from skipnas.study.driver import search
+from skipnas.study.settings import SearchSettings
+
+ALL_SPACE = (Path(__file__).resolve().parents[1] / "fixtures" / "spaces" / "tiny-all.toml").read_text()
+
+
+def test_interval_is_the_mean_and_a_t_interval() -> None:
+    result = interval([1.0, 2.0, 3.0])
+    half = 4.302652729911275 * 1.0 / np.sqrt(3)  # t(0.975, 2) x SD / sqrt(n)
+    assert result["mean"] == 2.0 and result["low"] == pytest.approx(2.0 - half) and result["high"] == pytest.approx(2.0 + half)
+    assert interval([5.0]) == {"mean": 5.0, "low": 5.0, "high": 5.0}
+
+
+def test_paired_difference_brackets_a_shift_and_zero_for_noise() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.normal(0, 1, 60)
+    shifted = paired_difference(base - 0.5 + rng.normal(0, 0.1, 60), base)
+    assert shifted["high"] < 0 and shifted["low"] < -0.4 and shifted["mean"] == pytest.approx(-0.5, abs=0.05)
+    noise = paired_difference(base + rng.normal(0, 1, 60), base)
+    assert noise["low"] < 0 < noise["high"]
+
+
+def _runs(trial: int, baseline: str | None, errors: list[int]) -> CandidateRuns:
+    candidate = Candidate(trial, "custom" if baseline is None else baseline, baseline, Genome.named("standard", depth=2), {})
+    rows = [{"seed": seed, "stem": f"i{index}", "true_count": 10, "pred_count": 10 + error, "dice": 0.5}
+            for seed in range(2) for index, error in enumerate(errors)]
+    return CandidateRuns(candidate, [{"dice": 0.5, "count_mae": float(np.mean(np.abs(errors))), "relative_count_error": 0.1}] * 2, rows)
+
+
+def test_the_verdict_names_a_winner_only_when_the_interval_excludes_zero() -> None:
+    better, worse = _runs(7, None, [0, 1, 0, 0, 1, 0, 0, 0]), _runs(0, "standard", [3, 4, 2, 3, 5, 3, 4, 2])
+    result = verdict(better, worse, "count_mae")
+    assert result["winner"] == 7 and result["distinguishable"] and result["difference"]["high"] < 0
+    assert result["text"].startswith("trial 7 beats standard: count MAE 0.25 vs 3.25 (95 % CI of the difference")
+    assert verdict(worse, better, "count_mae")["winner"] == 7  # the baseline here is the better one
+    same = verdict(_runs(7, None, [1, 2, 0, 1] * 2), _runs(0, "standard", [2, 1, 1, 0] * 2), "count_mae")
+    assert same["winner"] is None and not same["distinguishable"]
+    assert same["text"].startswith("no candidate is distinguishable from standard")
+    assert verdict(None, worse, "count_mae")["text"] == "no searched candidate to compare"
+
+
+@pytest.fixture(scope="module")
+def searched_study(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[optuna.Study, Path]:
+    root = tmp_path_factory.mktemp("confirm")
+    space = root / "space.toml"
+    space.write_text(ALL_SPACE)
+    settings = SearchSettings(
+        data=str(tiny_dataset), space=str(space), trials=6, trial_steps=6, synthetic_images=4, device="cpu",
+        runs_dir=root / "runs", sampler="random", pruner="none",
+    )
+    return search(settings).study, root
+
+
+def test_confirm_trains_the_top_candidates_and_three_baselines_and_stores_a_verdict(searched_study) -> None:
+    study, root = searched_study
+    result = confirm(study, top=2, seeds=2, device="cpu", runs_dir=root / "runs")
+    baselines = [c["baseline"] for c in result["candidates"] if c["baseline"]]
+    assert {"standard", "semi-dense", "reverse"} <= set(baselines)
+    assert len(result["candidates"]) >= 3 and all(c["seeds"] == 2 for c in result["candidates"])
+    for entry in result["candidates"]:
+        for metric in ("dice", "count_mae", "relative_count_error"):
+            assert entry[metric]["low"] <= entry[metric]["mean"] <= entry[metric]["high"]
+    assert set(result["verdict"]) >= {"winner", "baseline", "distinguishable", "difference", "text"}
+    assert study.user_attrs[CONFIRMATION_ATTR] == result
+    folders = sorted(p.name for p in (root / "runs" / study.study_name / "confirm").iterdir())
+    assert len(folders) == 2 * len(result["candidates"]) and all("-seed" in name for name in folders)
+    from skipnas.study.export import export
+    from skipnas.study.report import render_report
+
+    assert "Held-out confirmation" in render_report(study) and result["verdict"]["text"] in render_report(study)
+    exported = export(f"sqlite:///{root / 'runs' / 'skipnas.db'}", study.study_name, root / "best")
+    assert exported.confirmation == result
+    assert json.loads((root / "best" / "summary.json").read_text())["confirmation"]["verdict"] == result["verdict"]
+    # a step budget repeats: the same confirmation again gives the same numbers
+    again = confirm(study, top=2, seeds=2, device="cpu", runs_dir=root / "runs")
+    assert again["candidates"] == result["candidates"]
+
+
+def test_the_cli_prints_json_and_refuses_bad_values(searched_study, capsys: pytest.CaptureFixture[str]) -> None:
+    from skipnas.cli import main
+
+    study, root = searched_study
+    storage = f"sqlite:///{root / 'runs' / 'skipnas.db'}"
+    base = ["confirm", "--study", study.study_name, "--storage", storage, "--device", "cpu", "--runs-dir", str(root / "runs")]
+    assert main([*base, "--top", "0"]) == 2
+    assert "--top and --seeds must be at least 1, got 0 and 3" in capsys.readouterr().err
+    assert main([*base, "--top", "1", "--seeds", "1", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["seeds"] == 1 and printed["verdict"]["text"]
+    assert main(["confirm", "--study", "nope", "--storage", storage]) == 2
+    assert "study 'nope' not found" in capsys.readouterr().err
+
+
+def test_a_dataset_without_test_masks_is_refused_in_one_line(tmp_path: Path, tiny_dataset_writer) -> None:
+    from skipnas.errors import SkipnasError
+
+    data = tiny_dataset_writer(tmp_path / "data", counts={"train": 4, "val": 2})
+    study = optuna.create_study(study_name="no-test")
+    study.set_user_attr("data", str(data))
+    study.set_user_attr("space", "default")
+    with pytest.raises(SkipnasError, match="no labelled test images"):
+        confirm(study, runs_dir=tmp_path / "runs")
