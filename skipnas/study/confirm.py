@@ -9,11 +9,14 @@ images. Each gets the mean and a 95 % t-interval over seeds of Dice, count MAE a
 error; the best candidate is compared with the best baseline image by image and seed by seed (a
 paired bootstrap of the per-image difference), and the verdict says whether they can be told apart.
 The result is stored in the study (``confirmation``), where ``report`` and ``export`` read it.
+Each finished run leaves its test scores beside its model folder, so an interrupted confirmation
+resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,11 +27,13 @@ import numpy as np
 import optuna
 
 from skipnas.errors import SkipnasError
+from skipnas.fileio import write_json_atomic
 from skipnas.genome import Genome
 from skipnas.space import SearchSpace, load_space
 from skipnas.study.settings import BASELINE_ATTR, BUDGET_ATTR, DEFAULT_RUNS_DIR, DIRECTIONS, SearchSettings
 
 CONFIRMATION_ATTR = "confirmation"
+RUN_FILE = "confirm_run.json"  # beside each run's model folder files: its key and test scores
 CONFIRM_BASELINES = ("standard", "semi-dense", "reverse")
 BOOTSTRAP_RESAMPLES = 2000
 METRICS = ("dice", "count_mae", "relative_count_error")
@@ -200,15 +205,24 @@ def confirm(
         seeded = dataclasses.replace(base, seed=seed)
         data = prepare_data(index, seeded)  # the semi-synthetic images follow the seed
         for entry in runs:
-            config = training_config(seeded, entry.candidate.hyperparameters)
             out = folder / f"trial{entry.candidate.trial}-seed{seed}"
-            train_candidate(entry.candidate.genome, data, config, out=out, progress=False)
-            scores = evaluate_model_folder(out, index.root, split="test", device=device)
-            metrics = {name: float(scores[name]) for name in METRICS}
-            entry.metrics.append(metrics)
-            entry.rows += [{"seed": seed, **{k: row[k] for k in ("stem", "true_count", "pred_count", "dice")}} for row in scores["rows"]]
+            key = {"genome": entry.candidate.genome.hash, "hyperparameters": entry.candidate.hyperparameters, "seed": seed,
+                   "budget": study.user_attrs.get(BUDGET_ATTR), "data": str(index.root)}
+            done = _finished_run(out, key)
+            if done is None:
+                config = training_config(seeded, entry.candidate.hyperparameters)
+                train_candidate(entry.candidate.genome, data, config, out=out, progress=False)
+                scores = evaluate_model_folder(out, index.root, split="test", device=device)
+                done = {
+                    "key": key,
+                    "metrics": {name: float(scores[name]) for name in METRICS},
+                    "rows": [{"seed": seed, **{k: row[k] for k in ("stem", "true_count", "pred_count", "dice")}} for row in scores["rows"]],
+                }
+                write_json_atomic(out / RUN_FILE, done)  # an interrupted confirmation resumes after this run
+            entry.metrics.append(done["metrics"])
+            entry.rows += done["rows"]
             if on_run is not None:
-                on_run(entry.candidate, seed, metrics)
+                on_run(entry.candidate, seed, done["metrics"])
     metric = "count_mae" if settings.objective == "count_mae" else "dice"
     searched = [r for r in runs if r.candidate.baseline is None]
     baselines = [r for r in runs if r.candidate.baseline is not None]
@@ -230,6 +244,16 @@ def confirm(
     }
     study.set_user_attr(CONFIRMATION_ATTR, result)
     return result
+
+
+def _finished_run(out: Path, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The test scores an earlier confirmation stored for the same candidate, seed, budget and data."""
+    try:
+        done = json.loads((out / RUN_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    same = isinstance(done, dict) and done.get("key") == json.loads(json.dumps(key, default=str))
+    return done if same else None
 
 
 def _best(runs: list[CandidateRuns], metric: str) -> CandidateRuns | None:

@@ -72,7 +72,9 @@ def searched_study(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory)
     return search(settings).study, root
 
 
-def test_confirm_trains_the_top_candidates_and_three_baselines_and_stores_a_verdict(searched_study) -> None:
+def test_confirm_trains_the_top_candidates_and_three_baselines_and_stores_a_verdict(
+    searched_study, monkeypatch: pytest.MonkeyPatch
+) -> None:
     study, root = searched_study
     result = confirm(study, top=2, seeds=2, device="cpu", runs_dir=root / "runs")
     baselines = [c["baseline"] for c in result["candidates"] if c["baseline"]]
@@ -92,9 +94,17 @@ def test_confirm_trains_the_top_candidates_and_three_baselines_and_stores_a_verd
     exported = export(f"sqlite:///{root / 'runs' / 'skipnas.db'}", study.study_name, root / "best")
     assert exported.confirmation == result
     assert json.loads((root / "best" / "summary.json").read_text())["confirmation"]["verdict"] == result["verdict"]
-    # a step budget repeats: the same confirmation again gives the same numbers
+    # run again, it resumes: every run is found finished and nothing trains
+    import skipnas.candidate
+
+    monkeypatch.setattr(skipnas.candidate, "train_candidate", lambda *args, **kwargs: pytest.fail("trained again"))
     again = confirm(study, top=2, seeds=2, device="cpu", runs_dir=root / "runs")
     assert again["candidates"] == result["candidates"]
+    monkeypatch.undo()
+    # a step budget repeats: trained afresh, the same numbers
+    for stored in (root / "runs" / study.study_name / "confirm").glob("*/confirm_run.json"):
+        stored.unlink()
+    assert confirm(study, top=2, seeds=2, device="cpu", runs_dir=root / "runs")["candidates"] == result["candidates"]
 
 
 def test_the_cli_prints_json_and_refuses_bad_values(searched_study, capsys: pytest.CaptureFixture[str]) -> None:
