@@ -43,6 +43,13 @@ def test_evaluate_json_has_the_contract_keys(model_dir: Path, tiny_dataset: Path
     assert metrics["images"] == 2 and metrics["split"] == "test" and metrics["auxiliary"] is None
     # a model without an auxiliary head is never calibrated to a method that needs one
     assert metrics["counting_method"] in METHODS and metrics["counting_method"] not in AUXILIARY_METHODS
+    # the same scores from images already in memory, as confirm takes them
+    from skipnas.data.loading import load_labeled
+    from skipnas.data.scan import scan_dataset
+    from skipnas.evaluate import evaluate_images
+
+    in_memory = evaluate_images(model_dir, load_labeled(scan_dataset(tiny_dataset).samples("test")), device="cpu")
+    assert in_memory == {k: v for k, v in metrics.items() if k not in ("split", "data", "unlabelled_images")}
 
 
 def test_count_writes_csvs_and_overlays_for_images_of_any_size(model_dir: Path, tiny_dataset: Path, tmp_path: Path, capsys) -> None:

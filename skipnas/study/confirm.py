@@ -183,7 +183,7 @@ def confirm(
     best with the best baseline, store the result in the study and return it."""
     from skipnas.candidate import adapt_config_to_dataset, open_dataset, prepare_data, train_candidate
     from skipnas.data.loading import load_labeled
-    from skipnas.evaluate import evaluate_model_folder
+    from skipnas.evaluate import evaluate_images
     from skipnas.study.driver import base_train_config
     from skipnas.study.objective import training_config
 
@@ -192,7 +192,8 @@ def confirm(
     settings = _settings_of(study, device, runs_dir)
     space = _space_of(study)
     index = open_dataset(settings.data)
-    if not load_labeled(index.samples("test")):
+    test_images = load_labeled(index.samples("test"))
+    if not test_images:
         raise SkipnasError(
             f"{index.root}: no labelled test images, and confirmation scores on data that chose nothing; "
             "add a test split with masks (cross-validation over train and val is not built yet)"
@@ -203,16 +204,17 @@ def confirm(
     folder = runs_dir / study.study_name / "confirm"
     for seed in range(seeds):
         seeded = dataclasses.replace(base, seed=seed)
-        data = prepare_data(index, seeded)  # the semi-synthetic images follow the seed
+        data = None  # prepared when a run of this seed must train: the semi-synthetic images follow the seed
         for entry in runs:
             out = folder / f"trial{entry.candidate.trial}-seed{seed}"
             key = {"genome": entry.candidate.genome.hash, "hyperparameters": entry.candidate.hyperparameters, "seed": seed,
                    "budget": study.user_attrs.get(BUDGET_ATTR), "data": str(index.root)}
             done = _finished_run(out, key)
             if done is None:
+                data = data or prepare_data(index, seeded)
                 config = training_config(seeded, entry.candidate.hyperparameters)
                 train_candidate(entry.candidate.genome, data, config, out=out, progress=False)
-                scores = evaluate_model_folder(out, index.root, split="test", device=device)
+                scores = evaluate_images(out, test_images, device=device)
                 done = {
                     "key": key,
                     "metrics": {name: float(scores[name]) for name in METRICS},
