@@ -318,13 +318,13 @@ def train_config(seconds: float, pretrain: bool, seed: int, synthetic: int, step
     from skipnas.data.tiling import TileConfig
     from skipnas.space import load_space
     from skipnas.study.settings import SearchSettings
-    from skipnas.train.config import PhaseConfig, TrainConfig
+    from skipnas.train.config import PhaseConfig, TrainConfig, split_steps
 
     space = load_space("default")
     fraction = SearchSettings().pretrain_fraction if pretrain else 0.0
     if steps is not None:
-        pretrain_steps = round(steps * fraction)
-        budgets = {"steps": pretrain_steps}, {"steps": steps - pretrain_steps}
+        pretrain_steps, finetune_steps = split_steps(steps, fraction)
+        budgets = {"steps": pretrain_steps}, {"steps": finetune_steps}
     else:
         budgets = {"seconds": seconds * fraction}, {"seconds": seconds - seconds * fraction}
     return TrainConfig(

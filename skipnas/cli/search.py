@@ -32,7 +32,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--trial-seconds", type=float, default=defaults.trial_seconds, metavar="S", help=f"training seconds per trial, pretraining included (default {defaults.trial_seconds:g})")
     parser.add_argument("--trial-steps", type=int, default=None, metavar="N", help="instead of --trial-seconds: every trial trains N steps, pretraining included, so every candidate does the same work whatever its cost per step (default: the space's budget_steps, else seconds)")
     parser.add_argument("--sampler", choices=SAMPLERS, default=defaults.sampler, help="Optuna sampler (default tpe)")
-    parser.add_argument("--pruner", choices=PRUNERS, default=defaults.pruner, help="pruner on validation Dice per epoch (default median)")
+    parser.add_argument("--pruner", choices=PRUNERS, default=defaults.pruner, help="stops poor trials early on the objective (Dice, or count MAE) at each fine-tuning validation, its resource the fine-tuning steps (default median)")
     parser.add_argument("--objective", choices=OBJECTIVES, default=defaults.objective, help="what to optimise (default dice)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed (default 0)")
     parser.add_argument("--keep-models", type=int, default=None, metavar="K", help="keep the model folders of the best K trials only; the others' model files in the study's trials/ folder are deleted (default: keep all)")

@@ -169,18 +169,17 @@ def check_budgets(args: argparse.Namespace) -> None:
 def phase_budgets(args: argparse.Namespace) -> tuple[PhaseConfig, PhaseConfig]:
     """The two phases' budgets: seconds (and epochs), or with ``--steps`` that many steps split as the
     seconds are, with no time limit."""
-    from skipnas.train.config import PhaseConfig
+    from skipnas.train.config import PhaseConfig, split_steps
 
     if args.steps is None:
         return (
             PhaseConfig(epochs=args.pretrain_epochs, seconds=args.pretrain_seconds, lr=args.lr),
             PhaseConfig(epochs=args.finetune_epochs, seconds=args.finetune_seconds, lr=args.finetune_lr),
         )
-    seconds = args.pretrain_seconds + args.finetune_seconds
-    pretrain_steps = round(args.steps * args.pretrain_seconds / seconds)
+    pretrain_steps, finetune_steps = split_steps(args.steps, args.pretrain_seconds / (args.pretrain_seconds + args.finetune_seconds))
     return (
         PhaseConfig(epochs=args.pretrain_epochs, steps=pretrain_steps, lr=args.lr),
-        PhaseConfig(epochs=args.finetune_epochs, steps=args.steps - pretrain_steps, lr=args.finetune_lr),
+        PhaseConfig(epochs=args.finetune_epochs, steps=finetune_steps, lr=args.finetune_lr),
     )
 
 

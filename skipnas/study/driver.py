@@ -38,7 +38,7 @@ from skipnas.study.settings import (
 )
 from skipnas.study.storage import default_storage_url, fail_stale_trials, make_storage
 from skipnas.study.trials import counted_trials, retry_failed_trial
-from skipnas.train.config import PhaseConfig, TrainConfig
+from skipnas.train.config import PhaseConfig, TrainConfig, split_steps
 
 VALIDATION_STEPS = TrainConfig().validation_steps or 100
 
@@ -182,8 +182,8 @@ def trial_budget(settings: SearchSettings, space: SearchSpace) -> dict[str, Any]
 def base_train_config(settings: SearchSettings, space: SearchSpace) -> TrainConfig:
     budget = trial_budget(settings, space)
     if budget["kind"] == "steps":
-        pretrain_steps = round(budget["steps"] * settings.pretrain_fraction)
-        phases = PhaseConfig(steps=pretrain_steps), PhaseConfig(steps=budget["steps"] - pretrain_steps)
+        pretrain_steps, finetune_steps = split_steps(budget["steps"], settings.pretrain_fraction)
+        phases = PhaseConfig(steps=pretrain_steps), PhaseConfig(steps=finetune_steps)
     else:
         pretrain = settings.trial_seconds * settings.pretrain_fraction
         phases = PhaseConfig(seconds=pretrain if pretrain > 0 else 0), PhaseConfig(seconds=settings.trial_seconds - pretrain)

@@ -27,6 +27,12 @@ KEEP_BEST_BY = ("dice", "count")
 NORMALISE_MODES = ("dataset", "image")
 
 
+def split_steps(steps: int, pretrain_share: float) -> tuple[int, int]:
+    """A step budget split into (pretraining, fine-tuning) steps, pretraining ``pretrain_share`` of it, rounded."""
+    pretrain = round(steps * pretrain_share)
+    return pretrain, steps - pretrain
+
+
 @dataclass(frozen=True)
 class PhaseConfig:
     """One phase's budget (the first of epochs, steps, seconds to run out ends it) and learning rate.
