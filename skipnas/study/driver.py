@@ -157,6 +157,7 @@ def open_study(settings: SearchSettings, space: SearchSpace, study_name: str, st
     study.set_user_attr("objective", settings.objective)
     study.set_user_attr("data", settings.data)
     study.set_user_attr(BUDGET_ATTR, trial_budget(settings, space))
+    study.set_user_attr("synthetic_images", settings.synthetic_images)  # confirm pretrains the same way
     queued = enqueue_baselines(study, space, _baseline_fixed_params(space), settings.trials)
     study.set_user_attr(BASELINES_QUEUED_ATTR, queued)  # other workers wait for this before their first trial
     return study, True
