@@ -1,60 +1,46 @@
 """Touching round particles: the demo's bead clusters, counted by each method from one network.
 
     python experiments/touching_particles.py --train-seeds 0,1,2,3 --test-seeds 0,1,2,3 \
-        --predictions beads.npz --out experiments/results/touching_particles.csv
+        --model beads_model --out experiments/results/touching_particles.csv -- --width 24 --steps 7600
     python experiments/touching_particles.py --smoke --out /tmp/touching.csv
 
-1. a dataset made from the demo data in which only the beads (round, in clusters of touching
-   beads) are labelled; the other particles stay in the images, unlabelled, as clutter.
-   ``--train-seeds`` pools the train and val splits of several demo draws (same generator, other
-   seeds): the demo's own 32 training images hold only about 130 beads;
-2. one `standard` U-Net trained on it with an auxiliary head (``--auxiliary``: the distance map
-   or centre peaks; semi-synthetic pretraining, then fine-tuning);
-3. for each counting method, the post-processing is calibrated on val with the grid restricted
-   to that method, and the test split is counted with it. ``--test-seeds`` adds the test splits of
-   other draws (images the network never saw), because the demo's own test split holds only about
-   33 beads: one bead is 3 percentage points. The same counting of the true masks (the ceiling of
-   each method) comes alongside, and for the learned map where its error comes from: the true map
-   on the predicted mask, and the predicted map on the true mask.
-
-``--keep-best count`` keeps the fine-tuning weights that count the val beads best (every
-validation calibrates the counting, with the ``--min-areas`` grid) instead of those of the best
-pixel Dice. ``--particle-weight`` adds the per-particle Dice term to the loss, so a faint bead the
-network misses costs as much as any other bead. ``--augment-contrast`` adds random brightness and
-contrast to the training tiles (camouflaged beads are low-contrast beads). ``--model`` keeps the
-trained model folder, and ``--from-model`` predicts with a kept one instead of training.
-``--tta`` averages each prediction over mirrored views (test-time augmentation) before counting.
-``--calibrate-seeds`` adds the val splits of further draws (never trained on) to the images the
-counting is calibrated on, and ``--extra-train-seeds`` the train and val splits of further draws
-to the training images alone (more beads to learn from; the weights kept and the calibration are
-unchanged). ``--predictions`` keeps what the network predicted, so the counting can
-be re-run (another ``--min-areas``, changed counting code) without training again, and
-``--average`` counts the mean of several such files (an ensemble of networks, or of training
-seeds).
+1. a dataset made from demo draws (the same generator, other seeds) in which only the beads (round,
+   in clusters of touching beads) are labelled; the other particles stay in the images, unlabelled,
+   as clutter. ``--train-seeds`` gives its train and val splits (the val images choose the weights
+   kept), ``--extra-train-seeds`` draws whose train and val splits both only train, and
+   ``--test-seeds`` draws whose test splits are counted (images the network never saw: one demo
+   test split holds only about 33 beads);
+2. one network trained on it with ``skipnas train``: every option after ``--`` goes to that
+   command (``--width``, ``--steps``, ``--auxiliary``, ``--keep-best``, ``--patience`` ...), or
+   ``--from-model`` counts with a model folder trained before;
+3. for each counting method, the post-processing is calibrated on the val images (with
+   ``--calibrate-seeds``, also the val splits of further draws, never trained on), the grid
+   restricted to that method, and the test images are counted with it. The same counting of the
+   true masks (the ceiling of each method) comes alongside, and for the learned map where its
+   error comes from: the true map on the predicted mask, and the predicted map on the true mask.
 
 Writes one CSV row per method: test relative count error, count MAE, exact-count accuracy, Dice,
-the beads counted too many and too few (summed over images), the beads with no pixel of the
-calibrated mask at all, the errors particle by particle (beads missed, merged into a neighbour's
-particle or split, and false positives: :func:`error_kinds`), and the test error of the counting
-calibrated on the test images themselves, the best any calibration could do with the network.
+object precision and recall, the beads counted too many and too few (summed over images), the
+beads with no pixel of the calibrated mask at all, the errors particle by particle (beads missed,
+merged into a neighbour's particle or split, and false positives: :func:`error_kinds`), and the
+test error of the counting calibrated on the test images themselves, the best any calibration
+could do with the network.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from skipnas.auxiliary import AUXILIARY_TARGETS
-from skipnas.candidate import prepare_data, train_candidate
+from skipnas.cli import main as skipnas_main
 from skipnas.counting.calibrate import CalibrationGrid, calibrate
 from skipnas.counting.evaluation import Evaluation
 from skipnas.counting.postprocess import (
@@ -68,22 +54,21 @@ from skipnas.counting.postprocess import (
     mask_from_probabilities,
 )
 from skipnas.counting.seeded import auxiliary_target
-from skipnas.data.augment import AugmentConfig
 from skipnas.data.demo import class_instances, demo_classes, demo_dataset_path
 from skipnas.data.io import count_instances, read_raw, write_image, write_mask
 from skipnas.data.loading import LabeledImage
+from skipnas.data.rescale import rescale_labeled
 from skipnas.data.validate import check_dataset
 from skipnas.errors import SkipnasError
-from skipnas.fileio import atomic_open, write_csv_atomic
-from skipnas.genome import Genome
-from skipnas.modelio import load_model_folder
+from skipnas.fileio import write_csv_atomic
+from skipnas.modelio import ModelFolder, load_model_folder
 from skipnas.predict import Prediction, auxiliary_maps, predict_images
 from skipnas.runtime.device import describe_machine, place_model, select_device
 from skipnas.runtime.metrics import count_metrics
-from skipnas.train.config import KEEP_BEST_BY, SCHEDULERS, PhaseConfig, TrainConfig
 from skipnas.train.data import load_split
-from skipnas.train.losses import LossConfig, check_loss_weight
-from skipnas.tta import TTA_MODES
+
+# the smoke run's training, unless options after -- say otherwise
+SMOKE_TRAINING = ("--width", "4", "--steps", "6", "--synthetic", "4", "--validation-steps", "3")
 
 
 def write_class_subset(
@@ -110,16 +95,38 @@ def write_class_subset(
     return out
 
 
-def write_panels(folder: Path, images: Sequence[LabeledImage], predictions: Sequence[Prediction], target: str) -> None:
-    """Per test image (named by its stem), side by side: the image, the true auxiliary target and the predicted one."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for item, prediction in zip(images, predictions, strict=True):
-        grey = (item.image if item.image.ndim == 2 else item.image[..., 0]).astype(np.float32)
-        grey = (255 * (grey - grey.min()) / max(float(np.ptp(grey)), 1e-6)).astype(np.uint8)
-        true = (255 * auxiliary_target(target, item.instances)).astype(np.uint8)
-        predicted = (255 * prediction.auxiliary).astype(np.uint8)
-        panel = np.concatenate([grey, true, predicted], axis=1)
-        cv2.imwrite(str(folder / f"{item.stem}.png"), cv2.resize(panel, None, fx=3, fy=3, interpolation=cv2.INTER_NEAREST))
+def write_beads_dataset(
+    root: Path, train_seeds: Sequence[int], extra_train_seeds: Sequence[int], test_seeds: Sequence[int]
+) -> Path:
+    """The beads-only dataset of the draws: train and val of ``train_seeds``, both splits of
+    ``extra_train_seeds`` as training images, the test splits of ``test_seeds``."""
+    for demo_seed in train_seeds:
+        write_class_subset(demo_dataset_path(demo_seed), root, prefix=f"seed{demo_seed}-", splits=("train", "val"))
+    for demo_seed in extra_train_seeds:
+        write_class_subset(demo_dataset_path(demo_seed), root, prefix=f"seed{demo_seed}-", splits=("train", "val"), into="train")
+    for demo_seed in test_seeds:
+        write_class_subset(demo_dataset_path(demo_seed), root, prefix=f"seed{demo_seed}-", splits=("test",))
+    return root
+
+
+def predict_at_model_scale(folder: ModelFolder, images: Sequence[LabeledImage]) -> tuple[list[LabeledImage], list[Prediction]]:
+    """The model folder's predictions of ``images`` (its tiles, scale and test-time augmentation),
+    with the images resized to the maps' scale so that counts compare pixel by pixel."""
+    setup = select_device("cpu")
+    model = place_model(folder.model, setup)
+    predictions = predict_images(model, images, folder.normalisation, setup, folder.tile, 32, folder.tta, folder.scale)
+    return [rescale_labeled(item, folder.scale) for item in images], predictions
+
+
+def describe_model(folder: ModelFolder) -> str:
+    """The network, its kept weights and how it was trained, for the results' comment line."""
+    training = folder.info.get("training") or {}
+    kept = training.get("kept") or {}
+    return (
+        f"{folder.genome.name} width {folder.genome.base_width} with the {folder.auxiliary} head, "
+        f"weights of step {kept.get('step', '?')} ({training.get('steps', '?')} steps trained), scale {folder.scale:g}, "
+        f"test-time augmentation {folder.tta}"
+    )
 
 
 def _numbers(parser: argparse.ArgumentParser, option: str, text: str, kind: type = int) -> list:
@@ -160,171 +167,6 @@ def describe_grid(grid: CalibrationGrid) -> str:
     return text
 
 
-@dataclass
-class Predicted:
-    """What the network predicted for the val and test images, with the images and their truth:
-    everything counting needs, so counting can be re-run without training again."""
-
-    val: list[LabeledImage]
-    val_predictions: list[Prediction]
-    test: list[LabeledImage]
-    test_predictions: list[Prediction]
-    own_test: int  # the first own_test test images are the demo's own test split (seed 0)
-    description: str  # machine, network, training and data, for the results' comment line
-    auxiliary: str = "distance"  # the auxiliary head's target
-
-    def save(self, path: Path) -> None:
-        arrays: dict[str, np.ndarray] = {}
-        for split, images, predictions in (("val", self.val, self.val_predictions), ("test", self.test, self.test_predictions)):
-            arrays[f"{split}_stems"] = np.array([item.stem for item in images])
-            arrays[f"{split}_images"] = np.stack([item.image for item in images])
-            arrays[f"{split}_instances"] = np.stack([item.instances for item in images])
-            arrays[f"{split}_classes"] = np.stack([p.classes for p in predictions])
-            arrays[f"{split}_auxiliary"] = np.stack([p.auxiliary for p in predictions])
-        with atomic_open(path, "wb") as handle:
-            np.savez_compressed(handle, own_test=self.own_test, description=self.description, auxiliary=self.auxiliary, **arrays)
-
-    @classmethod
-    def load(cls, path: Path) -> Predicted:
-        with np.load(path) as saved:
-            splits = {}
-            for split in ("val", "test"):
-                images = [
-                    LabeledImage(str(stem), image, instances)
-                    for stem, image, instances in zip(saved[f"{split}_stems"], saved[f"{split}_images"], saved[f"{split}_instances"], strict=True)
-                ]
-                predictions = [Prediction(classes, auxiliary) for classes, auxiliary in zip(saved[f"{split}_classes"], saved[f"{split}_auxiliary"], strict=True)]
-                splits[split] = (images, predictions)
-            # files saved before the centre target have no 'auxiliary': they hold distance maps
-            auxiliary = str(saved["auxiliary"]) if "auxiliary" in saved.files else "distance"
-            return cls(*splits["val"], *splits["test"], int(saved["own_test"]), str(saved["description"]), auxiliary)
-
-    @classmethod
-    def mean(cls, paths: Sequence[Path]) -> Predicted:
-        """The pixel-wise mean of the predictions saved in ``paths``: the same images, predicted by several networks."""
-        loaded = [cls.load(path) for path in paths]
-        first = loaded[0]
-        for path, other in zip(paths[1:], loaded[1:]):
-            same_images = all(
-                [a.stem for a in mine] == [b.stem for b in theirs] and all(np.array_equal(a.instances, b.instances) for a, b in zip(mine, theirs))
-                for mine, theirs in ((first.val, other.val), (first.test, other.test))
-            )
-            if not same_images or other.auxiliary != first.auxiliary or other.own_test != first.own_test:
-                raise ValueError(f"{path} holds other images or another auxiliary target than {paths[0]}; average predictions of the same images")
-
-        def mean_of(split: str) -> list[Prediction]:
-            per_model = [getattr(item, split) for item in loaded]
-            return [
-                Prediction(
-                    np.mean([p.classes for p in predictions], axis=0),
-                    None if predictions[0].auxiliary is None else np.mean([p.auxiliary for p in predictions], axis=0),
-                )
-                for predictions in zip(*per_model, strict=True)
-            ]
-
-        sources = "; ".join(f"{path}: {item.description}" for path, item in zip(paths, loaded))
-        description = f"the mean of {len(paths)} networks' predictions ({sources})"
-        return cls(first.val, mean_of("val_predictions"), first.test, mean_of("test_predictions"), first.own_test, description, first.auxiliary)
-
-
-def train_and_predict(
-    args: argparse.Namespace,
-    test_seeds: Sequence[int],
-    train_seeds: Sequence[int],
-    grid: CalibrationGrid,
-    calibrate_seeds: Sequence[int] = (),
-    extra_train_seeds: Sequence[int] = (),
-) -> Predicted:
-    """Train the network on the beads of the ``train_seeds`` draws (and on both the train and val
-    splits of the ``extra_train_seeds`` draws) and predict their val, the ``calibrate_seeds``' val
-    and the ``test_seeds``' test images."""
-    with tempfile.TemporaryDirectory() as scratch:
-        root = Path(scratch) / "beads"
-        for demo_seed in train_seeds:
-            write_class_subset(demo_dataset_path(demo_seed), root, prefix=f"seed{demo_seed}-", splits=("train", "val"))
-        for demo_seed in extra_train_seeds:
-            write_class_subset(demo_dataset_path(demo_seed), root, prefix=f"seed{demo_seed}-", splits=("train", "val"), into="train")
-        config = TrainConfig(
-            pretrain=PhaseConfig(seconds=args.pretrain_seconds, steps=args.pretrain_steps, lr=1e-3),
-            finetune=PhaseConfig(seconds=args.finetune_seconds, steps=args.finetune_steps, lr=5e-4),
-            synthetic_images=8 if args.smoke else 64,
-            loss=LossConfig(particle_weight=args.particle_weight),
-            augment=AugmentConfig(brightness_contrast=args.augment_contrast),
-            auxiliary=args.auxiliary,
-            auxiliary_weight=args.auxiliary_weight,
-            early_stopping=None,  # the whole budget: validation Dice stops improving before the cores sharpen
-            keep_best_by=args.keep_best,
-            scheduler=args.scheduler,
-            count_grid=grid,
-            seed=args.seed,
-        )
-        started = time.perf_counter()
-        if args.from_model is not None:
-            # the same val split calibrates: the folder's own data are the same demo draws
-            data = prepare_data(root, dataclasses.replace(config, synthetic_images=0))
-            folder = load_model_folder(args.from_model)
-            setup = select_device("cpu")
-            model = place_model(folder.model, setup)
-            target = folder.auxiliary or "distance"
-        else:
-            data = prepare_data(root, config)
-            genome = Genome.named("standard", base_width=args.width)
-            result = train_candidate(genome, data, config, out=args.model, progress=False)
-            model, setup = result.training.model, result.training.setup
-            target = args.auxiliary
-
-        def beads_of(split_name: str, demo_seeds: Sequence[int]) -> tuple[list[LabeledImage], int]:
-            """The beads-only ``split_name`` images of these draws (stems ``seed<N>-...``), and how many are seed 0's."""
-            images: list[LabeledImage] = []
-            own = 0
-            for demo_seed in demo_seeds:
-                beads = write_class_subset(
-                    demo_dataset_path(demo_seed), Path(scratch) / f"{split_name}-seed{demo_seed}", prefix=f"seed{demo_seed}-", splits=(split_name,)
-                )
-                split = load_split(check_dataset(beads), split_name)
-                images += split
-                own += len(split) if demo_seed == 0 else 0
-            return images, own
-
-        test, own_test = beads_of("test", test_seeds)
-        val = list(data.val) + beads_of("val", calibrate_seeds)[0]
-        val_predictions = predict_images(model, val, data.normalisation, setup, config.val_tile, config.val_overlap, args.tta)
-        test_predictions = predict_images(model, test, data.normalisation, setup, config.val_tile, config.val_overlap, args.tta)
-        seconds = time.perf_counter() - started
-        if args.panels is not None:
-            write_panels(args.panels, test, test_predictions, target)
-    tta = f", test-time augmentation {args.tta}" if args.tta != "none" else ""
-    calibration = f" and the val splits of demo seeds {','.join(map(str, calibrate_seeds))}" if calibrate_seeds else ""
-    extra = f", also trained on the train and val splits of demo seeds {','.join(map(str, extra_train_seeds))}" if extra_train_seeds else ""
-    if args.from_model is not None:
-        kept_step = (folder.info.get("training", {}).get("kept") or {}).get("step", "?")
-        description = (
-            f"{describe_machine()}, demo beads only, the model in {args.from_model} ({folder.genome.name} width "
-            f"{folder.genome.base_width} with the {folder.auxiliary} head, weights of step {kept_step}){tta}, "
-            f"predicted in {seconds:.0f} s, calibrated on the val splits of demo seeds {','.join(map(str, train_seeds))}{calibration}, "
-            f"test splits of demo seeds {','.join(map(str, test_seeds))}"
-        )
-        return Predicted(val, val_predictions, test, test_predictions, own_test, description, target)
-    training = result.training
-    kept = training.kept or training.history[-1]
-    top_dice = max((r for r in training.history if r.phase == "finetune"), key=lambda r: r.val_dice, default=kept)
-    description = (
-        f"{describe_machine()}, demo beads only, standard width {args.width} with the {args.auxiliary} head, training seed {args.seed}"
-        + (f", particle loss weight {args.particle_weight:g}" if args.particle_weight else "")
-        + (", brightness-contrast augmentation" if args.augment_contrast else "")
-        + (f", {args.scheduler} learning-rate schedule" if args.scheduler != "plateau" else "")
-        + (f", auxiliary loss weight {args.auxiliary_weight:g}" if args.auxiliary_weight != 1.0 else "")
-        + tta
-        + f", {training.steps} "
-        f"training steps in {seconds:.0f} s ({len(training.history)} validations, final learning rate {training.history[-1].lr:.2g}; "
-        f"weights of step {kept.step} kept by best {args.keep_best}: {kept.scores()}; "
-        f"best validation Dice {top_dice.val_dice:.3f} at step {top_dice.step}), "
-        f"trained and calibrated on the train and val splits of demo seeds {','.join(map(str, train_seeds))}{calibration}{extra}, "
-        f"test splits of demo seeds {','.join(map(str, test_seeds))}"
-    )
-    return Predicted(val, val_predictions, test, test_predictions, own_test, description, target)
-
-
 def unseen_particles(prob: np.ndarray, instances: np.ndarray, config: PostprocessConfig) -> int:
     """How many true particles have no pixel in the mask ``config`` makes of ``prob``: none of them can be counted."""
     mask = mask_from_probabilities(prob, config) > 0
@@ -363,45 +205,46 @@ def error_kinds(labels: np.ndarray, instances: np.ndarray) -> dict[str, int]:
     return kinds
 
 
-def count_by_method(predicted: Predicted, grid: CalibrationGrid) -> list[dict[str, object]]:
+def count_by_method(
+    val: Sequence[LabeledImage],
+    val_predictions: Sequence[Prediction],
+    test: Sequence[LabeledImage],
+    test_predictions: Sequence[Prediction],
+    target: str,
+    grid: CalibrationGrid,
+) -> list[dict[str, object]]:
     """One row per counting method: calibrated on val (grid restricted to the method), scored on test,
     with the method's ceiling on the true masks and, for the learned map, where its error comes from."""
-    test = predicted.test
-    val_probs = [p.foreground for p in predicted.val_predictions]
-    val_maps = auxiliary_maps(predicted.val_predictions)
-    test_probs = [p.foreground for p in predicted.test_predictions]
+    val_probs = [p.foreground for p in val_predictions]
+    val_maps = auxiliary_maps(val_predictions)
+    test_probs = [p.foreground for p in test_predictions]
+    predicted_maps = auxiliary_maps(test_predictions)
     truth = [count_instances(item.instances) for item in test]
     true_masks = [(item.instances > 0).astype(np.float32) for item in test]
-    true_maps = [auxiliary_target(predicted.auxiliary, item.instances) for item in test]
-    predicted_maps = auxiliary_maps(predicted.test_predictions)
-    own_test = predicted.own_test
+    true_maps = [auxiliary_target(target, item.instances) for item in test]
 
     def counts(probs: list[np.ndarray], maps: list[np.ndarray] | None, config: PostprocessConfig) -> list[int]:
         extras = maps if maps is not None else [None] * len(probs)
         return [count_particles(prob, config, extra).count for prob, extra in zip(probs, extras, strict=True)]
 
-    def kinds_of_error(detections: list[Detections]) -> dict[str, int]:
-        totals = dict.fromkeys(ERROR_KINDS, 0)
-        for found, item in zip(detections, test, strict=True):
-            for kind, number in error_kinds(found.labels, item.instances).items():
-                totals[kind] += number
-        return totals
-
-    def relative_error(found: list[int], images: int | None = None) -> float:
-        return round(count_metrics(found[:images], truth[:images])["relative_count_error"], 3)
+    def relative_error(found: list[int]) -> float:
+        return round(count_metrics(found, truth)["relative_count_error"], 3)
 
     rows: list[dict[str, object]] = []
     for method in METHODS:
         only = dataclasses.replace(grid, methods=(method,))
-        best, _ = calibrate(val_probs, [item.instances for item in predicted.val], grid=only, auxiliary=val_maps)
+        best, _ = calibrate(val_probs, [item.instances for item in val], grid=only, auxiliary=val_maps)
         # the best any calibration could do with these predictions: calibrated on the test images themselves
         on_test, _ = calibrate(test_probs, [item.instances for item in test], grid=only, auxiliary=predicted_maps)
-        detections = [
+        detections: list[Detections] = [
             count_particles(prob, best, extra) for prob, extra in zip(test_probs, predicted_maps or [None] * len(test), strict=True)
         ]
         evaluation = Evaluation()
+        kinds = dict.fromkeys(ERROR_KINDS, 0)
         for prob, found, item in zip(test_probs, detections, test, strict=True):
             evaluation.add_detections(found, item.instances, item.stem, foreground=as_probabilities(prob) > best.threshold)
+            for kind, number in error_kinds(found.labels, item.instances).items():
+                kinds[kind] += number
         metrics = evaluation.summary()
         predicted_counts = [found.count for found in detections]
         # the true masks need no threshold or morphology
@@ -412,20 +255,15 @@ def count_by_method(predicted: Predicted, grid: CalibrationGrid) -> list[dict[st
                 "calibrated": describe(best),
                 "test_images": len(test),
                 "test_particles": sum(truth),
-                "relative_count_error": round(metrics["relative_count_error"], 3),
-                # the demo's own test split alone (seed 0 comes first), when it was counted
-                "relative_count_error_seed0": (
-                    relative_error(predicted_counts, own_test) if own_test else ""
-                ),
-                "count_mae": round(metrics["count_mae"], 3),
-                "exact_count_accuracy": round(metrics["exact_count_accuracy"], 3),
-                "dice": round(metrics["dice"], 3),
+                **{key: round(metrics[key], 3) for key in (
+                    "relative_count_error", "count_mae", "exact_count_accuracy", "dice", "object_precision", "object_recall"
+                )},
                 # summed over images: how the count errs, and the beads without one pixel of the mask
                 "too_many": sum(max(found - true, 0) for found, true in zip(predicted_counts, truth, strict=True)),
                 "too_few": sum(max(true - found, 0) for found, true in zip(predicted_counts, truth, strict=True)),
                 "unseen_particles": sum(unseen_particles(prob, item.instances, best) for prob, item in zip(test_probs, test, strict=True)),
-                # particle by particle (error_kinds), summed over images: found - true = split + false positives - missed - merged
-                **kinds_of_error(detections),
+                # particle by particle, summed over images: found - true = split + false positives - missed - merged
+                **kinds,
                 "test_calibrated_relative_count_error": relative_error(counts(test_probs, predicted_maps, on_test)),
                 # where the error comes from: the method on the true masks (with the true map: its ceiling),
                 # and, for the learned map, each of mask and map swapped for the truth
@@ -440,70 +278,29 @@ def count_by_method(predicted: Predicted, grid: CalibrationGrid) -> list[dict[st
     return rows
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    train_args = argv[argv.index("--") + 1 :] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--width", type=int, default=16)
-    parser.add_argument("--pretrain-seconds", type=float, default=60.0)
-    parser.add_argument("--finetune-seconds", type=float, default=240.0)
-    parser.add_argument(
-        "--pretrain-steps", type=int, default=None,
-        help="also end pretraining after this many steps (whichever comes first): the same work on a busy machine",
-    )
-    parser.add_argument("--finetune-steps", type=int, default=None, help="the same for fine-tuning")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--keep-best", choices=KEEP_BEST_BY, default="dice",
-        help="keep the fine-tuning weights of the best val Dice, or of the lowest calibrated val count MAE (default dice)",
-    )
-    parser.add_argument(
-        "--particle-weight", type=float, default=0.0, metavar="W",
-        help="weight of the per-particle Dice term in the loss (default 0: pixel losses only)",
-    )
-    parser.add_argument(
-        "--augment-contrast", action="store_true", help="random brightness and contrast on the training tiles (default off)"
-    )
-    parser.add_argument(
-        "--scheduler", choices=SCHEDULERS, default="plateau",
-        help="the learning-rate schedule of both phases (default plateau; cosine: a half cosine over each phase's budget)",
-    )
-    parser.add_argument(
-        "--auxiliary", choices=AUXILIARY_TARGETS, default="distance",
-        help="the auxiliary head's target, whose cores seed the seeded counting (default distance)",
-    )
-    parser.add_argument(
-        "--auxiliary-weight", type=float, default=1.0, metavar="W",
-        help="weight of the auxiliary head's loss next to the segmentation loss (default 1)",
-    )
-    parser.add_argument("--model", type=Path, default=None, metavar="DIR", help="also keep the trained model folder here")
-    parser.add_argument(
-        "--from-model", type=Path, default=None, metavar="DIR",
-        help="predict with this model folder (kept by --model) instead of training one; the training options are then unused",
-    )
-    parser.add_argument(
-        "--tta", choices=TTA_MODES, default="none",
-        help="test-time augmentation of the val and test predictions: none, flips (4 views) or dihedral (8) (default none)",
-    )
-    parser.add_argument(
-        "--test-seeds", default="0", metavar="S,S,...",
-        help="demo seeds whose test splits are counted (default 0: the demo's own test split)",
-    )
     parser.add_argument(
         "--train-seeds", default="0", metavar="S,S,...",
-        help="demo seeds whose train and val splits train the network and calibrate the counting (default 0: the "
-        "demo's own; each further draw adds about 130 training beads)",
-    )
-    parser.add_argument(
-        "--calibrate-seeds", default="", metavar="S,S,...",
-        help="demo seeds whose val splits also calibrate the counting (not the weights kept); none of --train-seeds (default none)",
+        help="demo draws whose train and val splits train the network and calibrate the counting (default 0: the "
+        "demo's own; each draw adds about 130 training beads)",
     )
     parser.add_argument(
         "--extra-train-seeds", default="", metavar="S,S,...",
-        help="demo seeds whose train and val splits both only train (neither keep weights nor calibrate); none of "
-        "--train-seeds or --calibrate-seeds (default none)",
+        help="demo draws whose train and val splits both only train (neither keep weights nor calibrate) (default none)",
     )
     parser.add_argument(
-        "--average", default="", metavar="A.npz,B.npz,...",
-        help="count the mean of these saved --predictions files (the same images, several networks) instead of training",
+        "--calibrate-seeds", default="", metavar="S,S,...",
+        help="demo draws whose val splits also calibrate the counting (not the weights kept) (default none)",
+    )
+    parser.add_argument("--test-seeds", default="0", metavar="S,S,...", help="demo draws whose test splits are counted (default 0)")
+    parser.add_argument("--model", type=Path, default=None, metavar="DIR", help="keep the trained model folder here")
+    parser.add_argument(
+        "--from-model", type=Path, default=None, metavar="DIR",
+        help="count with this model folder (kept by --model) instead of training one; options after -- are refused",
     )
     parser.add_argument(
         "--min-areas", default="0,10,20,30,100", metavar="PX,PX,...",
@@ -521,57 +318,63 @@ def main() -> None:
         "--min-peak-probabilities", default="", metavar="P,P,...",
         help="the least highest probability a particle needs, values the calibration tries (default the grid's: 0, no filter)",
     )
-    parser.add_argument("--smoke", action="store_true", help="tiny width and a few steps: checks the script runs")
-    parser.add_argument("--panels", type=Path, help="a folder for one PNG per test image: image, true and predicted core maps")
-    parser.add_argument(
-        "--predictions", type=Path, default=None, metavar="FILE.npz",
-        help="keep the network's val and test predictions here; when the file exists, count them instead of training again",
-    )
+    parser.add_argument("--smoke", action="store_true", help="two draws and a tiny network trained a few steps: checks the script runs")
     parser.add_argument("--out", type=Path, default=Path("experiments/results/touching_particles.csv"))
-    args = parser.parse_args()
-    for option, name in (("--particle-weight", "particle_weight"), ("--auxiliary-weight", "auxiliary_weight")):
-        try:
-            check_loss_weight(name, getattr(args, name))
-        except SkipnasError as error:
-            parser.error(f"{option}: {error}")
+    args = parser.parse_args(argv)
+    if args.from_model is not None and (args.extra_train_seeds.strip() or train_args):
+        parser.error("--from-model trains nothing; leave out --extra-train-seeds and the training options after --")
     if args.smoke:
-        args.width, args.pretrain_seconds, args.finetune_seconds, args.test_seeds, args.train_seeds = 4, 0.5, 1.0, "0,1", "0,1"
-    test_seeds, train_seeds = (
-        _numbers(parser, option, value) for option, value in (("--test-seeds", args.test_seeds), ("--train-seeds", args.train_seeds))
-    )
+        args.test_seeds, args.train_seeds = "0,1", "0,1"
+        train_args = [*SMOKE_TRAINING, *train_args] if args.from_model is None else []
+    seeds = {
+        option: _numbers(parser, option, text) if text.strip() else []
+        for option, text in (
+            ("--train-seeds", args.train_seeds), ("--test-seeds", args.test_seeds),
+            ("--calibrate-seeds", args.calibrate_seeds), ("--extra-train-seeds", args.extra_train_seeds),
+        )
+    }
+    if not seeds["--train-seeds"] or not seeds["--test-seeds"]:
+        parser.error("--train-seeds and --test-seeds: give at least one demo draw each")
+    earlier: set[int] = set(seeds["--train-seeds"])
+    for option in ("--calibrate-seeds", "--extra-train-seeds"):
+        if set(seeds[option]) & earlier:
+            parser.error(f"{option}: {sorted(set(seeds[option]) & earlier)} already train or calibrate; give each draw one role")
+        earlier |= set(seeds[option])
     grid = counting_grid(parser, args)
 
-    calibrate_seeds = _numbers(parser, "--calibrate-seeds", args.calibrate_seeds) if args.calibrate_seeds.strip() else []
-    if set(calibrate_seeds) & set(train_seeds):
-        parser.error(f"--calibrate-seeds: {sorted(set(calibrate_seeds) & set(train_seeds))} already calibrate, as --train-seeds")
-    extra_train_seeds = _numbers(parser, "--extra-train-seeds", args.extra_train_seeds) if args.extra_train_seeds.strip() else []
-    if set(extra_train_seeds) & (set(train_seeds) | set(calibrate_seeds)):
-        parser.error(
-            f"--extra-train-seeds: {sorted(set(extra_train_seeds) & (set(train_seeds) | set(calibrate_seeds)))} "
-            "already train or calibrate, as --train-seeds or --calibrate-seeds"
-        )
-    if extra_train_seeds and args.from_model is not None:
-        parser.error("--extra-train-seeds: --from-model trains nothing; leave out --extra-train-seeds, or --from-model to train")
-    averaged = [Path(path) for path in args.average.split(",") if path.strip()]
-    for path in averaged:
-        if not path.is_file():
-            parser.error(f"--average: {path} is not a file; give the --predictions files of earlier runs")
-
-    if averaged:
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as scratch:
+        root = write_beads_dataset(Path(scratch) / "beads", seeds["--train-seeds"], seeds["--extra-train-seeds"], seeds["--test-seeds"])
+        model_dir = args.from_model or args.model or Path(scratch) / "model"
+        if args.from_model is None:
+            code = skipnas_main(["train", "--data", str(root), *train_args, "--out", str(model_dir)])
+            if code:
+                sys.exit(code)
         try:
-            predicted = Predicted.mean(averaged)
-        except ValueError as error:
-            parser.error(f"--average: {error}")
-        print(f"counting {predicted.description}")
-    elif args.predictions is not None and args.predictions.exists():
-        predicted = Predicted.load(args.predictions)
-        print(f"counting the predictions in {args.predictions} ({predicted.description})")
-    else:
-        predicted = train_and_predict(args, test_seeds, train_seeds, grid, calibrate_seeds, extra_train_seeds)
-        if args.predictions is not None:
-            predicted.save(args.predictions)
-    rows = count_by_method(predicted, grid)
-    comment = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {predicted.description}, {describe_grid(grid)}"
+            folder = load_model_folder(model_dir)
+        except SkipnasError as error:
+            parser.error(f"--from-model: {error}")
+        index = check_dataset(root)
+        val = load_split(index, "val")
+        calibration_root = Path(scratch) / "calibration"
+        for demo_seed in seeds["--calibrate-seeds"]:
+            write_class_subset(demo_dataset_path(demo_seed), calibration_root, prefix=f"seed{demo_seed}-", splits=("val",))
+        if seeds["--calibrate-seeds"]:
+            val += load_split(check_dataset(calibration_root), "val")
+        val, val_predictions = predict_at_model_scale(folder, val)
+        test, test_predictions = predict_at_model_scale(folder, load_split(index, "test"))
+    rows = count_by_method(val, val_predictions, test, test_predictions, folder.auxiliary or "distance", grid)
+    listed = {option: ",".join(map(str, values)) for option, values in seeds.items()}
+    trained = f"the model in {args.from_model}" if args.from_model else f"trained by skipnas train {' '.join(train_args)}".rstrip()
+    calibration = f" and the val splits of demo seeds {listed['--calibrate-seeds']}" if seeds["--calibrate-seeds"] else ""
+    extra = (
+        f", also trained on the train and val splits of demo seeds {listed['--extra-train-seeds']}" if seeds["--extra-train-seeds"] else ""
+    )
+    comment = (
+        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {describe_machine()}, demo beads only, {describe_model(folder)}, "
+        f"{trained}, {time.perf_counter() - started:.0f} s, counting calibrated on the val splits of demo seeds "
+        f"{listed['--train-seeds']}{calibration}{extra}, test splits of demo seeds {listed['--test-seeds']}, {describe_grid(grid)}"
+    )
     write_csv_atomic(args.out, rows, comment=comment)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from skipnas.counting.calibrate import calibrate, calibration_record
+from skipnas.counting.calibrate import CalibrationGrid, calibrate, calibration_record
 from skipnas.counting.evaluation import Evaluation
 from skipnas.counting.postprocess import PostprocessConfig
 from skipnas.data.io import image_range
@@ -129,6 +129,28 @@ def evaluate_predictions(
     return evaluate_probabilities([p.foreground for p in predictions], images, postprocess, auxiliary_maps(predictions))
 
 
+@dataclass(frozen=True)
+class CountingCalibration:
+    postprocess: PostprocessConfig  # the chosen counting setting
+    record: dict[str, Any]  # why it was chosen, for postprocess.json (:func:`calibration_record`)
+    metrics: dict[str, Any]  # its metrics on the images that chose it: selection scores
+
+
+def calibrate_counting(
+    predictions: Sequence[Prediction],
+    images: Sequence[LabeledImage],
+    grid: CalibrationGrid | None = None,
+    selection: str = "stable",
+) -> CountingCalibration:
+    """The counting setting of ``grid`` that counts these predicted images best (:func:`calibrate`),
+    with its record and metrics; with auxiliary maps the grid also tries the methods that count from them."""
+    postprocess, table = calibrate(
+        [p.foreground for p in predictions], [item.instances for item in images], PostprocessConfig(), grid,
+        auxiliary_maps(predictions), selection,
+    )
+    return CountingCalibration(postprocess, calibration_record(table, grid), evaluate_predictions(predictions, images, postprocess))
+
+
 @dataclass
 class CandidateResult:
     genome: Genome
@@ -159,14 +181,8 @@ def train_candidate(
         result.model, data.val, data.normalisation, result.setup, config.val_tile, config.val_overlap, config.tta, config.scale,
         config.val_batch,
     )
-    probs = [p.foreground for p in predictions]
-    # with an auxiliary head the grid also tries the methods that count from its map
-    postprocess, table = calibrate(
-        probs, [item.instances for item in data.val], PostprocessConfig(), config.count_grid, auxiliary_maps(predictions),
-        config.calibration_selection,
-    )
-    calibration = calibration_record(table, config.count_grid)
-    metrics = evaluate_predictions(predictions, data.val, postprocess)
+    counting = calibrate_counting(predictions, data.val, config.count_grid, config.calibration_selection)
+    postprocess, calibration, metrics = counting.postprocess, counting.record, counting.metrics
     evaluated = time.perf_counter()
     model_dir = None
     if out is not None:

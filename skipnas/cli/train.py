@@ -106,6 +106,11 @@ def register(subparsers: Any) -> None:
         "and at the end of each phase; 0: after every epoch (default 100)",
     )
     parser.add_argument(
+        "--patience", type=int, default=8, metavar="N",
+        help="end a phase after N validations without a better score (early stopping); 0: never, train the whole "
+        "budget (default 8)",
+    )
+    parser.add_argument(
         "--auxiliary", choices=(*AUXILIARY_TARGETS, "none", "auto"), default="auto",
         help="add a second head trained on this target from the instance masks (distance: each particle's distance "
         "to its own border; centres: a Gaussian peak at each particle's deepest point), so calibration may count by "
@@ -141,14 +146,20 @@ def register(subparsers: Any) -> None:
 
 
 def check_budgets(args: argparse.Namespace) -> None:
-    """Refuse negative (or NaN) budgets, learning rates that are not above 0, and a run that would
-    train nothing, naming the flag: before any data is read."""
+    """Refuse negative (or NaN) budgets, loss weights and patience, learning rates that are not above
+    0, and a run that would train nothing, naming the flag: before any data is read."""
     for flag in ("pretrain_seconds", "finetune_seconds"):
         value = getattr(args, flag)
         if not value >= 0:  # NaN fails too
             raise SkipnasError(f"--{flag.replace('_', '-')} must be 0 or more (0 skips the phase), got {value:g}")
     if args.steps is not None and args.steps < 1:
         raise SkipnasError(f"--steps must be at least 1, got {args.steps}")
+    for flag in ("particle_weight", "auxiliary_weight"):
+        value = getattr(args, flag)
+        if not (math.isfinite(value) and value >= 0):
+            raise SkipnasError(f"--{flag.replace('_', '-')} must be 0 or more (0: no such loss term), got {value:g}")
+    if args.patience < 0:
+        raise SkipnasError(f"--patience must be 0 (never stop early) or more, got {args.patience}")
     for flag in ("pretrain_epochs", "finetune_epochs", "synthetic"):
         value = getattr(args, flag)
         if value is not None and value < 0:
@@ -231,6 +242,7 @@ def _train(args: argparse.Namespace) -> int:
         optimizer=args.optimizer,
         scheduler=args.scheduler,
         validation_steps=args.validation_steps or None,
+        early_stopping=args.patience or None,
         auxiliary_weight=args.auxiliary_weight,
         keep_best_by=args.keep_best,
         tta=args.tta,

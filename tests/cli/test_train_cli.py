@@ -13,12 +13,12 @@ def test_bad_auxiliary_settings_exit_2_before_any_training(tmp_path, capsys) -> 
         main(["train", "--auxiliary", "edges", "--out", str(tmp_path / "m")])
     assert info.value.code == 2 and "invalid choice: 'edges'" in capsys.readouterr().err
     assert main(["train", "--auxiliary", "distance", "--auxiliary-weight", "-1", "--out", str(tmp_path / "m")]) == 2
-    assert "auxiliary_weight must be a finite number >= 0" in capsys.readouterr().err
+    assert "--auxiliary-weight must be 0 or more (0: no such loss term), got -1" in capsys.readouterr().err
     assert main(["train", "--auxiliary", "none", "--auxiliary-weight", "2", "--out", str(tmp_path / "m")]) == 2
     assert "--auxiliary-weight needs --auxiliary" in capsys.readouterr().err
     assert main(["train", "--particle-weight", "-0.5", "--out", str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err
-    assert "particle_weight must be a finite number >= 0, got -0.5" in err and "Traceback" not in err
+    assert "--particle-weight must be 0 or more (0: no such loss term), got -0.5" in err and "Traceback" not in err
     assert not (tmp_path / "m").exists()
 
 
@@ -43,6 +43,8 @@ def test_bad_auxiliary_settings_exit_2_before_any_training(tmp_path, capsys) -> 
         (["--pretrain-seconds", "0", "--finetune-seconds", "0"], "nothing to train: both phases are skipped"),
         (["--synthetic", "0", "--finetune-epochs", "0"], "nothing to train: both phases are skipped"),
         (["--steps", "0"], "--steps must be at least 1, got 0"),
+        (["--patience", "-1"], "--patience must be 0 (never stop early) or more, got -1"),
+        (["--particle-weight", "nan"], "--particle-weight must be 0 or more"),
     ],
 )
 def test_values_that_cannot_work_exit_2_with_one_line_before_training(tmp_path, capsys, monkeypatch, flags, message) -> None:
@@ -118,3 +120,16 @@ def test_a_run_on_steps_gives_the_same_model_twice(tmp_path, capsys, tiny_datase
         weights.append(torch.load(tmp_path / name / "weights.pt", map_location="cpu"))
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+
+
+def test_patience_0_trains_the_whole_budget_and_patience_n_stops_early(tmp_path, capsys, tiny_dataset) -> None:
+    base = ["train", "--data", str(tiny_dataset), "--width", "4", "--pretrain-seconds", "0", "--steps", "12",
+            "--validation-steps", "1", "--lr", "1e-9", "--finetune-lr", "1e-9", "--device", "cpu", "--json"]
+    assert main([*base, "--patience", "0", "--out", str(tmp_path / "never")]) == 0
+    assert main([*base, "--patience", "2", "--out", str(tmp_path / "early")]) == 0
+    never = json.loads((tmp_path / "never" / "model.json").read_text())
+    early = json.loads((tmp_path / "early" / "model.json").read_text())
+    assert never["train_config"]["early_stopping"] is None and early["train_config"]["early_stopping"] == 2
+    # a learning rate of 1e-9 learns nothing: no validation is better than the first, so patience 2 stops at the third
+    assert never["training"]["stop_reasons"]["finetune"] == "12 steps"
+    assert early["training"]["stop_reasons"]["finetune"] != "12 steps" and early["training"]["steps"] < 12
