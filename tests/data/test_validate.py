@@ -1,13 +1,8 @@
-"""Dataset folders: scanning and splitting (data/scan.py), validation (data/validate.py), statistics
-(data/statistics.py) and loading (data/loading.py), on folders written here."""
+"""Dataset validation: every problem in a folder reported as one line naming the file (data/validate.py)."""
 
 from __future__ import annotations
 
-import json
-import os
 import struct
-import sys
-import types
 import zlib
 from pathlib import Path
 
@@ -18,120 +13,10 @@ import tifffile
 
 from skipnas.data.io import MAX_PIXELS_ENV
 from skipnas.data.loading import load_labeled
-from skipnas.data.scan import DatasetIndex, resolve_dataset, scan_dataset, split_groups
-from skipnas.data.statistics import dataset_summary, normalisation_stats, summary_cache_path
+from skipnas.data.scan import DatasetIndex, scan_dataset
 from skipnas.data.validate import check_dataset, validate_dataset
 from skipnas.errors import SkipnasError
-
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "sem_fibres"
-
-
-def _image(path: Path, size: tuple[int, int] = (32, 32), value: int = 100, channels: int = 1) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    shape = size if channels == 1 else (*size, channels)
-    assert cv2.imwrite(str(path), np.full(shape, value, np.uint8))
-    return path
-
-
-def _mask(path: Path, size: tuple[int, int] = (32, 32), particles: int = 1) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ids = np.zeros(size, np.uint16)
-    for i in range(particles):
-        ids[2 + 4 * i : 4 + 4 * i, 2:6] = i + 1
-        ids[2 + 4 * i, 20] = i + 1  # a second piece of the same particle
-    assert cv2.imwrite(str(path), ids)
-    return path
-
-
-def _pair(folder: Path, stem: str, particles: int = 1, **image_options: object) -> None:
-    _image(folder / "images" / f"{stem}.png", **image_options)  # type: ignore[arg-type]
-    suffix = ".tif" if stem.endswith("t") else ".png"  # stems ending in "t" get a TIFF mask
-    _mask(folder / "masks" / f"{stem}{suffix}", particles=particles)
-
-
-def _presplit(root: Path) -> Path:
-    _pair(root / "train", "a-1", particles=2)
-    _pair(root / "train", "a-2t", particles=3)  # mask stored as TIFF: suffixes may differ
-    _pair(root / "val", "b-1", particles=1)
-    _pair(root / "test", "c-1", particles=4)
-    return root
-
-
-def _flat(root: Path, groups: int = 6, tiles: int = 2) -> Path:
-    for g in range(groups):
-        for t in range(tiles):
-            _pair(root, f"m{g}-{t}")
-    return root
-
-
-# ---------------------------------------------------------------- scanning and splitting
-
-
-def test_scan_presplit_pairs_by_stem_across_suffixes(tmp_path: Path) -> None:
-    index = scan_dataset(_presplit(tmp_path))
-    assert index.presplit
-    assert list(index.splits) == ["train", "val", "test"]
-    train = index.samples("train")
-    assert [s.stem for s in train] == ["a-1", "a-2t"]
-    assert train[1].mask_path is not None and train[1].mask_path.suffix == ".tif"
-    assert train[0].group == "a"
-    assert len(index.samples()) == 4 and index.samples("missing") == []
-
-
-def test_flat_split_is_grouped_and_deterministic(tmp_path: Path) -> None:
-    root = _flat(tmp_path, groups=10, tiles=3)
-    index = scan_dataset(root, seed=3)
-    assert not index.presplit and set(index.splits) == {"train", "val", "test"}
-    groups = {split: {s.group for s in samples} for split, samples in index.splits.items()}
-    assert not groups["train"] & groups["val"] and not groups["train"] & groups["test"]
-    assert not groups["val"] & groups["test"]
-    assert sum(len(s) for s in index.splits.values()) == 30
-    again = scan_dataset(root, seed=3)
-    assert again.splits == index.splits
-    others = [scan_dataset(root, seed=seed).splits for seed in range(4, 10)]
-    assert any(other != index.splits for other in others)
-
-
-def test_split_fractions_and_minimum_groups() -> None:
-    ten = {f"g{i}": 1 for i in range(10)}
-    counts = list(split_groups(ten, 0.2, 0.2, seed=0).values())
-    assert (counts.count("train"), counts.count("val"), counts.count("test")) == (6, 2, 2)
-    three = split_groups({"a": 1, "b": 1, "c": 1}, 0.01, 0.01, seed=0)
-    assert sorted(three.values()) == ["test", "train", "val"]  # each split gets one group
-    two = split_groups({"a": 5, "b": 5}, 0.2, 0.2, seed=0)
-    assert sorted(two.values()) == ["train", "val"]  # too few groups: test goes first
-    assert set(split_groups({"a": 9}, 0.2, 0.2, seed=0).values()) == {"train"}
-    assert set(split_groups(ten, 0.0, 0.0, seed=0).values()) == {"train"}
-    with pytest.raises(SkipnasError, match="nothing to train"):
-        split_groups(ten, 0.6, 0.5, seed=0)
-
-
-def test_group_pattern_is_used_and_checked(tmp_path: Path) -> None:
-    for stem in ("x_a_1", "x_a_2", "x_b_1", "x_b_2", "x_c_1", "x_c_2"):
-        _pair(tmp_path, stem)
-    index = scan_dataset(tmp_path, group_pattern=r"^x_([a-z])")
-    assert {s.group for s in index.samples()} == {"a", "b", "c"}
-    for samples in index.splits.values():
-        assert len(samples) == 2 and len({s.group for s in samples}) == 1
-    with pytest.raises(SkipnasError, match="not a valid regular expression"):
-        scan_dataset(tmp_path, group_pattern="(")
-
-
-def test_resolve_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert resolve_dataset(tmp_path) == tmp_path.resolve()
-    with pytest.raises(SkipnasError, match="not found") as info:
-        resolve_dataset(tmp_path / "nope")
-    assert str(tmp_path / "nope") in str(info.value)
-    (tmp_path / "file.txt").write_text("x")
-    with pytest.raises(SkipnasError, match="is a file"):
-        resolve_dataset(tmp_path / "file.txt")
-    fake = types.ModuleType("skipnas.data.demo")
-    fake.demo_dataset_path = lambda: tmp_path / "cached-demo"  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "skipnas.data.demo", fake)
-    assert resolve_dataset("demo") == tmp_path / "cached-demo"
-
-
-# ---------------------------------------------------------------- validation
+from tests.data.conftest import _image, _mask, _presplit
 
 
 def test_valid_dataset_has_no_problems(tmp_path: Path) -> None:
@@ -339,88 +224,6 @@ def test_labels_each_in_many_blobs_are_a_warning(tmp_path: Path) -> None:
     assert "ids.png: its 1 ID(s) lie in 12 separate blobs and each ID counts as ONE particle" in report.warnings[0]
     assert "red.png: its 1 colour(s) lie in 12 separate blobs" in report.warnings[1]
     assert "binary mask" in report.warnings[1]
-
-
-# ---------------------------------------------------------------- statistics
-
-
-def test_summary_counts_and_statistics(tmp_path: Path) -> None:
-    root = _presplit(tmp_path)
-    half = np.zeros((32, 32), np.uint8)
-    half[:, 16:] = 255  # mean 0.5, std 0.5 after scaling by 255
-    cv2.imwrite(str(root / "train" / "images" / "a-1.png"), half)
-    cv2.imwrite(str(root / "train" / "images" / "a-2t.png"), half)
-    cv2.imwrite(str(root / "val" / "images" / "b-1.png"), np.full((32, 32), 65535, np.uint16))
-    summary = dataset_summary(scan_dataset(root))
-    train, val, test = (summary["splits"][s] for s in ("train", "val", "test"))
-    assert (train["images"], train["masks"], train["particles"]) == (2, 2, 5)
-    assert train["mean"] == pytest.approx([0.5]) and train["std"] == pytest.approx([0.5])
-    assert val["mean"] == pytest.approx([1.0]) and val["std"] == pytest.approx([0.0])
-    assert val["dtypes"] == ["uint16"]
-    assert test["particles"] == 4 and test["particles_per_image"] == {"min": 4, "median": 4.0, "max": 4}
-    assert train["sizes"] == [[32, 32]] and train["channels"] == 1
-    assert train["mask_kinds"] == {"instance": 2}
-    assert normalisation_stats(scan_dataset(root)) == (pytest.approx([0.5]), pytest.approx([0.5]))
-
-
-def test_rgb_statistics_per_channel(tmp_path: Path) -> None:
-    rgb = np.zeros((32, 32, 3), np.uint8)
-    rgb[..., 0] = 255  # red 1.0, green 0.2, blue 0.0; written as BGR so reading must swap back
-    rgb[..., 1] = 51
-    (tmp_path / "train" / "images").mkdir(parents=True)
-    cv2.imwrite(str(tmp_path / "train" / "images" / "c.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    _mask(tmp_path / "train" / "masks" / "c.png")
-    mean, std = normalisation_stats(scan_dataset(tmp_path))
-    assert mean == pytest.approx([1.0, 0.2, 0.0])
-    assert std == pytest.approx([0.0, 0.0, 0.0], abs=1e-6)
-
-
-def test_normalisation_without_train_split_uses_all_images(tmp_path: Path) -> None:
-    _image(tmp_path / "val" / "images" / "a.png", value=0)
-    _mask(tmp_path / "val" / "masks" / "a.png")
-    _image(tmp_path / "test" / "images" / "b.png", value=255)
-    _mask(tmp_path / "test" / "masks" / "b.png")
-    mean, std = normalisation_stats(scan_dataset(tmp_path))
-    assert mean == pytest.approx([0.5]) and std == pytest.approx([0.5])
-
-
-def test_summary_is_cached_and_invalidated_by_changes(tmp_path: Path) -> None:
-    root = _presplit(tmp_path)
-    index = scan_dataset(root)
-    cache_file = summary_cache_path(index)
-    assert not cache_file.exists()
-    first = dataset_summary(index)
-    assert cache_file.is_file() and json.loads(cache_file.read_text()) == first
-    tampered = json.loads(cache_file.read_text())
-    tampered["splits"]["train"]["particles"] = 999
-    cache_file.write_text(json.dumps(tampered))
-    assert dataset_summary(scan_dataset(root))["splits"]["train"]["particles"] == 999  # read, not recomputed
-    mask = root / "train" / "masks" / "a-1.png"
-    _mask(mask, particles=5)
-    os.utime(mask, ns=(1, 1))  # a changed file changes the key even within one clock tick
-    changed = scan_dataset(root)
-    assert summary_cache_path(changed) != cache_file
-    assert dataset_summary(changed)["splits"]["train"]["particles"] == 8
-
-
-def test_damaged_cache_is_recomputed(tmp_path: Path) -> None:
-    index = scan_dataset(_presplit(tmp_path))
-    cache_file = summary_cache_path(index)
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    cache_file.write_text("{not json")
-    assert dataset_summary(index)["splits"]["val"]["particles"] == 1
-    assert json.loads(cache_file.read_text())["splits"]["val"]["particles"] == 1
-
-
-def test_fixture_crops_count_fibres_not_pieces() -> None:
-    index = check_dataset(FIXTURE)
-    splits = dataset_summary(index)["splits"]
-    assert {name: (s["images"], s["masks"], s["particles"]) for name, s in splits.items()} == {
-        "train": (1, 1, 6),
-        "val": (1, 1, 9),
-        "test": (1, 1, 5),
-    }
-    assert splits["train"]["sizes"] == [[128, 128]] and splits["train"]["mask_kinds"] == {"instance": 1}
 
 
 def test_mixed_bit_depths_are_one_problem_naming_both_files(tmp_path) -> None:
