@@ -13,13 +13,18 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "export",
         help="write the best (or a named) trial's model folder, ready for skipnas count",
-        description="Copy the model folder of the best completed trial (by --metric) or of --trial N out of a study, "
-        "with summary.json: its genome, metrics and the baselines' metrics.",
+        description="Copy a trial's model folder out of a study, with summary.json: its genome, metrics and the "
+        "baselines' metrics. The trial: --trial N; else, after skipnas confirm, the confirmed winner, or the best "
+        "baseline when no candidate was distinguishable from it; else the best by --metric on validation.",
     )
     parser.add_argument("--storage", default=None, metavar="URL", help="Optuna storage (default: sqlite:///runs/skipnas.db)")
     parser.add_argument("--study", required=True, metavar="NAME", help="study name (skipnas search prints it)")
     parser.add_argument("--trial", type=int, default=None, metavar="N", help="export this trial instead of the best")
-    parser.add_argument("--metric", choices=("dice", "count_mae"), default="dice", help="what 'best' means (default dice)")
+    parser.add_argument(
+        "--metric", choices=("dice", "count_mae"), default=None,
+        help="export the best trial by this validation score, even after a confirmation (default: the confirmation's "
+        "choice where there is one, else dice)",
+    )
     parser.add_argument(
         "--out", type=Path, required=True, metavar="DIR",
         help="model folder to write: new, empty, or a model folder (only its model files are replaced)",
@@ -42,7 +47,7 @@ def _export(args: argparse.Namespace) -> int:
     result = export(storage, args.study, args.out, trial=args.trial, metric=args.metric, overwrite=args.overwrite)
     if args.json:
         print_json({"out": str(result.out), "trial": result.trial, "baselines": result.baselines, "training_budget": result.training_budget,
-                    "confirmation": result.confirmation})
+                    "confirmation": result.confirmation, "chosen_by": result.chosen_by})
         return 0
     table = Table()
     for column in ("trial", "topology", "Dice", "count MAE", "exact count", "MiB"):
@@ -54,10 +59,14 @@ def _export(args: argparse.Namespace) -> int:
     out = console()
     out.print(f"exported trial {result.trial['trial']} ({result.trial['topology']}) to {result.out}")
     out.print(table)
-    out.print(f"every trial trained {result.training_budget}; the scores are validation scores, which chose the weights and the counting")
+    out.print(f"chosen by: {result.chosen_by}", soft_wrap=True)
+    out.print(f"every trial trained {result.training_budget}; the table's scores are validation scores, which chose the weights and the counting")
     if result.confirmation:
-        out.print(f"held out (skipnas confirm, test split): {result.confirmation['verdict']['text']}")
+        out.print(f"held out (skipnas confirm, {result.confirmation.get('split', 'test')}): {result.confirmation['verdict']['text']}")
     else:
-        out.print(f"for scores on data that chose nothing: skipnas confirm --study {args.study}")
+        out.print(
+            f"[yellow]warning: no held-out confirmation: the choice rests on validation scores; skipnas confirm --study {args.study} "
+            "scores the best candidates and the baselines on data that chose nothing[/]", soft_wrap=True,
+        )
     out.print(f"count with: skipnas count {result.out} IMAGES... --out counts")
     return 0

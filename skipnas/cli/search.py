@@ -84,7 +84,7 @@ def _search(args: argparse.Namespace) -> int:
         from skipnas.cli.confirm import print_confirmation
         from skipnas.study.confirm import confirm
 
-        notes.print(f"confirming the top {args.confirm} candidates and the baselines on the test split (3 seeds each) ...")
+        notes.print(f"confirming the top {args.confirm} candidates and the baselines on held-out data (3 seeds each) ...")
         summary["confirmation"] = confirm(result.study, top=args.confirm, seeds=3, device=args.device, runs_dir=args.runs_dir)
         if not args.json:
             print_confirmation(summary["confirmation"])

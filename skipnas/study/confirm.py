@@ -1,16 +1,18 @@
 """``skipnas confirm``: the study's best candidates and the named baselines trained again with several
-seeds on the study's budget, and scored on the test split, which took no part in any choice.
+seeds on the study's budget, and scored on data that took no part in any choice.
 
 A search's scores come from the validation split that also chose each trial's kept weights and its
 counting, and the search ranks on them: they are selection scores, optimistic for the winner. Here
 the top ``top`` distinct candidates and the standard, semi-dense and reverse baselines are each
 trained ``seeds`` times (seeds 0..S-1, the search's settings otherwise) and counted on the test
-images. Each gets the mean and a 95 % t-interval over seeds of Dice, count MAE and relative count
-error; the best candidate is compared with the best baseline image by image and seed by seed (a
-paired bootstrap of the per-image difference), and the verdict says whether they can be told apart.
-The result is stored in the study (``confirmation``), where ``report`` and ``export`` read it.
-Each finished run leaves its test scores beside its model folder, so an interrupted confirmation
-resumes where it stopped.
+images; a dataset without test masks is cross-validated instead (:mod:`skipnas.data.folds`: each
+fold trains, chooses and calibrates on its own parts and is scored on the part it held out). Each
+candidate gets the mean and a 95 % t-interval over seeds of Dice, count MAE, relative count error
+and object precision and recall; the best candidate is compared with the best baseline image by
+image and seed by seed (a paired bootstrap of the per-image difference), and the verdict says
+whether they can be told apart. The result is stored in the study (``confirmation``), where
+``report`` and ``export`` read it. Each finished run leaves its scores beside its model folder, so
+an interrupted confirmation resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -36,7 +38,12 @@ CONFIRMATION_ATTR = "confirmation"
 RUN_FILE = "confirm_run.json"  # beside each run's model folder files: its key and test scores
 CONFIRM_BASELINES = ("standard", "semi-dense", "reverse")
 BOOTSTRAP_RESAMPLES = 2000
-METRICS = ("dice", "count_mae", "relative_count_error")
+METRICS = ("dice", "count_mae", "relative_count_error", "object_precision", "object_recall")
+# each score's label in tables, in METRICS' order
+SCORE_LABELS = {"dice": "Dice", "count_mae": "count MAE", "relative_count_error": "relative count error",
+                "object_precision": "object precision", "object_recall": "object recall"}
+# a run's pixel and particle totals, so the folds of one seed pool into one score
+TOTALS = ("pixel_tp", "pixel_fp", "pixel_fn", "object_tp", "object_fp", "object_fn")
 
 
 @dataclass(frozen=True)
@@ -93,7 +100,9 @@ def verdict(best: CandidateRuns | None, baseline: CandidateRuns | None, metric: 
     """The best candidate against the best baseline on the same (seed, image) pairs."""
     if best is None or baseline is None:
         missing = "searched candidate" if best is None else "baseline"
-        return {"winner": None, "baseline": None, "distinguishable": False, "difference": None,
+        # with only baselines confirmed, the best of them is still the choice the evidence supports
+        base = baseline.candidate.baseline if baseline is not None else None
+        return {"winner": None, "baseline": base, "distinguishable": False, "difference": None,
                 "text": f"no {missing} to compare"}
     pairs_best = sorted(best.rows, key=lambda row: (row["seed"], row["stem"]))
     pairs_base = sorted(baseline.rows, key=lambda row: (row["seed"], row["stem"]))
@@ -172,6 +181,40 @@ def _settings_of(study: optuna.Study, device: str, runs_dir: Path) -> SearchSett
     )
 
 
+def held_out_sets(index: Any, folds: int) -> tuple[str, list[tuple[Any, list[Any]]]]:
+    """What the runs are scored on: the test split where it has masks (one set, the dataset as it is),
+    else ``folds``-fold cross-validation over the labelled train and val images (one re-split
+    dataset per fold, scored on the fold's held-out part); and its name for the result."""
+    from skipnas.data.folds import cross_validation_folds
+    from skipnas.data.loading import load_labeled
+
+    test_images = load_labeled(index.samples("test"))
+    if test_images:
+        return "test", [(index, test_images)]
+    sets = [(fold, load_labeled(fold.samples("test"))) for fold in cross_validation_folds(index, folds)]
+    return f"{folds}-fold cross-validation over train and val", sets
+
+
+def pooled_metrics(runs: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """One seed's metrics over the runs of its folds: the counts over every held-out image, Dice and
+    the object scores over every pixel and particle (a single run's own metrics, as stored)."""
+    from skipnas.runtime.metrics import PixelMetrics, count_metrics, object_metrics
+
+    if len(runs) == 1:
+        return dict(runs[0]["metrics"])
+    rows = [row for run in runs for row in run["rows"]]
+    counts = count_metrics([row["pred_count"] for row in rows], [row["true_count"] for row in rows])
+    tp, fp, fn = (sum(int(run["totals"][f"pixel_{k}"]) for run in runs) for k in ("tp", "fp", "fn"))
+    objects = object_metrics([(int(run["totals"]["object_tp"]), int(run["totals"]["object_fp"]), int(run["totals"]["object_fn"])) for run in runs])
+    return {
+        "dice": PixelMetrics.from_counts(tp, fp, fn).dice,
+        "count_mae": float(counts["count_mae"]),
+        "relative_count_error": float(counts["relative_count_error"]),
+        "object_precision": objects["object_precision"],
+        "object_recall": objects["object_recall"],
+    }
+
+
 def confirm(
     study: optuna.Study,
     top: int = 3,
@@ -179,11 +222,12 @@ def confirm(
     device: str = "auto",
     runs_dir: Path = DEFAULT_RUNS_DIR,
     on_run: Callable[[Candidate, int, dict[str, float]], None] | None = None,
+    folds: int = 3,
 ) -> dict[str, Any]:
-    """Train the chosen candidates ``seeds`` times each, score them on the test split, compare the
-    best with the best baseline, store the result in the study and return it."""
+    """Train the chosen candidates ``seeds`` times each, score them on the test split (without test
+    masks: ``folds``-fold cross-validation over train and val, each fold trained on its own), compare
+    the best with the best baseline, store the result in the study and return it."""
     from skipnas.candidate import adapt_config_to_dataset, open_dataset, prepare_data, train_candidate
-    from skipnas.data.loading import load_labeled
     from skipnas.evaluate import evaluate_images
     from skipnas.study.driver import base_train_config
     from skipnas.study.objective import training_config
@@ -193,45 +237,51 @@ def confirm(
     settings = _settings_of(study, device, runs_dir)
     space = _space_of(study)
     index = open_dataset(settings.data)
-    test_images = load_labeled(index.samples("test"))
-    if not test_images:
-        raise SkipnasError(
-            f"{index.root}: no labelled test images, and confirmation scores on data that chose nothing; "
-            "add a test split with masks (cross-validation over train and val is not built yet)"
-        )
+    split, held_out = held_out_sets(index, folds)
     candidates = choose_candidates(study, space, top, settings.objective)
-    base, _ = adapt_config_to_dataset(index, base_train_config(settings, space), space.depth, tile=space.tile, batch=space.batch)
     runs = [CandidateRuns(candidate) for candidate in candidates]
     folder = runs_dir / study.study_name / "confirm"
     for seed in range(seeds):
-        seeded = dataclasses.replace(base, seed=seed)
-        data = None  # prepared when a run of this seed must train: the semi-synthetic images follow the seed
+        seed_runs: dict[int, list[dict[str, Any]]] = {entry.candidate.trial: [] for entry in runs}
+        for fold, (fold_index, images) in enumerate(held_out):
+            base, _ = adapt_config_to_dataset(fold_index, base_train_config(settings, space), space.depth, tile=space.tile, batch=space.batch)
+            seeded = dataclasses.replace(base, seed=seed)
+            data = None  # prepared when a run of this seed and fold must train: the semi-synthetic images follow the seed
+            for entry in runs:
+                name = f"trial{entry.candidate.trial}-seed{seed}" + (f"-fold{fold}" if len(held_out) > 1 else "")
+                key = {"genome": entry.candidate.genome.hash, "hyperparameters": entry.candidate.hyperparameters, "seed": seed,
+                       "budget": study.user_attrs.get(BUDGET_ATTR), "data": str(index.root)}
+                if len(held_out) > 1:
+                    key["fold"] = f"{fold} of {len(held_out)}"
+                out = folder / name
+                done = _finished_run(out, key)
+                if done is None:
+                    data = data or prepare_data(fold_index, seeded)
+                    config = training_config(seeded, entry.candidate.hyperparameters)
+                    train_candidate(entry.candidate.genome, data, config, out=out, progress=False)
+                    scores = evaluate_images(out, images, device=device)
+                    done = {
+                        "key": key,
+                        "metrics": {name: float(scores[name]) for name in METRICS},
+                        "totals": {k: int(scores[k]) for k in TOTALS},
+                        "rows": [
+                            {"seed": seed, **{k: row[k] for k in ("stem", "true_count", "pred_count", "dice")}} for row in scores["rows"]
+                        ],
+                    }
+                    write_json_atomic(out / RUN_FILE, done)  # an interrupted confirmation resumes after this run
+                seed_runs[entry.candidate.trial].append(done)
+                entry.rows += done["rows"]
         for entry in runs:
-            out = folder / f"trial{entry.candidate.trial}-seed{seed}"
-            key = {"genome": entry.candidate.genome.hash, "hyperparameters": entry.candidate.hyperparameters, "seed": seed,
-                   "budget": study.user_attrs.get(BUDGET_ATTR), "data": str(index.root)}
-            done = _finished_run(out, key)
-            if done is None:
-                data = data or prepare_data(index, seeded)
-                config = training_config(seeded, entry.candidate.hyperparameters)
-                train_candidate(entry.candidate.genome, data, config, out=out, progress=False)
-                scores = evaluate_images(out, test_images, device=device)
-                done = {
-                    "key": key,
-                    "metrics": {name: float(scores[name]) for name in METRICS},
-                    "rows": [{"seed": seed, **{k: row[k] for k in ("stem", "true_count", "pred_count", "dice")}} for row in scores["rows"]],
-                }
-                write_json_atomic(out / RUN_FILE, done)  # an interrupted confirmation resumes after this run
-            entry.metrics.append(done["metrics"])
-            entry.rows += done["rows"]
+            metrics = pooled_metrics(seed_runs[entry.candidate.trial])
+            entry.metrics.append(metrics)
             if on_run is not None:
-                on_run(entry.candidate, seed, done["metrics"])
+                on_run(entry.candidate, seed, metrics)
     metric = "count_mae" if settings.objective == "count_mae" else "dice"
     searched = [r for r in runs if r.candidate.baseline is None]
     baselines = [r for r in runs if r.candidate.baseline is not None]
     result = {
         "seeds": seeds,
-        "split": "test",
+        "split": split,
         "budget": study.user_attrs.get(BUDGET_ATTR),
         "candidates": [
             {
@@ -250,13 +300,15 @@ def confirm(
 
 
 def _finished_run(out: Path, key: dict[str, Any]) -> dict[str, Any] | None:
-    """The test scores an earlier confirmation stored for the same candidate, seed, budget and data."""
+    """The scores an earlier confirmation stored for the same candidate, seed, fold, budget and data."""
     try:
         done = json.loads((out / RUN_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     same = isinstance(done, dict) and done.get("key") == json.loads(json.dumps(key, default=str))
-    return done if same else None
+    # a run stored without every score or total this version pools is trained again
+    complete = same and set(METRICS) <= set(done.get("metrics", {})) and set(TOTALS) <= set(done.get("totals", {}))
+    return done if complete else None
 
 
 def _best(runs: list[CandidateRuns], metric: str) -> CandidateRuns | None:
@@ -265,3 +317,8 @@ def _best(runs: list[CandidateRuns], metric: str) -> CandidateRuns | None:
         return None
     sign = -1.0 if metric == "dice" else 1.0
     return min(runs, key=lambda r: sign * float(np.mean([m[metric] for m in r.metrics])))
+
+
+def shown_scores(result: dict[str, Any]) -> list[tuple[str, str]]:
+    """(key, label) of the scores every candidate of a stored confirmation has (older ones lack the object scores)."""
+    return [(key, SCORE_LABELS[key]) for key in METRICS if all(key in entry for entry in result["candidates"])]

@@ -72,6 +72,20 @@ def choose_trial(study: optuna.Study, trial_number: int | None, metric: str) -> 
     return max(candidates, key=lambda t: t.user_attrs[metric] if higher else -t.user_attrs[metric])
 
 
+def confirmed_trial(study: optuna.Study) -> tuple[int, str] | None:
+    """The trial a stored confirmation chose and why: the candidate it found better, or the best
+    baseline when nothing was distinguishable from it (or the baseline won); None without one."""
+    confirmation = study.user_attrs.get("confirmation") or {}
+    verdict = confirmation.get("verdict") or {}
+    if verdict.get("winner") is not None:
+        return int(verdict["winner"]), f"held-out confirmation: {verdict['text']}"
+    baseline = verdict.get("baseline")
+    trial = next((c["trial"] for c in confirmation.get("candidates", []) if baseline and c.get("baseline") == baseline), None)
+    if trial is None:
+        return None
+    return int(trial), f"held-out confirmation: {verdict['text']}; so the {baseline} baseline"
+
+
 @dataclass
 class ExportResult:
     out: Path
@@ -79,18 +93,30 @@ class ExportResult:
     baselines: list[dict[str, Any]]
     training_budget: str = ""  # e.g. "3000 steps per trial": what every trial of the study trained for
     confirmation: dict[str, Any] | None = None  # skipnas confirm's result, if it was run
+    chosen_by: str = ""  # why this trial: the held-out confirmation, a validation (selection) score, or --trial
 
 
 def export(
-    storage: Any, study_name: str, out: str | Path, trial: int | None = None, metric: str = "dice", overwrite: bool = False
+    storage: Any, study_name: str, out: str | Path, trial: int | None = None, metric: str | None = None, overwrite: bool = False
 ) -> ExportResult:
     """Copy the chosen trial's model folder to ``out`` (atomically) and add ``summary.json``.
 
-    Only the model folder's files are copied and replaced; ``overwrite`` also writes them into a
-    folder of other files (see :func:`skipnas.modelio.check_model_target`).
+    The trial is ``trial`` when given; else, when ``metric`` is None and the study holds a
+    confirmation, the one it chose (:func:`confirmed_trial`); else the best on ``metric`` (default
+    dice), a validation score. Only the model folder's files are copied and replaced;
+    ``overwrite`` also writes them into a folder of other files (see
+    :func:`skipnas.modelio.check_model_target`).
     """
     study = load_study(storage, study_name)
-    chosen = choose_trial(study, trial, metric)
+    confirmed = confirmed_trial(study) if trial is None and metric is None else None
+    if trial is not None:
+        chosen_by = f"trial {trial}, as asked"
+    elif confirmed is not None:
+        trial, chosen_by = confirmed
+    else:
+        metric = metric or "dice"
+        chosen_by = f"the best validation {metric} (a selection score: the same images chose its weights and counting)"
+    chosen = choose_trial(study, trial, metric or "dice")
     source = Path(chosen.user_attrs.get("model_dir", ""))
     if not chosen.user_attrs.get("model_dir") or not is_model_folder(source):
         raise SkipnasError(
@@ -106,7 +132,7 @@ def export(
     ]
     summary = {
         "study": study.study_name,
-        "chosen_by": metric if trial is None else f"trial {trial}",
+        "chosen_by": chosen_by,
         "trial": _summary(chosen),
         "genome": chosen.user_attrs.get("genome"),
         "baselines": baselines,
@@ -123,4 +149,4 @@ def export(
         install_model_folder(staging, target, overwrite)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # empty, or gone when it became the target
-    return ExportResult(target, summary["trial"], baselines, summary["training_budget"], summary["confirmation"])
+    return ExportResult(target, summary["trial"], baselines, summary["training_budget"], summary["confirmation"], chosen_by)

@@ -1,4 +1,4 @@
-"""Confirmation: the best candidates and the baselines trained again with seeds and scored on test."""
+"""Confirmation: the best candidates and the baselines trained again with seeds and scored on held-out data."""
 
 from __future__ import annotations
 
@@ -12,11 +12,13 @@ import pytest
 from skipnas.genome import Genome
 from skipnas.study.confirm import (
     CONFIRMATION_ATTR,
+    TOTALS,
     Candidate,
     CandidateRuns,
     confirm,
     interval,
     paired_difference,
+    pooled_metrics,
     verdict,
 )
 from skipnas.study.driver import search
@@ -95,7 +97,12 @@ def test_confirm_trains_the_top_candidates_and_three_baselines_and_stores_a_verd
 
     assert "Held-out confirmation" in render_report(study) and result["verdict"]["text"] in render_report(study)
     exported = export(f"sqlite:///{root / 'runs' / 'skipnas.db'}", study.study_name, root / "best")
-    assert exported.confirmation == result
+    assert exported.confirmation == result and exported.chosen_by.startswith("held-out confirmation: ")
+    # the export follows the verdict: its winner, or the best baseline when nothing beats it
+    verdict_trial = result["verdict"]["winner"]
+    if verdict_trial is None:
+        verdict_trial = next(c["trial"] for c in result["candidates"] if c["baseline"] == result["verdict"]["baseline"])
+    assert exported.trial["trial"] == verdict_trial
     assert json.loads((root / "best" / "summary.json").read_text())["confirmation"]["verdict"] == result["verdict"]
     # run again, it resumes: every run is found finished and nothing trains
     import skipnas.candidate
@@ -125,12 +132,46 @@ def test_the_cli_prints_json_and_refuses_bad_values(searched_study, capsys: pyte
     assert "study 'nope' not found" in capsys.readouterr().err
 
 
-def test_a_dataset_without_test_masks_is_refused_in_one_line(tmp_path: Path, tiny_dataset_writer) -> None:
-    from skipnas.errors import SkipnasError
+def test_pooled_metrics_count_over_every_held_out_image_and_pixel() -> None:
+    def run(true: list[int], found: list[int], pixels: tuple[int, int, int], objects: tuple[int, int, int]) -> dict:
+        rows = [{"seed": 0, "stem": f"i{i}", "true_count": t, "pred_count": f, "dice": 0.5} for i, (t, f) in enumerate(zip(true, found))]
+        totals = dict(zip(TOTALS, (*pixels, *objects)))
+        return {"metrics": {"dice": 0.0}, "rows": rows, "totals": totals}
 
-    data = tiny_dataset_writer(tmp_path / "data", counts={"train": 4, "val": 2})
-    study = optuna.create_study(study_name="no-test")
-    study.set_user_attr("data", str(data))
-    study.set_user_attr("space", "default")
-    with pytest.raises(SkipnasError, match="no labelled test images"):
-        confirm(study, runs_dir=tmp_path / "runs")
+    pooled = pooled_metrics([run([10, 10], [12, 10], (30, 10, 10), (8, 2, 2)), run([20], [14], (10, 0, 30), (10, 0, 10))])
+    # |errors| 2, 0, 6 over 3 images and 40 particles; pixels tp 40, fp 10, fn 40; objects tp 18, fp 2, fn 12
+    assert pooled["count_mae"] == pytest.approx(8 / 3) and pooled["relative_count_error"] == pytest.approx(8 / 40)
+    assert pooled["dice"] == pytest.approx(80 / 130)
+    assert pooled["object_precision"] == pytest.approx(18 / 20) and pooled["object_recall"] == pytest.approx(18 / 30)
+    # one run (the test split) is its own stored metrics
+    assert pooled_metrics([{"metrics": {"dice": 0.7}, "rows": [], "totals": {}}]) == {"dice": 0.7}
+
+
+def test_without_test_masks_each_candidate_is_cross_validated_and_every_image_held_out_once(
+    tmp_path: Path, tiny_dataset_writer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from skipnas.cli import main
+
+    data = tiny_dataset_writer(tmp_path / "data", counts={"train": 7, "val": 2})
+    space = tmp_path / "space.toml"
+    space.write_text(ALL_SPACE)
+    settings = SearchSettings(
+        data=str(data), space=str(space), trials=3, trial_steps=6, synthetic_images=4, device="cpu",
+        runs_dir=tmp_path / "runs", sampler="random", pruner="none",
+    )
+    study = search(settings).study
+    storage = f"sqlite:///{tmp_path / 'runs' / 'skipnas.db'}"
+    assert main(["confirm", "--study", study.study_name, "--storage", storage, "--top", "1", "--seeds", "1", "--device", "cpu",
+                 "--runs-dir", str(tmp_path / "runs"), "--folds", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "held out (3-fold cross-validation over train and val), 1 seed(s) each" in printed and "recall" in printed
+    result = optuna.load_study(study_name=study.study_name, storage=storage).user_attrs[CONFIRMATION_ATTR]
+    assert result["split"] == "3-fold cross-validation over train and val"
+    folder = tmp_path / "runs" / study.study_name / "confirm"
+    trials = {c["trial"] for c in result["candidates"]}
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"trial{t}-seed0-fold{k}" for t in trials for k in range(3))
+    for trial in trials:
+        held_out = [row["stem"] for k in range(3) for row in json.loads((folder / f"trial{trial}-seed0-fold{k}" / "confirm_run.json").read_text())["rows"]]
+        assert sorted(held_out) == sorted([f"train{i}-0" for i in range(7)] + ["val0-0", "val1-0"])
+    assert main(["confirm", "--study", study.study_name, "--storage", storage, "--folds", "2", "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert "--folds must be a whole number of at least 3" in capsys.readouterr().err

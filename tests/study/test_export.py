@@ -65,3 +65,26 @@ def test_export_into_a_folder_of_other_files_needs_overwrite_and_keeps_them(tmp_
     assert [p.name for p in out.iterdir()] == ["holiday.jpg"]
     export(storage, name, out, overwrite=True)
     assert load_model_folder(out).genome.name == "dense" and (out / "holiday.jpg").read_bytes() == b"x"
+
+
+def test_a_confirmation_chooses_its_winner_or_else_the_best_baseline() -> None:
+    from skipnas.study.export import confirmed_trial
+
+    study = optuna.create_study()
+    assert confirmed_trial(study) is None
+    candidates = [{"trial": 7, "baseline": None}, {"trial": 0, "baseline": "standard"}, {"trial": 1, "baseline": "semi-dense"}]
+    study.set_user_attr("confirmation", {"candidates": candidates, "verdict": {
+        "winner": 7, "baseline": "semi-dense", "distinguishable": True, "text": "trial 7 beats semi-dense: ..."}})
+    assert confirmed_trial(study) == (7, "held-out confirmation: trial 7 beats semi-dense: ...")
+    study.set_user_attr("confirmation", {"candidates": candidates, "verdict": {
+        "winner": None, "baseline": "semi-dense", "distinguishable": False, "text": "no candidate is distinguishable from semi-dense"}})
+    trial, why = confirmed_trial(study)
+    assert trial == 1 and why.endswith("; so the semi-dense baseline")
+
+
+def test_without_a_confirmation_the_export_says_it_rests_on_validation_scores(tmp_path: Path) -> None:
+    storage = optuna.storages.InMemoryStorage()
+    name = study_with_a_trial(tmp_path, storage)
+    result = export(storage, name, tmp_path / "best")
+    assert result.chosen_by.startswith("the best validation dice (a selection score")
+    assert json.loads((tmp_path / "best" / "summary.json").read_text())["chosen_by"] == result.chosen_by

@@ -13,6 +13,7 @@ import optuna
 
 from skipnas.errors import SkipnasError
 from skipnas.fileio import atomic_open
+from skipnas.study.confirm import shown_scores
 from skipnas.study.report._trials import FIGURE_TITLES
 from skipnas.study.report.history import _history_info, plot_history
 from skipnas.study.report.importance import _importance_info, plot_importance
@@ -94,7 +95,7 @@ def _header_html(summary: dict[str, Any], title: str) -> str:
         parts += [
             "<h2>Best trial</h2>",
             '<p class="meta">Its scores are validation scores: the same images chose its weights, its counting '
-            "and its rank, so they are optimistic. The confirmation below, where present, scores on the test split.</p>",
+            "and its rank, so they are optimistic. The confirmation below, where present, scores on held-out data.</p>",
             _table(None, [[html.escape(k), v] for k, v in lines]),
         ]
     rows = ([best] if best is not None else []) + [row for row in summary["baselines"] if best is None or row["number"] != best["number"]]
@@ -133,16 +134,18 @@ def _confirmation_html(confirmation: dict[str, Any] | None) -> list[str]:
     """The held-out scores of skipnas confirm, or a line saying how to get them."""
     if not confirmation:
         return ["<h2>Held-out confirmation</h2>", '<p class="meta">Not run yet: skipnas confirm --study NAME '
-                "trains the top candidates and the baselines again with several seeds and scores them on test.</p>"]
-    header = ["trial", "topology", "Dice", "count MAE", "relative count error"]
+                "trains the top candidates and the baselines again with several seeds and scores them on held-out data.</p>"]
+    scores = shown_scores(confirmation)
+    header = ["trial", "topology", *(label for _, label in scores)]
     cells = [
         [str(c["trial"]), _fmt(c["topology"]) + (f" (baseline {html.escape(str(c['baseline']))})" if c["baseline"] else "")]
-        + [f"{c[k]['mean']:.3f} [{c[k]['low']:.3f}, {c[k]['high']:.3f}]" for k in ("dice", "count_mae", "relative_count_error")]
+        + [f"{c[k]['mean']:.3f} [{c[k]['low']:.3f}, {c[k]['high']:.3f}]" for k, _ in scores]
         for c in confirmation["candidates"]
     ]
+    held_out = html.escape(str(confirmation.get("split", "test")))
     return [
         "<h2>Held-out confirmation</h2>",
-        f'<p class="meta">The test split, {confirmation["seeds"]} seed(s) per candidate: mean [95 % interval].</p>',
+        f'<p class="meta">Held out: {held_out}; {confirmation["seeds"]} seed(s) per candidate: mean [95 % interval].</p>',
         _table(header, cells),
         f"<p><b>{html.escape(confirmation['verdict']['text'])}</b></p>",
     ]
