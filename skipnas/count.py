@@ -13,6 +13,7 @@ and moved into ``out_dir`` together at the end, so a failure half-way leaves ``o
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import shutil
 from collections.abc import Iterable
@@ -34,6 +35,7 @@ from skipnas.runtime.device import DeviceSetup, place_model, select_device
 from skipnas.runtime.normalise import prepare_image
 
 COUNTS_FILE = "counts.csv"
+ENGINES = ("torch", "onnx")  # what runs the network: PyTorch, or the folder's model.onnx with onnxruntime
 PARTICLES_FILE = "particles.csv"
 SUMMARY_FILE = "summary.json"
 OVERLAY_DIR = "overlays"
@@ -216,16 +218,24 @@ def count_images(
     progress: bool = True,
     tta: str | None = None,
     overwrite: bool = False,
+    engine: str = "torch",
 ) -> CountResult:
     """Count every image of ``inputs`` and write the CSVs and overlays to ``out_dir``.
 
     ``tta``: the test-time augmentation (None: the one the model folder's counting was calibrated with).
     ``overwrite``: replace an earlier count's outputs in ``out_dir`` (see :func:`check_count_target`).
+    ``engine``: ``"torch"``, or ``"onnx"``: the folder's ``model.onnx`` with onnxruntime, on the CPU.
     """
+    if engine not in ENGINES:
+        raise SkipnasError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     out = Path(out_dir)
     earlier = check_count_target(out, overwrite)
-    setup = select_device(device)
+    setup = select_device("cpu" if engine == "onnx" else device)
     folder = load_model_folder(model_dir, map_location=setup.device)
+    if engine == "onnx":
+        from skipnas.onnxio import OnnxNetwork
+
+        folder = dataclasses.replace(folder, model=OnnxNetwork(folder))
     tta = folder.tta_for(tta)
     paths = collect_images(inputs)
     for path in paths:  # from the headers: an image too large for memory stops the count before any work
@@ -233,7 +243,7 @@ def count_images(
     place_model(folder.model, setup)
     staging = staging_dir(out)
     try:
-        result = _count_into(staging, out, folder, paths, setup, overlap, overlays, progress, tta)
+        result = _count_into(staging, out, folder, paths, setup, overlap, overlays, progress, tta, engine)
         written = [COUNTS_FILE, PARTICLES_FILE, SUMMARY_FILE, *(row["overlay"] for row in result.images if "overlay" in row)]
         for name in written:
             if (out / name).is_dir():
@@ -254,6 +264,7 @@ def _count_into(
     overlays: bool,
     progress: bool,
     tta: str,
+    engine: str = "torch",
 ) -> CountResult:
     """Count ``paths`` and write every output file to ``staging``; the result names ``out``."""
     names = folder.class_names
@@ -300,6 +311,7 @@ def _count_into(
         "counting": result.counting,
         "tta": result.tta,
         "calibrated_tta": result.calibrated_tta,
+        "engine": engine,
         "input_scale": folder.scale,  # the network saw the images resized by this; counts are in the images' pixels
         "postprocess": folder.postprocess.to_dict(),
         "images": len(image_rows),

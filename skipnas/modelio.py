@@ -44,9 +44,10 @@ POSTPROCESS_FILE = "postprocess.json"
 METRICS_FILE = "metrics.json"
 WEIGHTS_FILE = "weights.pt"
 SUMMARY_FILE = "summary.json"  # written by skipnas export
+ONNX_FILE = "model.onnx"  # written by skipnas onnx (skipnas.onnxio), optional
 REQUIRED_FILES = (GENOME_FILE, MODEL_FILE, POSTPROCESS_FILE, WEIGHTS_FILE)
 # every file skipnas writes into a model folder: the only ones it ever replaces or removes there
-MODEL_FOLDER_FILES = (*REQUIRED_FILES, METRICS_FILE, SUMMARY_FILE)
+MODEL_FOLDER_FILES = (*REQUIRED_FILES, METRICS_FILE, ONNX_FILE, SUMMARY_FILE)
 
 
 @dataclass

@@ -33,6 +33,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--no-overlays", action="store_true", help="skip the overlay images")
     add_device_arguments(parser)
     add_tta_argument(parser)
+    parser.add_argument(
+        "--engine", choices=("torch", "onnx"), default="torch",
+        help="what runs the network: PyTorch, or the folder's model.onnx (skipnas onnx) with onnxruntime on the CPU "
+        '(pip install "skipnas[onnx]") (default torch)',
+    )
     parser.add_argument("--json", action="store_true", help="print the per-image counts as one JSON object")
     parser.set_defaults(func=_count)
 
@@ -44,7 +49,7 @@ def _count(args: argparse.Namespace) -> int:
 
     result = count_images(
         args.model_dir, args.inputs, args.out, device=args.device, overlays=not args.no_overlays, progress=not args.json,
-        tta=args.tta, overwrite=args.overwrite,
+        tta=args.tta, overwrite=args.overwrite, engine=args.engine,
     )
     if args.json:
         print_json(

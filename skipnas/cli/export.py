@@ -33,6 +33,7 @@ def register(subparsers: Any) -> None:
         "--overwrite", action="store_true",
         help="also write into a folder of other files, beside them (they are kept; files named like the model's are refused)",
     )
+    parser.add_argument("--onnx", action="store_true", help="also write model.onnx into the exported folder (skipnas onnx)")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     parser.set_defaults(func=_export)
 
@@ -45,9 +46,14 @@ def _export(args: argparse.Namespace) -> int:
 
     storage, _ = open_existing_storage(args.storage)
     result = export(storage, args.study, args.out, trial=args.trial, metric=args.metric, overwrite=args.overwrite)
+    onnx_path = None
+    if args.onnx:
+        from skipnas.onnxio import write_onnx
+
+        onnx_path = write_onnx(result.out)
     if args.json:
         print_json({"out": str(result.out), "trial": result.trial, "baselines": result.baselines, "training_budget": result.training_budget,
-                    "confirmation": result.confirmation, "chosen_by": result.chosen_by})
+                    "confirmation": result.confirmation, "chosen_by": result.chosen_by, "onnx": onnx_path and str(onnx_path)})
         return 0
     table = Table()
     for column in ("trial", "topology", "Dice", "count MAE", "exact count", "MiB"):
@@ -68,5 +74,7 @@ def _export(args: argparse.Namespace) -> int:
             f"[yellow]warning: no held-out confirmation: the choice rests on validation scores; skipnas confirm --study {args.study} "
             "scores the best candidates and the baselines on data that chose nothing[/]", soft_wrap=True,
         )
+    if onnx_path is not None:
+        out.print(f"wrote {onnx_path}: skipnas count {result.out} IMAGES... --engine onnx")
     out.print(f"count with: skipnas count {result.out} IMAGES... --out counts")
     return 0

@@ -13,6 +13,7 @@ from skipnas.errors import SkipnasError
 from skipnas.fileio import staging_dir, write_json_atomic
 from skipnas.modelio import (
     METRICS_FILE,
+    ONNX_FILE,
     REQUIRED_FILES,
     SUMMARY_FILE,
     check_model_target,
@@ -142,7 +143,7 @@ def export(
     staging = staging_dir(target)
     try:
         # the model's files only: anything else in the trial's folder is not the model
-        for name in (*REQUIRED_FILES, METRICS_FILE):
+        for name in (*REQUIRED_FILES, METRICS_FILE, ONNX_FILE):
             if (source / name).is_file():
                 shutil.copy2(source / name, staging / name)
         write_json_atomic(staging / SUMMARY_FILE, summary)
