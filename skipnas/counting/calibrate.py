@@ -366,6 +366,7 @@ def calibration_record(table: Mapping[str, Any], grid: CalibrationGrid | None = 
     if table["particles"] < FEW_PARTICLES:
         record["caution"] = (
             f"chosen on {table['particles']} particles in {table['images']} images (fewer than {FEW_PARTICLES}): "
-            "add labelled validation images for a setting that carries over"
+            "add labelled validation images for a setting that carries over, or choose it again on more labelled "
+            "images with skipnas calibrate MODEL_DIR --split val --split train"
         )
     return record
