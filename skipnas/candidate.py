@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,11 +170,15 @@ def train_candidate(
     callbacks: Sequence[Callback] = (),
     progress: bool = True,
     data_choices: Sequence[str] = (),
+    initial_weights: Mapping[str, torch.Tensor] | None = None,
 ) -> CandidateResult:
-    """Train ``genome`` on ``data``, calibrate counting on validation, and write a model folder to ``out``."""
+    """Train ``genome`` on ``data`` (from ``initial_weights``, a state dict of the same network, or
+    from scratch), calibrate counting on validation, and write a model folder to ``out``."""
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     model = build_model(genome, in_channels=data.channels, classes=1, auxiliary=config.auxiliary)
+    if initial_weights is not None:
+        model.load_state_dict(initial_weights)
     result = fit_model(model, config, data.normalisation, data.train, data.val, data.synthetic, callbacks, progress)
     trained = time.perf_counter()
     predictions = predict_images(

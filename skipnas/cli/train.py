@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import shutil
 from pathlib import Path
@@ -130,6 +131,12 @@ def register(subparsers: Any) -> None:
         help="test-time augmentation of the final calibration's val predictions (flips: 4 mirrored views averaged, "
         "dihedral: 8), recorded in the model folder so skipnas count and evaluate predict the same way (default none)",
     )
+    parser.add_argument(
+        "--init", type=Path, default=None, metavar="MODEL_DIR",
+        help="start from this model folder's weights instead of from scratch (its genome, auxiliary head, input scale "
+        "and normalisation carried over): fine-tune a served or exported model on new or corrected images; "
+        "--pretrain-seconds 0 skips the semi-synthetic phase",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     add_device_arguments(parser)
     parser.add_argument(
@@ -194,6 +201,19 @@ def phase_budgets(args: argparse.Namespace) -> tuple[PhaseConfig, PhaseConfig]:
     )
 
 
+def load_init_folder(args: argparse.Namespace) -> Any:
+    """The ``--init`` model folder, refusing options that would contradict what it carries over."""
+    from skipnas.modelio import load_model_folder
+
+    given = [flag for flag, value in (("--topology", args.topology != "standard"), ("--width", args.width is not None),
+                                       ("--scale", args.scale != "auto"), ("--normalise", args.normalise != "auto")) if value]
+    if args.auxiliary not in ("auto",):
+        given.append("--auxiliary")
+    if given:
+        raise SkipnasError(f"--init carries over the model's genome, head, scale and normalisation; leave out {', '.join(given)}")
+    return load_model_folder(args.init)
+
+
 def print_metrics(title: str, metrics: dict[str, Any]) -> None:
     from rich.table import Table
 
@@ -225,7 +245,10 @@ def _train(args: argparse.Namespace) -> int:
     scale = parse_auto(args.scale, float, "--scale")
     batch = parse_auto(args.batch, int, "--batch")
     check_budgets(args)
-    genome = load_genome(args.topology, base_width=args.width)
+    init = load_init_folder(args) if args.init is not None else None
+    genome = init.genome if init is not None else load_genome(args.topology, base_width=args.width)
+    if init is not None:
+        scale = init.scale
     # checked before the data is read, so a typo costs nothing
     if tile is not None:
         check_tile_size(tile, 2**genome.depth)
@@ -253,6 +276,8 @@ def _train(args: argparse.Namespace) -> int:
     notes = status_console()
     notes.print(f"preparing data from {args.data} ...")
     auxiliary = None if args.auxiliary == "none" else args.auxiliary
+    if init is not None:
+        auxiliary = init.auxiliary
     index = open_dataset(args.data)
     config, choices = adapt_config_to_dataset(
         index, config, genome.depth, scale=scale, tile=tile, batch=batch, auxiliary=auxiliary,
@@ -266,6 +291,17 @@ def _train(args: argparse.Namespace) -> int:
     for line in choices:
         notes.print(f"  {line}", soft_wrap=True, markup=False)
     data = prepare_data(index, config)
+    initial_weights = None
+    if init is not None:
+        if data.channels != init.in_channels:
+            raise SkipnasError(
+                f"{args.data}: images of {data.channels} channel(s), and the model in {args.init} takes {init.in_channels}; "
+                "convert the images or train from scratch"
+            )
+        # the network learnt its weights on inputs normalised its own way
+        data = dataclasses.replace(data, normalisation=init.normalisation)
+        initial_weights = init.model.state_dict()
+        choices = [*choices, f"started from the weights of {args.init} ({genome.name}, width {genome.base_width})"]
     notes.print(
         f"{len(data.train)} train / {len(data.val)} val images, {len(data.synthetic)} semi-synthetic; "
         f"training {genome.name} (width {genome.base_width})"
@@ -275,12 +311,16 @@ def _train(args: argparse.Namespace) -> int:
         # train_candidate writes only where no permission is needed: a new folder, installed from there
         staging = staging_dir(out)
         try:
-            result = train_candidate(genome, data, config, out=staging, progress=not args.json, data_choices=choices)
+            result = train_candidate(
+                genome, data, config, out=staging, progress=not args.json, data_choices=choices, initial_weights=initial_weights
+            )
             install_model_folder(staging, out, overwrite=True)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     else:
-        result = train_candidate(genome, data, config, out=out, progress=not args.json, data_choices=choices)
+        result = train_candidate(
+            genome, data, config, out=out, progress=not args.json, data_choices=choices, initial_weights=initial_weights
+        )
     if args.json:
         print_json({**result.metrics, "model_dir": str(out), "stop_reasons": result.training.stop_reasons})
         return 0

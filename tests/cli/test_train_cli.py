@@ -133,3 +133,28 @@ def test_patience_0_trains_the_whole_budget_and_patience_n_stops_early(tmp_path,
     # a learning rate of 1e-9 learns nothing: no validation is better than the first, so patience 2 stops at the third
     assert never["training"]["stop_reasons"]["finetune"] == "12 steps"
     assert early["training"]["stop_reasons"]["finetune"] != "12 steps" and early["training"]["steps"] < 12
+
+
+def test_init_starts_from_a_model_folder_and_carries_its_network_over(tmp_path, capsys, tiny_dataset, tiny_dataset_writer) -> None:
+    import torch
+
+    first = tmp_path / "first"
+    assert main(["train", "--data", str(tiny_dataset), "--topology", "reverse", "--width", "4", "--steps", "9", "--synthetic", "4",
+                 "--validation-steps", "3", "--device", "cpu", "--json", "--out", str(first)]) == 0
+    other = tiny_dataset_writer(tmp_path / "corrected", seed=7)  # other images: other statistics
+    again = tmp_path / "again"
+    # a learning rate of 1e-9 changes nothing: the weights trained from are the first model's
+    assert main(["train", "--data", str(other), "--init", str(first), "--pretrain-seconds", "0", "--steps", "2", "--lr", "1e-9",
+                 "--finetune-lr", "1e-9", "--device", "cpu", "--json", "--out", str(again)]) == 0
+    before, after = (json.loads((folder / "model.json").read_text()) for folder in (first, again))
+    assert json.loads((again / "genome.json").read_text()) == json.loads((first / "genome.json").read_text())
+    assert after["normalisation"] == before["normalisation"] and after["auxiliary"] == before["auxiliary"]
+    assert any(line.startswith(f"started from the weights of {first}") for line in after["data_choices"])
+    weights = [torch.load(folder / "weights.pt") for folder in (first, again)]
+    learnt = [key for key in weights[0] if "running_" not in key and "num_batches" not in key]  # batch norm's statistics move
+    assert learnt and all(torch.allclose(weights[0][key], weights[1][key], atol=1e-6) for key in learnt)
+    capsys.readouterr()
+    assert main(["train", "--data", str(other), "--init", str(first), "--topology", "dense", "--out", str(tmp_path / "x")]) == 2
+    assert "--init carries over the model's genome, head, scale and normalisation; leave out --topology" in capsys.readouterr().err
+    assert main(["train", "--data", str(other), "--init", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
+    assert "no such model folder" in capsys.readouterr().err and not (tmp_path / "x").exists()
