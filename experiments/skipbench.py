@@ -147,14 +147,18 @@ def run(args: argparse.Namespace) -> None:
         "val_*: selection scores (val chose each run's weights and counting), test_*: held out"
     )
     for seed in args.seeds:
-        known = {row["genome"] for row in table if int(row["seed"]) == seed}
+        own_rows = [row for row in table if int(row["seed"]) == seed]
+        known = {row["genome"] for row in own_rows}
+        restored = False
 
-        def on_study(study: optuna.Study, seed: int = seed, known: set[str] = known) -> None:
-            if not getattr(on_study, "restored", False):
-                restored = restore_trials(study, space, [row for row in table if int(row["seed"]) == seed])
-                on_study.restored = True  # type: ignore[attr-defined]
-                if restored:
-                    print(f"seed {seed}: {restored} genome(s) restored from {args.out}")
+        def on_study(study: optuna.Study, seed: int = seed, known: set[str] = known, own_rows: list = own_rows) -> None:
+            """After every trial: on the first, put the table's rows back into the study; then score and write new genomes."""
+            nonlocal restored
+            if not restored:
+                restored = True
+                added = restore_trials(study, space, own_rows)
+                if added:
+                    print(f"seed {seed}: {added} genome(s) restored from {args.out}")
             new = scored_rows(study, space, seed, known, lambda folder: evaluate_images(folder, test_images, device=args.device))
             if new:
                 table.extend(new)
@@ -207,7 +211,8 @@ def replay(
     regret = np.zeros((repetitions, trials))
     for repetition in range(repetitions):
         rng = np.random.default_rng([seed, repetition])
-        study = optuna.create_study(direction="maximize" if maximize else "minimize", sampler=make_strategy(strategy, seed * 10_000 + repetition))
+        sampler = make_strategy(strategy, seed * 10_000 + repetition)
+        study = optuna.create_study(direction="maximize" if maximize else "minimize", sampler=sampler)
         best_seen, chosen = np.inf, None
         for t in range(trials):
             trial = study.ask()
