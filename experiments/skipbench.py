@@ -278,7 +278,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     replayer = commands.add_parser("replay", help="replay search strategies on a finished table")
     replayer.add_argument("table", type=Path)
     replayer.add_argument("--metric", choices=("relative_count_error", "count_mae", "dice"), default="relative_count_error")
-    replayer.add_argument("--strategies", type=lambda text: text.split(","), default=list(STRATEGIES), help=f"comma-separated: {','.join(STRATEGIES)}")
+    replayer.add_argument(
+        "--strategies", type=lambda text: text.split(","), default=list(STRATEGIES), help=f"comma-separated: {','.join(STRATEGIES)}"
+    )
     replayer.add_argument("--trials", type=int, default=100)
     replayer.add_argument("--repetitions", type=int, default=100)
     replayer.add_argument("--out", type=Path, default=Path("experiments/results/skipbench_depth3_regret.csv"))
