@@ -106,12 +106,10 @@ class OnnxNetwork(nn.Module):
         path = folder.path / ONNX_FILE
         if not path.is_file():
             raise SkipnasError(f"{path}: missing; write it with skipnas onnx {folder.path}")
-        import onnx
-
-        stored = {prop.key: prop.value for prop in onnx.load(str(path), load_external_data=False).metadata_props}
+        self.session = _session(path)
+        stored = self.session.get_modelmeta().custom_metadata_map  # the file is read once, by the session
         if stored.get(WEIGHTS_KEY) != weights_digest(folder.path):
             raise SkipnasError(f"{path}: made from other weights than {folder.path / WEIGHTS_FILE}; write it again with skipnas onnx {folder.path}")
-        self.session = _session(path)
         self.auxiliary = folder.auxiliary
         self.multiple = 2**folder.genome.depth
         self.min_input_size = self.multiple

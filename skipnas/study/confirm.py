@@ -241,10 +241,14 @@ def confirm(
     candidates = choose_candidates(study, space, top, settings.objective)
     runs = [CandidateRuns(candidate) for candidate in candidates]
     folder = runs_dir / study.study_name / "confirm"
+    # each held-out set's training config, adapted to its own training images once, whatever the seed
+    bases = [
+        adapt_config_to_dataset(fold_index, base_train_config(settings, space), space.depth, tile=space.tile, batch=space.batch)[0]
+        for fold_index, _ in held_out
+    ]
     for seed in range(seeds):
         seed_runs: dict[int, list[dict[str, Any]]] = {entry.candidate.trial: [] for entry in runs}
-        for fold, (fold_index, images) in enumerate(held_out):
-            base, _ = adapt_config_to_dataset(fold_index, base_train_config(settings, space), space.depth, tile=space.tile, batch=space.batch)
+        for fold, ((fold_index, images), base) in enumerate(zip(held_out, bases, strict=True)):
             seeded = dataclasses.replace(base, seed=seed)
             data = None  # prepared when a run of this seed and fold must train: the semi-synthetic images follow the seed
             for entry in runs:
