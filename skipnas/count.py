@@ -2,7 +2,8 @@
 
 Writes into ``out_dir``: ``counts.csv`` (one row per image: file, count per class, and the true
 count where a mask is found in a sibling ``masks/`` folder), ``particles.csv`` (one row per
-particle: image, id, class, bounding box, area, confidence = mean probability inside it) and
+particle: image, id, class, bounding box, area, equivalent diameter, length along the skeleton for a
+model that counts fibres, confidence = mean probability inside it) and
 ``overlays/<image>.png`` with a numbered box per particle, so each detection can be checked and
 false positives rejected by id, and ``summary.json`` (the model, the counting method and its
 settings, the totals). Only the class channels are counted: a model's auxiliary map (its last
@@ -24,12 +25,13 @@ from typing import Any
 import cv2
 import numpy as np
 
+from skipnas.counting.measure import equivalent_diameter, particle_length
 from skipnas.counting.postprocess import Detections, count_per_class, describe
 from skipnas.data.io import IMAGE_SUFFIXES, check_image_size, count_instances, read_image, read_mask
 from skipnas.errors import SkipnasError
 from skipnas.fileio import atomic_path, install_files, staging_dir, write_csv_atomic, write_json_atomic
 from skipnas.modelio import ModelFolder, is_model_folder, load_model_folder
-from skipnas.predict import predict_image
+from skipnas.predict import Prediction, predict_image
 from skipnas.progress import progress_bar
 from skipnas.runtime.device import DeviceSetup, place_model, select_device
 from skipnas.runtime.normalise import prepare_image
@@ -40,6 +42,7 @@ PARTICLES_FILE = "particles.csv"
 SUMMARY_FILE = "summary.json"
 OVERLAY_DIR = "overlays"
 COUNT_FILES = (COUNTS_FILE, PARTICLES_FILE, SUMMARY_FILE)
+PARTICLE_FIELDS = ["file", "id", "class", "x", "y", "width", "height", "area", "equivalent_diameter", "length", "confidence"]
 # one BGR colour per class in overlays
 _PALETTE = [(0, 200, 255), (80, 220, 80), (255, 120, 40), (200, 80, 255), (40, 40, 255)]
 
@@ -83,7 +86,7 @@ def mask_for(image_path: Path) -> Path | None:
     return None
 
 
-def _display_image(image: np.ndarray) -> np.ndarray:
+def display_image(image: np.ndarray) -> np.ndarray:
     """An 8-bit BGR view of any image, contrast-stretched so faint particles stay visible."""
     grey_or_rgb = image.astype(np.float32)
     low, high = np.percentile(grey_or_rgb, (0.5, 99.5))
@@ -107,7 +110,7 @@ def draw_overlay(image: np.ndarray, detections: dict[str, Detections]) -> np.nda
 
     With one class, box and number take the particle's colour; with several, its class's colour.
     """
-    canvas = _display_image(image)
+    canvas = display_image(image)
     scale = max(0.35, min(canvas.shape[:2]) / 900)
     thickness = max(1, round(scale * 2))
     several_classes = len(detections) > 1
@@ -191,20 +194,48 @@ class CountResult:
         return sum(int(row["count"]) for row in self.images)
 
 
-def count_image(
+def predict_for_counting(
     folder: ModelFolder, image: np.ndarray, setup: DeviceSetup, overlap: int = 32, progress: bool = False, tta: str | None = None
-) -> dict[str, Detections]:
-    """Class name -> detections for one image of any size; the auxiliary map is never counted as a class.
+) -> Prediction:
+    """The network's maps of one image of any size, at the folder's input scale, ready for :func:`count_prediction`.
 
     ``tta`` (None: the folder's own, the one its counting was calibrated with) is the test-time augmentation.
     """
     prepared = prepare_image(image, folder.normalisation)
-    prediction = predict_image(
+    return predict_image(
         folder.model, prepared, setup, folder.tile, overlap, progress=progress, tta=folder.tta_for(tta), scale=folder.scale
     )
+
+
+def count_prediction(folder: ModelFolder, prediction: Prediction, shape: tuple[int, int]) -> dict[str, Detections]:
+    """Class name -> detections at the image's ``shape``, counted with the folder's setting; the auxiliary map is never a class."""
     return count_per_class(
-        prediction.classes, folder.postprocess, names=folder.class_names, auxiliary=prediction.auxiliary, shape=image.shape[:2]
+        prediction.classes, folder.postprocess, names=folder.class_names, auxiliary=prediction.auxiliary, shape=shape
     )
+
+
+def count_image(
+    folder: ModelFolder, image: np.ndarray, setup: DeviceSetup, overlap: int = 32, progress: bool = False, tta: str | None = None
+) -> dict[str, Detections]:
+    """Class name -> detections for one image of any size (see :func:`predict_for_counting`)."""
+    return count_prediction(folder, predict_for_counting(folder, image, setup, overlap, progress, tta), image.shape[:2])
+
+
+def particle_rows(file: str, class_name: str, found: Detections, measure_length: bool) -> list[dict[str, Any]]:
+    """The ``particles.csv`` rows of one class's detections in one image (columns :data:`PARTICLE_FIELDS`).
+
+    ``measure_length``: give each particle its length along the skeleton (fibres), else leave it blank.
+    """
+    rows = []
+    for particle in found.rows():
+        x, y, w, h = particle["bbox"]
+        length = round(particle_length(found.labels, particle["id"], (x, y, w, h)), 1) if measure_length else ""
+        rows.append(
+            {"file": file, "id": particle["id"], "class": class_name, "x": x, "y": y, "width": w, "height": h,
+             "area": particle["area"], "equivalent_diameter": round(equivalent_diameter(particle["area"]), 2),
+             "length": length, "confidence": round(particle["confidence"], 4)}
+        )
+    return rows
 
 
 def count_images(
@@ -270,7 +301,7 @@ def _count_into(
     names = folder.class_names
     image_rows: list[dict[str, Any]] = []
     used_names: set[str] = set()
-    particle_rows: list[dict[str, Any]] = []
+    particles: list[dict[str, Any]] = []
     with progress_bar("counting", total=len(paths), enabled=progress) as bar:
         for path in paths:
             image = read_image(path)
@@ -285,12 +316,7 @@ def _count_into(
             row["true_count"] = count_instances(read_mask(mask_path).instances) if mask_path else ""
             image_rows.append(row)
             for name, found in detections.items():
-                for particle in found.rows():
-                    x, y, w, h = particle["bbox"]
-                    particle_rows.append(
-                        {"file": str(path), "id": particle["id"], "class": name, "x": x, "y": y, "width": w,
-                         "height": h, "area": particle["area"], "confidence": round(particle["confidence"], 4)}
-                    )
+                particles.extend(particle_rows(str(path), name, found, folder.postprocess.method == "fibres"))
             if overlays:
                 name = unique_name(path.stem, used_names)
                 row["overlay"] = f"{OVERLAY_DIR}/{name}.png"
@@ -300,9 +326,9 @@ def _count_into(
             bar.advance()
     image_fields = ["file", "count", *(f"count_{n}" for n in names if len(names) > 1), "true_count", *(["overlay"] if overlays else [])]
     write_csv_atomic(staging / COUNTS_FILE, image_rows, image_fields)
-    write_csv_atomic(staging / PARTICLES_FILE, particle_rows, ["file", "id", "class", "x", "y", "width", "height", "area", "confidence"])
+    write_csv_atomic(staging / PARTICLES_FILE, particles, PARTICLE_FIELDS)
     result = CountResult(
-        out, image_rows, particle_rows, describe(folder.postprocess), folder.postprocess.method, folder.auxiliary, tta, folder.tta
+        out, image_rows, particles, describe(folder.postprocess), folder.postprocess.method, folder.auxiliary, tta, folder.tta
     )
     summary = {
         "model": str(folder.path),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from skipnas.count import _display_image, draw_overlay
+from skipnas.count import display_image, draw_overlay
 from skipnas.counting.postprocess import PostprocessConfig, count_particles
 
 
@@ -24,7 +24,7 @@ def test_overlay_tints_each_particle_in_its_own_colour() -> None:
     assert overlay.shape == (64, 64, 3)
     colours = [tuple(np.median(overlay[detections.labels == k], axis=0)) for k in (1, 2)]
     assert colours[0] != colours[1]
-    plain = _display_image(image)
+    plain = display_image(image)
     assert np.all(np.any(overlay != plain, axis=2)[detections.labels > 0])  # every particle pixel is tinted
 
 
@@ -32,7 +32,7 @@ def test_overlay_of_an_image_with_nothing_found_is_the_image() -> None:
     image = np.full((32, 48), 90, np.uint8)
     detections = count_particles(np.zeros((32, 48), np.float32))
     overlay = draw_overlay(image, {"particle": detections})
-    assert np.array_equal(overlay, _display_image(image))
+    assert np.array_equal(overlay, display_image(image))
 
 
 def test_a_model_at_half_scale_counts_in_the_images_own_pixels(tmp_path) -> None:

@@ -17,7 +17,8 @@ def register(subparsers: Any) -> None:
         help="count particles in images of any size: CSVs and overlay images with numbered boxes",
         description="Tiled inference with a model folder on images of any size, then the folder's calibrated "
         "counting. Writes counts.csv (one row per image; the true count where a masks/ folder sits beside "
-        "images/), particles.csv (one row per particle: box, area, confidence), overlays/IMAGE.png with "
+        "images/), particles.csv (one row per particle: box, area, equivalent "
+        "diameter, length along the skeleton for fibres, confidence), overlays/IMAGE.png with "
         "numbered boxes and summary.json (the counting method and the totals).",
     )
     parser.add_argument("model_dir", type=Path, metavar="MODEL_DIR", help="folder written by skipnas train or export")
