@@ -17,7 +17,7 @@ EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
-_COMMAND_MODULES = ("topology", "data", "synth", "train", "evaluate", "calibrate", "count", "baseline", "search", "confirm", "dashboard", "export", "onnx_export", "report")
+_COMMAND_MODULES = ("topology", "data", "synth", "train", "evaluate", "calibrate", "count", "baseline", "search", "confirm", "dashboard", "export", "onnx_export", "serve", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:

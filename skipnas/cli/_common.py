@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import socket
 import sys
 from typing import Any
 
@@ -41,3 +43,31 @@ def add_group(subparsers: Any, name: str, help_text: str) -> Any:
     group = subparsers.add_parser(name, help=help_text, description=help_text)
     group.set_defaults(func=None, group_parser=group)
     return group.add_subparsers(title=f"{name} commands", metavar="COMMAND", dest=f"{name}_command")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` serves this machine only (``localhost`` or a loopback address)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
+
+
+def check_port(port: int) -> None:
+    if not 1 <= port <= 65535:
+        raise SkipnasError(f"--port {port}: a port is a whole number from 1 to 65535; e.g. --port 8080")
+
+
+def check_listen(host: str, port: int) -> None:
+    """Refuse a port out of range, or one this machine cannot listen on (taken, not ours), before any work."""
+    check_port(port)
+    try:
+        family = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: a closed port in TIME_WAIT is free
+            probe.bind((host.strip("[]"), port))
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise SkipnasError(f"cannot listen on {host}:{port} ({reason}); choose another --port or --host") from None

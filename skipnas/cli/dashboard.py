@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 from typing import Any
 
-from skipnas.cli._common import status_console
+from skipnas.cli._common import check_port, is_loopback, status_console
 from skipnas.errors import SkipnasError
 
 
@@ -24,19 +23,8 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=_dashboard)
 
 
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` serves this machine only (``localhost`` or a loopback address)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name: it may resolve to any interface
-
-
 def _dashboard(args: argparse.Namespace) -> int:
-    if not 1 <= args.port <= 65535:
-        raise SkipnasError(f"--port {args.port}: a port is a whole number from 1 to 65535; e.g. --port 8080")
+    check_port(args.port)
     from optuna_dashboard import run_server
 
     from skipnas.study.storage import open_existing_storage
