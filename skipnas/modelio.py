@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,22 @@ def install_model_folder(staging: Path, out: str | os.PathLike[str], overwrite: 
     stale = [n for n in MODEL_FOLDER_FILES if n not in names] if target.is_dir() and is_model_folder(target) else []
     install_files(staging, target, names, stale)
     return target
+
+
+def derive_model_folder(
+    source: Path, out: str | os.PathLike[str], keep: Iterable[str], write: Callable[[Path], None], overwrite: bool = False
+) -> Path:
+    """A model folder at ``out`` made from ``source``: its files ``keep`` copied (those it has), and
+    what ``write(staging)`` writes beside them; installed all at once (:func:`install_model_folder`)."""
+    staging = staging_dir(Path(out))
+    try:
+        for name in keep:
+            if (source / name).is_file():
+                shutil.copy2(source / name, staging / name)
+        write(staging)
+        return install_model_folder(staging, out, overwrite)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # empty, or gone when it became the target
 
 
 def save_model_folder(

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,14 +27,14 @@ from skipnas.data.scan import resolve_dataset
 from skipnas.data.statistics import particle_sizes
 from skipnas.data.validate import check_dataset
 from skipnas.errors import SkipnasError
-from skipnas.fileio import staging_dir, write_json_atomic
+from skipnas.fileio import write_json_atomic
 from skipnas.modelio import (
     METRICS_FILE,
     MODEL_FOLDER_FILES,
     POSTPROCESS_FILE,
     ModelFolder,
     check_model_target,
-    install_model_folder,
+    derive_model_folder,
     load_model_folder,
 )
 from skipnas.predict import predict_images
@@ -130,16 +129,12 @@ def recalibrate_model_folder(
     if "train" in splits:
         record["note"] = "the train images were trained on: the network predicts them better than new images"
     metrics = {**counting.metrics, "split": "+".join(splits), "data": str(index.root)}
-    staging = staging_dir(target)
-    try:
-        for name in MODEL_FOLDER_FILES:
-            if name not in (POSTPROCESS_FILE, METRICS_FILE) and (source / name).is_file():
-                shutil.copy2(source / name, staging / name)
+
+    def write(staging: Path) -> None:
         write_postprocess_config(staging / POSTPROCESS_FILE, counting.postprocess, record)
         write_json_atomic(staging / METRICS_FILE, metrics)
-        install_model_folder(staging, target, overwrite)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)  # empty, or gone when it became the target
+
+    derive_model_folder(source, target, [n for n in MODEL_FOLDER_FILES if n not in (POSTPROCESS_FILE, METRICS_FILE)], write, overwrite)
     return Recalibration(
         target, str(index.root), splits, len(images), folder.postprocess, counting.postprocess, before, counting.metrics, record
     )

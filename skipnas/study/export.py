@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,14 +9,14 @@ from typing import Any
 import optuna
 
 from skipnas.errors import SkipnasError
-from skipnas.fileio import staging_dir, write_json_atomic
+from skipnas.fileio import write_json_atomic
 from skipnas.modelio import (
     METRICS_FILE,
     ONNX_FILE,
     REQUIRED_FILES,
     SUMMARY_FILE,
     check_model_target,
-    install_model_folder,
+    derive_model_folder,
     is_model_folder,
     load_model_folder,
 )
@@ -140,14 +139,7 @@ def export(
         "training_budget": describe_budget(study.user_attrs.get(BUDGET_ATTR)),
         "confirmation": study.user_attrs.get("confirmation"),  # held-out scores from skipnas confirm, if run
     }
-    staging = staging_dir(target)
-    try:
-        # the model's files only: anything else in the trial's folder is not the model
-        for name in (*REQUIRED_FILES, METRICS_FILE, ONNX_FILE):
-            if (source / name).is_file():
-                shutil.copy2(source / name, staging / name)
-        write_json_atomic(staging / SUMMARY_FILE, summary)
-        install_model_folder(staging, target, overwrite)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)  # empty, or gone when it became the target
+    # the model's files only: anything else in the trial's folder is not the model
+    derive_model_folder(source, target, (*REQUIRED_FILES, METRICS_FILE, ONNX_FILE),
+                        lambda staging: write_json_atomic(staging / SUMMARY_FILE, summary), overwrite)
     return ExportResult(target, summary["trial"], baselines, summary["training_budget"], summary["confirmation"], chosen_by)
