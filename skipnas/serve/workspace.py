@@ -79,10 +79,12 @@ class ServedImage:
     seconds: float | None = None  # counting time, prediction and counting
     corrections: ImageCorrections | None = None
     display_png: bytes | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # held while the corrections change or are read, so a listing never sees half an edit
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     def counts(self) -> dict[str, int]:
-        return self.corrections.counts() if self.corrections is not None else {}
+        with self.lock:
+            return self.corrections.counts() if self.corrections is not None else {}
 
     def summary(self) -> dict[str, Any]:
         counts = self.counts()
@@ -222,6 +224,10 @@ class Workspace:
     def details(self, image_id: str) -> dict[str, Any]:
         """The image's summary and, once counted, every particle with its outline."""
         image = self.image(image_id)
+        with image.lock:
+            return self._details(image)
+
+    def _details(self, image: ServedImage) -> dict[str, Any]:
         info = image.summary()
         if image.corrections is not None:
             corrections = image.corrections
@@ -259,8 +265,8 @@ class Workspace:
         """One ``counts.csv`` row per counted image, corrected (no true count: the page has no masks)."""
         names = self.folder.class_names
         rows = []
-        for image, corrections in self._done():
-            counts = corrections.counts()
+        for image, _ in self._done():
+            counts = image.counts()
             row: dict[str, Any] = {"file": image.name, "count": sum(counts.values())}
             if len(names) > 1:
                 row.update({f"count_{name}": counts.get(name, 0) for name in names})
@@ -274,7 +280,11 @@ class Workspace:
 
     def particle_rows(self) -> list[dict[str, Any]]:
         """Every kept particle of every counted image, as ``particles.csv`` rows of ``skipnas count``."""
-        return [particle.row(image.name) for image, corrections in self._done() for particle in corrections.kept()]
+        rows = []
+        for image, corrections in self._done():
+            with image.lock:
+                rows += [particle.row(image.name) for particle in corrections.kept()]
+        return rows
 
     def csv_text(self, which: str) -> str:
         rows, fields = (self.counts_rows(), self.counts_fields()) if which == "counts" else (self.particle_rows(), PARTICLE_FIELDS)
@@ -301,7 +311,9 @@ class Workspace:
                 suffix = image.path.suffix.lower()
                 (staging / "images").mkdir(exist_ok=True)
                 shutil.copyfile(image.path, staging / "images" / f"{stem}{suffix}")
-                write_mask(staging / "masks" / f"{stem}.png", _kept_instances(corrections))
+                with image.lock:
+                    instances = _kept_instances(corrections)
+                write_mask(staging / "masks" / f"{stem}.png", instances)
                 written += [f"images/{stem}{suffix}", f"masks/{stem}.png"]
             write_csv_atomic(staging / COUNTS_FILE, self.counts_rows(), self.counts_fields())
             write_csv_atomic(staging / PARTICLES_FILE, self.particle_rows(), PARTICLE_FIELDS)
