@@ -31,6 +31,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--budget-mib", type=float, default=None, metavar="M", help="memory budget in MiB (default: the space file's)")
     parser.add_argument("--trial-seconds", type=float, default=defaults.trial_seconds, metavar="S", help=f"training seconds per trial, pretraining included (default {defaults.trial_seconds:g})")
     parser.add_argument("--trial-steps", type=int, default=None, metavar="N", help="instead of --trial-seconds: every trial trains N steps, pretraining included, so every candidate does the same work whatever its cost per step (default: the space's budget_steps, else seconds)")
+    parser.add_argument("--validation-steps", type=int, default=None, metavar="N", help="every trial validates (and reports to the pruner) every N fine-tuning steps: smaller N gives a pruner more rungs to stop poor candidates at, each validation costs a prediction of the val images (default 100)")
     parser.add_argument("--sampler", choices=SAMPLERS, default=defaults.sampler, help="Optuna sampler (default tpe)")
     parser.add_argument("--pruner", choices=PRUNERS, default=defaults.pruner, help="stops poor trials early on the objective (Dice, or count MAE) at each fine-tuning validation, its resource the fine-tuning steps (default median)")
     parser.add_argument("--objective", choices=OBJECTIVES, default=defaults.objective, help="what to optimise (default dice)")
@@ -56,7 +57,8 @@ def _search(args: argparse.Namespace) -> int:
 
     settings = SearchSettings(
         trials=args.trials, data=args.data, space=args.space, storage=args.storage, study=args.study,
-        budget_mib=args.budget_mib, trial_seconds=args.trial_seconds, trial_steps=args.trial_steps, sampler=args.sampler, pruner=args.pruner,
+        budget_mib=args.budget_mib, trial_seconds=args.trial_seconds, trial_steps=args.trial_steps,
+        validation_steps=args.validation_steps, sampler=args.sampler, pruner=args.pruner,
         objective=args.objective, seed=args.seed, device=args.device, runs_dir=args.runs_dir, keep_models=args.keep_models,
         jobs=args.jobs, jobs_per_gpu=args.jobs_per_gpu, threads=args.threads, heartbeat_seconds=args.heartbeat_seconds,
         synthetic_images=args.synthetic,

@@ -175,6 +175,7 @@ def _settings_of(study: optuna.Study, device: str, runs_dir: Path) -> SearchSett
         objective=str(study.user_attrs.get("objective", "dice")),
         trial_seconds=float(budget.get("seconds", SearchSettings().trial_seconds)),
         trial_steps=budget.get("steps"),
+        validation_steps=budget.get("validation_steps"),
         synthetic_images=int(study.user_attrs.get("synthetic_images", SearchSettings().synthetic_images)),
         device=device,
         runs_dir=runs_dir,

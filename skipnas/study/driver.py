@@ -173,11 +173,13 @@ def _wait_for_baselines(study: optuna.Study, timeout: float = 60.0) -> None:
 def trial_budget(settings: SearchSettings, space: SearchSpace) -> dict[str, Any]:
     """Each trial's training budget, pretraining included: ``{"kind": "steps", "steps": N}`` (--trial-steps,
     else the space's budget_steps: every candidate does the same work) or ``{"kind": "seconds", "seconds": S}``
-    (a cheaper candidate trains more steps)."""
+    (a cheaper candidate trains more steps), with ``"validation_steps"`` where --validation-steps set it."""
     steps = settings.trial_steps or space.budget_steps
-    if steps is not None:
-        return {"kind": "steps", "steps": int(steps)}
-    return {"kind": "seconds", "seconds": float(settings.trial_seconds)}
+    budget: dict[str, Any] = {"kind": "steps", "steps": int(steps)} if steps is not None else {
+        "kind": "seconds", "seconds": float(settings.trial_seconds)}
+    if settings.validation_steps is not None:
+        budget["validation_steps"] = settings.validation_steps
+    return budget
 
 
 def base_train_config(settings: SearchSettings, space: SearchSpace) -> TrainConfig:
@@ -193,6 +195,7 @@ def base_train_config(settings: SearchSettings, space: SearchSpace) -> TrainConf
         finetune=phases[1],
         keep_best_by="count" if settings.objective == "count_mae" else "dice",  # pruned and kept by what it optimises
         synthetic_images=settings.synthetic_images,
+        validation_steps=settings.validation_steps or TrainConfig().validation_steps,
         tile=TileConfig(size=space.tile or DEFAULT_TILE),
         device=settings.device,
         seed=settings.seed,
@@ -333,6 +336,7 @@ def worker_command(settings: SearchSettings, study_name: str, threads: int | Non
     optional = {
         "--storage": settings.storage, "--budget-mib": settings.budget_mib, "--keep-models": settings.keep_models,
         "--threads": threads, "--heartbeat-seconds": settings.heartbeat_seconds, "--trial-steps": settings.trial_steps,
+        "--validation-steps": settings.validation_steps,
     }
     for flag, value in optional.items():
         if value is not None:

@@ -22,11 +22,13 @@ _STUDY_NAME = re.compile(r"[A-Za-z0-9_.-]{1,200}")
 
 
 def describe_budget(budget: dict[str, object] | None) -> str:
-    """A study's trial budget in words: ``"3000 steps per trial"`` or ``"20 s per trial"``."""
+    """A study's trial budget in words: ``"3000 steps per trial"`` or ``"20 s per trial"``, with
+    ``", validating every 15 steps"`` where the study set how often."""
+    every = f", validating every {budget['validation_steps']} steps" if budget and budget.get("validation_steps") else ""
     if budget and budget.get("kind") == "steps":
-        return f"{budget['steps']} steps per trial"
+        return f"{budget['steps']} steps per trial{every}"
     if budget and "seconds" in budget:
-        return f"{float(budget['seconds']):g} s per trial"  # type: ignore[arg-type]
+        return f"{float(budget['seconds']):g} s per trial{every}"  # type: ignore[arg-type]
     return "a time budget per trial"  # studies from before the budget was recorded
 
 
@@ -53,6 +55,7 @@ class SearchSettings:
     budget_mib: float | None = None  # overrides the space file's
     trial_seconds: float = 20.0  # training budget per trial, pretraining included
     trial_steps: int | None = None  # instead of seconds: every trial trains this many steps (the space's budget_steps)
+    validation_steps: int | None = None  # a trial validates every this many steps (the pruner's rungs); None: training's default
     pretrain_fraction: float = 0.3
     synthetic_images: int = 32
     sampler: str = "tpe"
@@ -80,6 +83,8 @@ class SearchSettings:
             raise SkipnasError(f"--trial-seconds must be positive, got {self.trial_seconds}")
         if self.trial_steps is not None and self.trial_steps < 1:
             raise SkipnasError(f"--trial-steps must be at least 1, got {self.trial_steps}")
+        if self.validation_steps is not None and self.validation_steps < 1:
+            raise SkipnasError(f"--validation-steps must be at least 1, got {self.validation_steps}")
         if self.budget_mib is not None and self.budget_mib <= 0:
             raise SkipnasError(f"--budget-mib must be a positive number of MiB, got {self.budget_mib:g}")
         if self.keep_models is not None and self.keep_models < 1:

@@ -401,3 +401,28 @@ def test_hyperband_rungs_are_fine_tuning_steps_and_a_count_study_prunes_on_its_c
         assert trial.state == optuna.trial.TrialState.COMPLETE, trial.user_attrs.get("fail_reason")
         history = json.loads((Path(trial.user_attrs["model_dir"]) / "model.json").read_text())["training"]["history"]
         assert [h["val_count_mae"] for h in history if h["phase"] == "finetune"] == [count_mae]  # the count, not Dice
+
+
+def test_validation_steps_set_the_trials_validations_and_the_pruners_rungs_and_are_recorded(tmp_path: Path) -> None:
+    from skipnas.errors import SkipnasError
+    from skipnas.space import load_space
+    from skipnas.study.driver import base_train_config, make_pruner, trial_budget, worker_command
+    from skipnas.study.settings import describe_budget
+
+    settings = _settings(Path("unused"), tmp_path, trial_steps=150, validation_steps=15, pruner="hyperband")
+    space_file = tmp_path / "space.toml"
+    space_file.write_text(ALL_SPACE)
+    space = load_space(str(space_file))
+    config = base_train_config(settings, space)
+    assert config.validation_steps == 15 and config.finetune.steps == 105
+    pruner = make_pruner("hyperband", "dice", config.finetune.steps, config.validation_steps)
+    assert (pruner._min_resource, pruner._max_resource) == (15, 105)  # rungs at 15 and 45 steps, not one at 100
+    budget = trial_budget(settings, space)
+    assert budget == {"kind": "steps", "steps": 150, "validation_steps": 15}
+    assert describe_budget(budget) == "150 steps per trial, validating every 15 steps"
+    command = worker_command(settings, "s", threads=1)
+    assert command[command.index("--validation-steps") + 1] == "15"
+    default = dataclasses.replace(settings, validation_steps=None)
+    assert base_train_config(default, space).validation_steps == 100 and "validation_steps" not in trial_budget(default, space)
+    with pytest.raises(SkipnasError, match="--validation-steps must be at least 1, got 0"):
+        dataclasses.replace(settings, validation_steps=0)
