@@ -17,7 +17,7 @@ import csv
 import dataclasses
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -221,21 +221,41 @@ def count_image(
     return count_prediction(folder, predict_for_counting(folder, image, setup, overlap, progress, tta), image.shape[:2])
 
 
+def particle_row(
+    file: str, particle_id: int, class_name: str, bbox: Sequence[int], area: int, length: float | None, confidence: float
+) -> dict[str, Any]:
+    """One ``particles.csv`` row (columns :data:`PARTICLE_FIELDS`); ``length`` None leaves it blank (not a fibre)."""
+    x, y, w, h = bbox
+    return {"file": file, "id": particle_id, "class": class_name, "x": x, "y": y, "width": w, "height": h, "area": area,
+            "equivalent_diameter": round(equivalent_diameter(area), 2), "length": "" if length is None else round(length, 1),
+            "confidence": round(confidence, 4)}
+
+
 def particle_rows(file: str, class_name: str, found: Detections, measure_length: bool) -> list[dict[str, Any]]:
-    """The ``particles.csv`` rows of one class's detections in one image (columns :data:`PARTICLE_FIELDS`).
+    """The ``particles.csv`` rows of one class's detections in one image.
 
     ``measure_length``: give each particle its length along the skeleton (fibres), else leave it blank.
     """
-    rows = []
-    for particle in found.rows():
-        x, y, w, h = particle["bbox"]
-        length = round(particle_length(found.labels, particle["id"], (x, y, w, h)), 1) if measure_length else ""
-        rows.append(
-            {"file": file, "id": particle["id"], "class": class_name, "x": x, "y": y, "width": w, "height": h,
-             "area": particle["area"], "equivalent_diameter": round(equivalent_diameter(particle["area"]), 2),
-             "length": length, "confidence": round(particle["confidence"], 4)}
-        )
-    return rows
+    return [
+        particle_row(file, p["id"], class_name, p["bbox"], p["area"],
+                     particle_length(found.labels, p["id"], tuple(p["bbox"])) if measure_length else None, p["confidence"])
+        for p in found.rows()
+    ]
+
+
+def counts_fields(class_names: Sequence[str], overlays: bool = False) -> list[str]:
+    """The columns of ``counts.csv``: a count per class only where there are several."""
+    several = len(class_names) > 1
+    return ["file", "count", *(f"count_{n}" for n in class_names if several), "true_count", *(["overlay"] if overlays else [])]
+
+
+def counts_row(file: str, counts: dict[str, int], true_count: int | str = "") -> dict[str, Any]:
+    """One ``counts.csv`` row (without its overlay) from the particles counted per class."""
+    row: dict[str, Any] = {"file": file, "count": sum(counts.values())}
+    if len(counts) > 1:
+        row.update({f"count_{name}": number for name, number in counts.items()})
+    row["true_count"] = true_count
+    return row
 
 
 def count_images(
@@ -309,11 +329,9 @@ def _count_into(
                 detections = count_image(folder, image, setup, overlap, tta=tta)
             except SkipnasError as exc:
                 raise SkipnasError(f"{path}: {exc}") from None
-            row: dict[str, Any] = {"file": str(path), "count": sum(d.count for d in detections.values())}
-            if len(names) > 1:
-                row.update({f"count_{name}": found.count for name, found in detections.items()})
             mask_path = mask_for(path)
-            row["true_count"] = count_instances(read_mask(mask_path).instances) if mask_path else ""
+            true_count = count_instances(read_mask(mask_path).instances) if mask_path else ""
+            row = counts_row(str(path), {name: found.count for name, found in detections.items()}, true_count)
             image_rows.append(row)
             for name, found in detections.items():
                 particles.extend(particle_rows(str(path), name, found, folder.postprocess.method == "fibres"))
@@ -324,8 +342,7 @@ def _count_into(
                     if not cv2.imwrite(str(tmp), draw_overlay(image, detections)):
                         raise SkipnasError(f"{out / OVERLAY_DIR}: could not write the overlay; check space and permissions")
             bar.advance()
-    image_fields = ["file", "count", *(f"count_{n}" for n in names if len(names) > 1), "true_count", *(["overlay"] if overlays else [])]
-    write_csv_atomic(staging / COUNTS_FILE, image_rows, image_fields)
+    write_csv_atomic(staging / COUNTS_FILE, image_rows, counts_fields(names, overlays))
     write_csv_atomic(staging / PARTICLES_FILE, particles, PARTICLE_FIELDS)
     result = CountResult(
         out, image_rows, particles, describe(folder.postprocess), folder.postprocess.method, folder.auxiliary, tta, folder.tta

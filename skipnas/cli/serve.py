@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from skipnas.cli._common import check_listen, is_loopback, status_console
+from skipnas.cli.train import add_device_arguments, add_tta_argument
 from skipnas.errors import SkipnasError
 
 
@@ -27,9 +28,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--workdir", type=Path, default=Path("skipnas-serve"),
                         help="where uploads and saved corrections go; nothing is written outside it (default skipnas-serve/)")
     parser.add_argument("--max-upload-mib", type=float, default=512, help="largest image accepted, in MiB (default 512)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="where to count (default auto)")
-    parser.add_argument("--tta", default=None, choices=["none", "flips", "dihedral"],
-                        help="test-time augmentation (default: the one the folder's counting was calibrated with)")
+    add_device_arguments(parser)
+    add_tta_argument(parser)
     parser.set_defaults(func=_serve)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from skipnas.count import particle_row
 from skipnas.counting.measure import equivalent_diameter, particle_length
 from skipnas.counting.postprocess import Detections
 from skipnas.errors import SkipnasError
@@ -41,12 +42,7 @@ class Particle:
 
     def row(self, file: str) -> dict[str, Any]:
         """The particle as a ``particles.csv`` row of ``skipnas count``."""
-        x, y, w, h = self.bbox
-        return {
-            "file": file, "id": self.id, "class": self.class_name, "x": x, "y": y, "width": w, "height": h,
-            "area": self.area, "equivalent_diameter": round(equivalent_diameter(self.area), 2),
-            "length": "" if self.length is None else round(self.length, 1), "confidence": round(self.confidence, 4),
-        }
+        return particle_row(file, self.id, self.class_name, self.bbox, self.area, self.length, self.confidence)
 
 
 @dataclass

@@ -25,8 +25,18 @@ from typing import Any
 import cv2
 import numpy as np
 
-from skipnas.count import COUNTS_FILE, PARTICLE_FIELDS, PARTICLES_FILE, count_prediction, display_image, predict_for_counting, unique_name
-from skipnas.data.io import IMAGE_SUFFIXES, check_image_size, read_image, write_mask
+from skipnas.count import (
+    COUNTS_FILE,
+    PARTICLE_FIELDS,
+    PARTICLES_FILE,
+    count_prediction,
+    counts_fields,
+    counts_row,
+    display_image,
+    predict_for_counting,
+    unique_name,
+)
+from skipnas.data.io import IMAGE_SUFFIXES, check_image_size, read_image, relabel_consecutive, write_mask
 from skipnas.errors import SkipnasError
 from skipnas.fileio import install_files, staging_dir, write_csv_atomic
 from skipnas.modelio import ModelFolder, load_model_folder
@@ -263,20 +273,10 @@ class Workspace:
 
     def counts_rows(self) -> list[dict[str, Any]]:
         """One ``counts.csv`` row per counted image, corrected (no true count: the page has no masks)."""
-        names = self.folder.class_names
-        rows = []
-        for image, _ in self._done():
-            counts = image.counts()
-            row: dict[str, Any] = {"file": image.name, "count": sum(counts.values())}
-            if len(names) > 1:
-                row.update({f"count_{name}": counts.get(name, 0) for name in names})
-            row["true_count"] = ""
-            rows.append(row)
-        return rows
+        return [counts_row(image.name, image.counts()) for image, _ in self._done()]
 
     def counts_fields(self) -> list[str]:
-        names = self.folder.class_names
-        return ["file", "count", *(f"count_{n}" for n in names if len(names) > 1), "true_count"]
+        return counts_fields(self.folder.class_names)
 
     def particle_rows(self) -> list[dict[str, Any]]:
         """Every kept particle of every counted image, as ``particles.csv`` rows of ``skipnas count``."""
@@ -387,10 +387,8 @@ def _display_png(pixels: np.ndarray) -> bytes:
 def _kept_instances(corrections: ImageCorrections) -> np.ndarray:
     """One instance map of the kept particles, numbered 1..N in the order of ``particles.csv``."""
     (name, labels), = corrections.labels.items()
-    kept = sorted(p.id for p in corrections.particles[name].values() if p.kept)
-    renumber = np.zeros(int(labels.max()) + 1, np.int32)
-    renumber[kept] = np.arange(1, len(kept) + 1)
-    return renumber[labels]
+    kept = [p.id for p in corrections.particles[name].values() if p.kept]
+    return relabel_consecutive(np.where(np.isin(labels, kept), labels, 0))
 
 
 def _earlier_save(target: Path) -> list[str]:
