@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import html
-import importlib.util
 import math
 import os
 import statistics
@@ -43,8 +41,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from figure_page import write_figure_page
+
 from skipnas.data.particles import DEFAULT_BATCH, DEFAULT_TILE
-from skipnas.fileio import atomic_open, atomic_path, write_csv_atomic, write_text_atomic
+from skipnas.fileio import write_csv_atomic, write_text_atomic
 from skipnas.genome import NAMED_TOPOLOGIES, Genome, GenomeError, load_genome
 from skipnas.runtime.device import cpu_name
 
@@ -282,35 +282,6 @@ def plot_comparison(info: dict[str, Any]) -> Any:
     return figure
 
 
-def write_figures(path: Path, infos: Sequence[dict[str, Any]], inline_js: bool, comment: str = "") -> list[Path]:
-    """One HTML page with every figure (``comment``, the run settings, above them); a PNG per figure
-    beside it when kaleido can be imported."""
-    written = [path]
-    figures = [plot_comparison(info) for info in infos]
-    divs = [
-        figure.to_html(full_html=False, include_plotlyjs=(True if inline_js else "cdn") if i == 0 else False, config={"displaylogo": False})
-        for i, figure in enumerate(figures)
-    ]
-    with atomic_open(path) as handle:
-        handle.write('<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>skipnas paper comparison</title>\n</head>\n<body>\n')
-        stamp = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {comment}"
-        handle.write(f"<h1>skipnas paper comparison</h1>\n<p>{html.escape(stamp)}</p>\n")
-        handle.write("\n".join(divs))
-        handle.write("\n</body>\n</html>\n")
-    if importlib.util.find_spec("kaleido") is None:
-        print("kaleido is not installed: HTML only, no PNG")
-        return written
-    for i, figure in enumerate(figures):
-        png = path.with_suffix(".png") if len(figures) == 1 else path.with_name(f"{path.stem}-{i + 1}.png")
-        try:
-            with atomic_path(png) as tmp:
-                figure.write_image(str(tmp), format="png", width=1400, height=int(figure.layout.height or 800), scale=1)
-            written.append(png)
-        except Exception as exc:  # a kaleido without its browser must not lose the HTML or the runs
-            print(f"no PNG ({exc.__class__.__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''})")
-    return written
-
-
 # training and evaluation -----------------------------------------------------------------------
 def train_config(seconds: float, pretrain: bool, seed: int, synthetic: int, steps: int | None = None) -> Any:
     """The search's budget split and tile/batch (the default space's); skipnas train's other defaults.
@@ -515,7 +486,8 @@ def main() -> None:
     if args.summary:
         write_summary(args.summary, table, comment)
     if args.figure:
-        written = write_figures(args.figure, figure_info(table), args.inline_plotlyjs, comment)
+        figures = [plot_comparison(info) for info in figure_info(table)]
+        written = write_figure_page(args.figure, figures, "skipnas paper comparison", comment, args.inline_plotlyjs)
         print("figure: " + ", ".join(str(p) for p in written))
     failed = [row for row in mine if row.get("status") != "ok"]
     if failed:

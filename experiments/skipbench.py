@@ -35,9 +35,10 @@ from typing import Any
 
 import numpy as np
 import optuna
+from figure_page import write_figure_page
 
 from skipnas.errors import SkipnasError
-from skipnas.fileio import write_csv_atomic
+from skipnas.fileio import write_csv_atomic, write_text_atomic
 from skipnas.genome import Genome
 from skipnas.space import SearchSpace, link_param_name, load_space
 
@@ -250,6 +251,277 @@ def replay_table(args: argparse.Namespace) -> None:
     write_csv_atomic(args.out, out_rows, comment=comment)
 
 
+# analysis --------------------------------------------------------------------------------------
+
+BASELINE_NAMES = ("standard", "semi-dense", "reverse", "dense", "none")
+METRIC_LABELS = {"relative_count_error": "relative count error", "count_mae": "count MAE", "dice": "Dice"}
+# two genome means differ beyond the seed noise when their gap exceeds Z times its standard error
+Z = 1.96
+
+
+def _maximize(metric: str) -> bool:
+    return metric == "dice"
+
+
+def genome_means(rows: Sequence[dict[str, str]], metric: str, split: str = "test") -> dict[str, list[float]]:
+    """Per genome, the ``split`` value of ``metric`` of each seed's run."""
+    values: dict[str, list[float]] = {}
+    for row in rows:
+        values.setdefault(row["genome"], []).append(float(row[f"{split}_{metric}"]))
+    return values
+
+
+def seed_noise_sd(values: dict[str, list[float]]) -> float | None:
+    """The seed-to-seed standard deviation of one run, pooled over the genomes run with several
+    seeds (the mean of their sample variances); None when no genome has two runs."""
+    variances = [float(np.var(runs, ddof=1)) for runs in values.values() if len(runs) >= 2]
+    return float(np.sqrt(np.mean(variances))) if variances else None
+
+
+def baseline_bits(links: Sequence[tuple[int, int]], depth: int) -> dict[str, str]:
+    """The table key of each named baseline topology."""
+    from skipnas.genome import named_skips
+
+    return {name: "".join(str(int(named_skips(name, depth)[i][j])) for i, j in links) for name in BASELINE_NAMES}
+
+
+def _distribution_info(rows: Sequence[dict[str, str]], metric: str, links: Sequence[tuple[int, int]], depth: int) -> dict[str, Any]:
+    """The held-out (test) mean of every genome over its seeds, best first, with the seed noise, how
+    many genomes are within noise of the best and where the named baselines rank (1 = best)."""
+    values = genome_means(rows, metric)
+    sign = -1.0 if _maximize(metric) else 1.0
+    ranked = sorted(values, key=lambda genome: (sign * float(np.mean(values[genome])), genome))
+    means = [float(np.mean(values[genome])) for genome in ranked]
+    seeds = [len(values[genome]) for genome in ranked]
+    noise = seed_noise_sd(values)
+    within = None
+    if noise is not None:
+        best, best_seeds = means[0], seeds[0]
+        within = sum(1 for mean, n in zip(means, seeds) if sign * (mean - best) <= Z * noise * np.sqrt(1 / n + 1 / best_seeds))
+    rank = {genome: index + 1 for index, genome in enumerate(ranked)}
+    baselines = {
+        name: {"genome": bits, "rank": rank[bits], "mean": means[rank[bits] - 1]}
+        for name, bits in baseline_bits(links, depth).items() if bits in rank
+    }
+    return {
+        "metric": metric, "label": METRIC_LABELS[metric], "maximize": _maximize(metric), "genomes": ranked, "means": means,
+        "seeds": seeds, "runs": sum(seeds), "space_size": 2 ** len(links), "noise_sd": noise, "within_noise": within,
+        "baselines": baselines,
+    }
+
+
+def _link_effects_info(rows: Sequence[dict[str, str]], metric: str, links: Sequence[tuple[int, int]]) -> dict[str, Any]:
+    """Per link: the mean test value of the genomes with it minus the mean of those without, with a
+    95 % interval (Welch's standard error over genome means), and Optuna's fANOVA importance of the
+    link genes for the genome means."""
+    values = genome_means(rows, metric)
+    genomes = sorted(values)
+    means = np.array([np.mean(values[genome]) for genome in genomes])
+    bits = np.array([[int(b) for b in genome] for genome in genomes], dtype=bool)
+    effects, halfwidths = [], []
+    for k in range(len(links)):
+        on, off = means[bits[:, k]], means[~bits[:, k]]
+        if len(on) < 2 or len(off) < 2:
+            effects.append(None)
+            halfwidths.append(None)
+            continue
+        effects.append(float(on.mean() - off.mean()))
+        halfwidths.append(float(Z * np.sqrt(on.var(ddof=1) / len(on) + off.var(ddof=1) / len(off))))
+    importance = _fanova_info(genomes, means, links, metric)
+    return {"metric": metric, "label": METRIC_LABELS[metric], "maximize": _maximize(metric), "params": [link_param_name(i, j) for i, j in links],
+            "effects": effects, "halfwidths": halfwidths, "importance": importance, "genomes": len(genomes)}
+
+
+def _fanova_info(genomes: Sequence[str], means: np.ndarray, links: Sequence[tuple[int, int]], metric: str) -> dict[str, Any]:
+    """skipnas report's importance data, by Optuna's fANOVA (not its default, PED-ANOVA, which looks only
+    at the best trials), for a study holding one trial per genome (its test mean)."""
+    from skipnas.study.report.importance import _importance_info
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize" if _maximize(metric) else "minimize")
+    distributions = {link_param_name(i, j): optuna.distributions.IntDistribution(0, 1) for i, j in links}
+    study.add_trials([
+        optuna.trial.create_trial(
+            params={link_param_name(i, j): int(bit) for (i, j), bit in zip(links, genome, strict=True)},
+            distributions=distributions, value=float(mean),
+        )
+        for genome, mean in zip(genomes, means, strict=True)
+    ])
+    info = _importance_info(study, optuna.importance.FanovaImportanceEvaluator(seed=0))
+    info["objective"] = f"test {METRIC_LABELS[metric]}, mean over seeds"
+    return info
+
+
+def read_regret(path: Path) -> dict[str, dict[str, list[float]]]:
+    """The replay's table: per strategy, its trials and the mean, 5th and 95th percentile regret."""
+    curves: dict[str, dict[str, list[float]]] = {}
+    for row in read_table(path):
+        curve = curves.setdefault(row["strategy"], {"trials": [], "mean": [], "p5": [], "p95": []})
+        curve["trials"].append(int(row["trials"]))
+        for key, column in (("mean", "mean_regret"), ("p5", "p5"), ("p95", "p95")):
+            curve[key].append(float(row[column]))
+    return curves
+
+
+def _regret_info(curves: dict[str, dict[str, list[float]]], noise_floor: float | None) -> dict[str, Any]:
+    """The replayed regret curves and, per strategy, the first trial whose mean regret is at or below
+    the noise floor (None: never within the trials replayed)."""
+    reached = {}
+    for strategy, curve in curves.items():
+        reached[strategy] = (
+            next((t for t, mean in zip(curve["trials"], curve["mean"]) if mean <= noise_floor), None) if noise_floor is not None else None
+        )
+    return {"curves": curves, "noise_floor": noise_floor, "trials_to_floor": reached}
+
+
+def noise_floor(distribution: dict[str, Any]) -> float | None:
+    """The gap two genome means of the table's usual seed count can show by seed noise alone
+    (Z standard errors of their difference): a regret below it is as good as the best."""
+    if distribution["noise_sd"] is None:
+        return None
+    seeds = int(np.median(distribution["seeds"]))
+    return float(Z * distribution["noise_sd"] * np.sqrt(2 / seeds))
+
+
+def plot_distribution(info: dict[str, Any]) -> Any:
+    """Every genome's test mean, best first, the band of the seed noise around the best, the
+    baselines marked."""
+    import plotly.graph_objects as go
+
+    figure = go.Figure()
+    ranks = list(range(1, len(info["genomes"]) + 1))
+    figure.add_trace(go.Scatter(
+        x=ranks, y=info["means"], mode="markers", name="topology (mean over its seeds)", marker={"size": 5, "color": "#1f77b4"},
+        customdata=np.stack([info["genomes"], info["seeds"]], axis=1),
+        hovertemplate="%{customdata[0]} (%{customdata[1]} seeds): %{y:.4f}, rank %{x}<extra></extra>",
+    ))
+    for name, baseline in info["baselines"].items():
+        figure.add_trace(go.Scatter(
+            x=[baseline["rank"]], y=[baseline["mean"]], mode="markers+text", name=name, text=[name], textposition="top center",
+            marker={"size": 11, "symbol": "diamond-open", "line": {"width": 2}},
+        ))
+    if info["noise_sd"] is not None:
+        sign = -1.0 if info["maximize"] else 1.0
+        edge = info["means"][0] + sign * Z * info["noise_sd"] * np.sqrt(2 / max(1, int(np.median(info["seeds"]))))
+        figure.add_hline(
+            y=edge, line_dash="dash", line_color="#444",
+            annotation_text=f"within seed noise of the best: {info['within_noise']} topologies (run SD {info['noise_sd']:.3f})",
+            annotation_position="top right",
+        )
+    better = "higher" if info["maximize"] else "lower"
+    figure.update_layout(
+        template="plotly_white", height=450,
+        title=f"Test {info['label']} of {len(info['genomes'])} of {info['space_size']} topologies ({info['runs']} runs), best first ({better} is better)",
+        xaxis_title="rank by test mean", yaxis_title=f"test {info['label']}",
+    )
+    return figure
+
+
+def plot_link_effects(info: dict[str, Any]) -> Any:
+    """Each link's effect (mean with it minus mean without, 95 % interval) beside its fANOVA importance."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from skipnas.study.report._trials import _link_label
+
+    importance = info["importance"]
+    better = "higher" if info["maximize"] else "lower"
+    figure = make_subplots(rows=1, cols=2, subplot_titles=(
+        f"effect on test {info['label']} ({better} is better)", "fANOVA importance (sums to 1)",
+    ))
+    figure.add_trace(go.Bar(
+        x=[_link_label(param) for param in info["params"]], y=info["effects"], error_y={"type": "data", "array": [h or 0.0 for h in info["halfwidths"]]},
+        name="with minus without", marker_color="#1f77b4",
+    ), row=1, col=1)
+    figure.add_trace(go.Bar(x=[_link_label(param) for param in importance["params"]], y=importance["importances"], name="fANOVA", marker_color="#ff7f0e"), row=1, col=2)
+    figure.update_layout(
+        template="plotly_white", height=420, showlegend=False,
+        title=f"What each link does to the test {info['label']} ({info['genomes']} topologies, means over seeds)",
+    )
+    return figure
+
+
+def plot_regret(info: dict[str, Any], label: str) -> Any:
+    """Mean regret against trials, 5th-95th percentile band, per strategy; the noise floor dashed."""
+    import plotly.graph_objects as go
+
+    figure = go.Figure()
+    palette = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd")
+    for index, (strategy, curve) in enumerate(info["curves"].items()):
+        colour = palette[index % len(palette)]
+        figure.add_trace(go.Scatter(
+            x=curve["trials"] + curve["trials"][::-1], y=curve["p95"] + curve["p5"][::-1], fill="toself", line={"width": 0},
+            fillcolor=colour, opacity=0.15, hoverinfo="skip", showlegend=False, legendgroup=strategy,
+        ))
+        figure.add_trace(go.Scatter(x=curve["trials"], y=curve["mean"], mode="lines", name=strategy, line={"color": colour}, legendgroup=strategy))
+    if info["noise_floor"] is not None:
+        figure.add_hline(y=info["noise_floor"], line_dash="dash", line_color="#444", annotation_text="seed noise floor")
+    figure.update_layout(
+        template="plotly_white", height=450, title=f"Regret in test {label} against trials (mean, 5th-95th percentile)",
+        xaxis_title="trials", yaxis_title=f"regret (test {label})",
+    )
+    return figure
+
+
+def summary_markdown(distributions: Sequence[dict[str, Any]], effects: Sequence[dict[str, Any]], regret: dict[str, Any] | None) -> str:
+    """The analysis as markdown tables, for RESULTS."""
+    from skipnas.study.report._trials import _link_label
+
+    lines = ["| metric (test, mean over seeds) | topologies | runs | run SD (seed noise) | best | within noise of the best | "
+             + " | ".join(BASELINE_NAMES) + " |", "|---|---|---|---|---|---|" + "---|" * len(BASELINE_NAMES)]
+    for info in distributions:
+        ranks = [f"{b['mean']:.3f} (#{b['rank']})" if (b := info["baselines"].get(name)) else "-" for name in BASELINE_NAMES]
+        noise = "-" if info["noise_sd"] is None else f"{info['noise_sd']:.3f}"
+        lines.append(f"| {info['label']} | {len(info['genomes'])} of {info['space_size']} | {info['runs']} | {noise} | "
+                     f"{info['genomes'][0]}: {info['means'][0]:.3f} | {info['within_noise'] if info['within_noise'] is not None else '-'} | "
+                     + " | ".join(ranks) + " |")
+    for info in effects:
+        lines += ["", f"Links and the test {info['label']} (with minus without, 95 % interval; fANOVA importance):", "",
+                  "| link | effect | fANOVA |", "|---|---|---|"]
+        importance = dict(zip(info["importance"]["params"], info["importance"]["importances"]))
+        for param, effect, half in zip(info["params"], info["effects"], info["halfwidths"]):
+            value = importance.get(param)
+            shown = "-" if effect is None else f"{effect:+.4f} ± {half:.4f}"
+            lines.append(f"| {_link_label(param)} | {shown} | {'-' if value is None else f'{value:.3f}'} |")
+    if regret is not None:
+        floor = regret["noise_floor"]
+        lines += ["", f"Trials until the mean regret is within the seed noise floor ({'-' if floor is None else f'{floor:.4f}'}):", "",
+                  "| strategy | trials | mean regret at the last trial |", "|---|---|---|"]
+        for strategy, curve in regret["curves"].items():
+            reached = regret["trials_to_floor"][strategy]
+            shown = reached if reached is not None else f"not within {curve['trials'][-1]}"
+            lines.append(f"| {strategy} | {shown} | {curve['mean'][-1]:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def analyse(args: argparse.Namespace) -> None:
+    rows = read_table(args.table)
+    if not rows:
+        raise SkipnasError(f"{args.table}: no rows; run `skipbench.py run` first")
+    space = load_space(str(args.space))
+    links = space.searchable_links()
+    if any(len(row["genome"]) != len(links) for row in rows):
+        raise SkipnasError(f"{args.table}: its genomes do not have the {len(links)} links of {args.space}; give the table's --space")
+    distributions = [_distribution_info(rows, metric, links, space.depth) for metric in args.metrics]
+    effects = [_link_effects_info(rows, metric, links) for metric in args.metrics]
+    regret = None
+    if args.regret is not None:
+        if not args.regret.is_file():
+            raise SkipnasError(f"{args.regret}: no such file; run `skipbench.py replay` first, or leave out --regret")
+        regret = _regret_info(read_regret(args.regret), noise_floor(distributions[0]))
+    summary = summary_markdown(distributions, effects, regret)
+    print(summary)
+    comment = f"{args.table}: {len(rows)} runs, test metrics (held out; val chose each run's weights and counting)"
+    if args.summary:
+        write_text_atomic(args.summary, f"<!-- {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {comment} -->\n\n{summary}")
+    if args.figure:
+        figures = [plot_distribution(info) for info in distributions] + [plot_link_effects(info) for info in effects]
+        if regret is not None:
+            figures.append(plot_regret(regret, distributions[0]["label"]))
+        written = write_figure_page(args.figure, figures, "SkipBench", comment, args.inline_plotlyjs)
+        print("figure: " + ", ".join(str(p) for p in written))
+
+
 def _seeds(text: str) -> list[int]:
     try:
         seeds = sorted({int(value) for value in text.split(",") if value.strip()})
@@ -284,8 +556,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     replayer.add_argument("--trials", type=int, default=100)
     replayer.add_argument("--repetitions", type=int, default=100)
     replayer.add_argument("--out", type=Path, default=Path("experiments/results/skipbench_depth3_regret.csv"))
+    analyser = commands.add_parser("analyse", help="figures and tables of a (possibly partial) table: distribution, baselines, links, regret")
+    analyser.add_argument("table", type=Path)
+    analyser.add_argument("--space", default=str(SPACE), help="the table's search space (default search_spaces/skipbench-depth3.toml)")
+    analyser.add_argument(
+        "--metrics", type=lambda text: text.split(","), default=["relative_count_error", "dice"],
+        help=f"comma-separated test metrics, the first also for the regret's noise floor: {','.join(METRIC_LABELS)}",
+    )
+    analyser.add_argument("--regret", type=Path, default=None, help="the replay's table, for the regret curves (the first metric's)")
+    analyser.add_argument("--summary", type=Path, default=None, help="markdown tables")
+    analyser.add_argument("--figure", type=Path, default=None, help="plotly HTML (and a PNG per figure when kaleido imports)")
+    analyser.add_argument("--inline-plotlyjs", action="store_true", help="plotly's library inside the HTML, for reading offline")
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ("run", "replay", "-h", "--help"):
+    if not argv or argv[0] not in ("run", "replay", "analyse", "-h", "--help"):
         argv = ["run", *argv]  # `skipbench.py --smoke` is `skipbench.py run --smoke`
     args = parser.parse_args(argv)
     try:
@@ -295,6 +578,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             if args.steps < 1:
                 parser.error(f"--steps must be at least 1, got {args.steps}")
             run(args)
+        elif args.command == "analyse":
+            unknown = sorted(set(args.metrics) - set(METRIC_LABELS))
+            if unknown:
+                parser.error(f"--metrics: unknown {', '.join(unknown)}; known: {', '.join(METRIC_LABELS)}")
+            analyse(args)
         else:
             unknown = sorted(set(args.strategies) - set(STRATEGIES))
             if unknown:

@@ -81,3 +81,92 @@ def test_a_run_resumes_from_its_table_and_trains_only_the_missing_genomes(tmp_pa
     for row in trained.values():
         assert row["steps"] == "6" and 0 <= float(row["test_dice"]) <= 1 and float(row["test_count_mae"]) >= 0
     assert "6 steps per run" in out.read_text().splitlines()[0]
+
+
+# analysis: a hand-made depth-2 table (4 links, 16 genomes, 2 seeds): the first link adds 0.1 to the
+# relative count error, nothing else matters, and the two seeds sit DELTA either side of the mean
+DELTA = 0.01
+
+
+def _analysis_rows() -> list[dict[str, str]]:
+    rows = []
+    for number in range(16):
+        genome = f"{number:04b}"
+        mean = 0.1 + 0.1 * int(genome[0]) + 0.001 * number  # a small spread, so the ranking is strict
+        for seed, offset in ((0, -DELTA), (1, DELTA)):
+            rows.append({"genome": genome, "seed": str(seed), "test_relative_count_error": str(mean + offset), "test_dice": str(0.9 - mean)})
+    return rows
+
+
+@pytest.fixture
+def depth2(load_experiment, tmp_path: Path):
+    module = load_experiment("skipbench")
+    space = tmp_path / "space.toml"
+    space.write_text(module.SMOKE_SPACE)
+    from skipnas.space import load_space
+
+    return module, load_space(str(space)), space
+
+
+def test_the_distribution_ranks_genomes_and_counts_those_within_seed_noise(depth2) -> None:
+    module, space, _ = depth2
+    info = module._distribution_info(_analysis_rows(), "relative_count_error", space.searchable_links(), space.depth)
+    assert info["genomes"][0] == "0000" and info["means"][0] == pytest.approx(0.1)
+    assert info["runs"] == 32 and info["space_size"] == 16 and info["means"] == sorted(info["means"])
+    assert info["noise_sd"] == pytest.approx(DELTA * np.sqrt(2))  # the sample SD of two values DELTA either side
+    # within noise: a gap of at most 1.96 * SD * sqrt(1/2 + 1/2) = 0.0277, i.e. genomes 0000 to 0111 (gaps 0 to 0.007)
+    assert info["within_noise"] == 8
+    # the baselines by their skip matrices: standard links e0->d0 and e1->d1 (genes 1 and 4: 1001)
+    assert info["baselines"]["standard"]["genome"] == "1001" and info["baselines"]["none"] == {"genome": "0000", "rank": 1, "mean": pytest.approx(0.1)}
+    assert info["baselines"]["standard"]["rank"] == 10  # after the eight 0xxx genomes and 1000
+    dice = module._distribution_info(_analysis_rows(), "dice", space.searchable_links(), space.depth)
+    assert dice["maximize"] and dice["genomes"][0] == "0000"  # Dice is 0.9 - error: the highest first
+
+
+def test_link_effects_find_the_one_link_that_matters(depth2) -> None:
+    module, space, _ = depth2
+    info = module._link_effects_info(_analysis_rows(), "relative_count_error", space.searchable_links())
+    assert info["params"] == ["skip_e0_d0", "skip_e0_d1", "skip_e1_d0", "skip_e1_d1"]
+    assert info["effects"][0] == pytest.approx(0.1 + 0.001 * 8)  # the link, plus the spread's share (numbers 8-15 against 0-7)
+    assert all(abs(effect) < 0.01 for effect in info["effects"][1:])
+    assert info["halfwidths"][0] > 0
+    importance = info["importance"]
+    assert importance["params"][0] == "skip_e0_d0" and importance["importances"][0] > 0.9
+
+
+def test_regret_reaches_the_noise_floor_at_the_first_trial_at_or_below_it(load_experiment) -> None:
+    module = load_experiment("skipbench")
+    curves = {"random": {"trials": [1, 2, 3], "mean": [0.3, 0.05, 0.01], "p5": [0, 0, 0], "p95": [0.5, 0.1, 0.02]},
+              "tpe": {"trials": [1, 2, 3], "mean": [0.3, 0.2, 0.1], "p5": [0, 0, 0], "p95": [0.5, 0.3, 0.2]}}
+    info = module._regret_info(curves, noise_floor=0.05)
+    assert info["trials_to_floor"] == {"random": 2, "tpe": None}
+    distribution = {"noise_sd": 0.1, "seeds": [2, 2, 1]}
+    assert module.noise_floor(distribution) == pytest.approx(1.96 * 0.1)  # two means of 2 seeds: SE of the gap 0.1
+
+
+def test_analyse_writes_the_summary_and_the_figures(depth2, tmp_path: Path, capsys) -> None:
+    module, _, space = depth2
+    table, regret = tmp_path / "bench.csv", tmp_path / "regret.csv"
+    rows = _analysis_rows()
+    with table.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    regret.write_text("strategy,trials,mean_regret,p5,p95\nrandom,1,0.2,0.0,0.4\nrandom,2,0.01,0.0,0.02\n")
+    summary, figure = tmp_path / "summary.md", tmp_path / "figure.html"
+    module.main(["analyse", str(table), "--space", str(space), "--regret", str(regret), "--summary", str(summary), "--figure", str(figure)])
+    text = summary.read_text()
+    assert "| relative count error | 16 of 16 | 32 | 0.014 | 0000: 0.100 | 8 |" in text
+    assert "| e0 -> d0 | +0.1080" in text and "| random | 2 | 0.0100 |" in text
+    page = figure.read_text()
+    assert page.count('class="plotly-graph-div"') == 5  # two distributions, two link figures, the regret
+
+
+def test_analyse_refuses_a_table_of_another_space(depth2, tmp_path: Path, capsys) -> None:
+    module, _, _ = depth2
+    table = tmp_path / "bench.csv"
+    table.write_text("genome,seed,test_relative_count_error,test_dice\n010,0,0.1,0.8\n")
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(["analyse", str(table)])  # the default space has 9 links
+    assert exit_info.value.code == 2
+    assert "do not have the 9 links" in capsys.readouterr().err

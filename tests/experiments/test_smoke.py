@@ -11,8 +11,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 # skipbench's smoke run trains 16 genomes; test_skipbench runs it resuming from a table, which trains a few
 SLOW = {"skipbench.py"}
+# the scripts, not the helpers they import
 SCRIPTS = [
-    pytest.param(path, marks=pytest.mark.slow) if path.name in SLOW else path for path in sorted((REPO / "experiments").glob("*.py"))
+    pytest.param(path, marks=pytest.mark.slow) if path.name in SLOW else path
+    for path in sorted((REPO / "experiments").glob("*.py"))
+    if 'if __name__ == "__main__":' in path.read_text()
 ]
 
 

@@ -1,4 +1,4 @@
-"""Each skip gene's importance for the objective (Optuna's fANOVA on the completed trials)."""
+"""Each skip gene's importance for the objective (Optuna's default evaluator, PED-ANOVA since Optuna 5, on the completed trials)."""
 
 from __future__ import annotations
 
@@ -34,8 +34,8 @@ def _quiet_scratch_study(study: optuna.Study, trials: list[optuna.trial.FrozenTr
     return scratch
 
 
-def _importance_info(study: optuna.Study) -> dict[str, Any]:
-    """Importance of each skip gene for the first objective (Optuna's default evaluator).
+def _importance_info(study: optuna.Study, evaluator: optuna.importance.BaseImportanceEvaluator | None = None) -> dict[str, Any]:
+    """Importance of each skip gene for the first objective, by ``evaluator`` (None: Optuna's default).
 
     Duplicates are left out: a reused result would count the same candidate twice.
     """
@@ -54,14 +54,14 @@ def _importance_info(study: optuna.Study) -> dict[str, Any]:
         return info
     target: Callable[[optuna.trial.FrozenTrial], float] | None = None
     if len(study.directions) > 1:
-        # Optuna's default evaluator ranks low targets as good: negate a maximised Dice
+        # a target function is read as minimised: negate a maximised Dice
         sign = -1.0 if _maximize(study) else 1.0
         target = lambda t: sign * t.values[0]  # noqa: E731
     scratch = _quiet_scratch_study(study, trials)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            importances = optuna.importance.get_param_importances(scratch, params=params, target=target)
+            importances = optuna.importance.get_param_importances(scratch, evaluator=evaluator, params=params, target=target)
         except (ValueError, RuntimeError) as exc:
             info["note"] = f"importance could not be computed: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__}"
             return info
