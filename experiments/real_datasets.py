@@ -9,8 +9,10 @@
 For each dataset and seed, ``skipnas train``'s defaults (standard topology, width 16, 60 s of
 pretraining and 120 s of fine-tuning, every setting chosen from the training split as the command
 does: input scale, tile, batch, normalisation, auxiliary head, calibration grid) train one network;
-its counting is calibrated on val, and it is scored on val (a selection score: val chose the weights
-and the counting) and on test (held out: it chose nothing). The classical baseline
+its counting is calibrated on val (and on train when val holds fewer than 100 particles, as the command
+does; such a network is also counted with the setting val alone chooses, a paired comparison), and it
+is scored on val (a selection score: val chose the weights and the counting) and on test (held out:
+it chose nothing). The classical baseline
 (``skipnas baseline-count``: adaptive threshold, the same counting, calibrated on val) is scored on
 the same test images. ``--fixed`` trains with the settings every dataset got before they adapted to
 the data (input scale 1, 64 px tiles, batch 8, dataset normalisation, no auxiliary head, the default
@@ -45,6 +47,7 @@ import numpy as np
 
 from skipnas.candidate import (
     adapt_config_to_dataset,
+    calibrate_counting,
     evaluate_predictions,
     open_dataset,
     prepare_data,
@@ -72,6 +75,7 @@ def train_config(seed: int, pretrain_seconds: float, finetune_seconds: float) ->
         pretrain=PhaseConfig(seconds=pretrain_seconds, lr=1e-3),
         finetune=PhaseConfig(seconds=finetune_seconds, lr=5e-4),
         seed=seed,
+        calibrate_on="auto",
     )
 
 
@@ -83,7 +87,7 @@ def network_rows(data: str, seed: int, args: argparse.Namespace, fixed: bool, re
     index = open_dataset(data)
     if fixed:
         # the fixed settings: neither the grid nor anything else follows the data
-        config = dataclasses.replace(config, count_grid=CalibrationGrid(), calibration_selection="mean")
+        config = dataclasses.replace(config, count_grid=CalibrationGrid(), calibration_selection="mean", calibrate_on="val")
         config, _ = adapt_config_to_dataset(
             index, config, genome.depth, scale=1.0, tile=64, batch=8, auxiliary=None, normalise="dataset"
         )
@@ -95,6 +99,7 @@ def network_rows(data: str, seed: int, args: argparse.Namespace, fixed: bool, re
         result = train_candidate(genome, prepared, config, out=Path(folder) / "model", progress=False)
     seconds = time.perf_counter() - started
     method = "skipnas fixed settings" if fixed else recipe_name(recipe, args)
+    countings = {method: result.postprocess}
     rows = []
     for split in ("val", "test"):
         images = load_labeled(index.samples(split))
@@ -102,8 +107,14 @@ def network_rows(data: str, seed: int, args: argparse.Namespace, fixed: bool, re
             result.training.model, images, prepared.normalisation, result.training.setup, config.val_tile,
             config.val_overlap, config.tta, config.scale,
         )
-        metrics = evaluate_predictions(predictions, images, result.postprocess)
-        rows += [_row(data, method, seed, split, row, seconds) for row in metrics["rows"]]
+        if split == "val" and "calibrated_on" in result.calibration:
+            # the same network counted as before the training images joined the calibration: a paired comparison
+            countings[method + ", counting chosen on val alone"] = calibrate_counting(
+                predictions, images, config.count_grid, config.calibration_selection
+            ).postprocess
+        for label, postprocess in countings.items():
+            metrics = evaluate_predictions(predictions, images, postprocess)
+            rows += [_row(data, label, seed, split, row, seconds) for row in metrics["rows"]]
         if split == "test" and args.per_image_scale and not fixed:
             target = particle_sizes(index, "train").width["p50"] * config.scale  # type: ignore[index]
             rescaled = [

@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from skipnas.counting.calibrate import CalibrationGrid, calibrate, calibration_record
+from skipnas.counting.calibrate import FEW_PARTICLES, CalibrationGrid, calibrate, calibration_record
 from skipnas.counting.evaluation import Evaluation
 from skipnas.counting.postprocess import PostprocessConfig
-from skipnas.data.io import image_range
-from skipnas.data.loading import LabeledImage
+from skipnas.data.io import count_instances, image_range
+from skipnas.data.loading import LabeledImage, load_labeled
 from skipnas.data.rescale import rescale_labeled
 from skipnas.data.scan import DatasetIndex, resolve_dataset
 from skipnas.data.statistics import dataset_summary, normalisation_stats, particle_sizes
@@ -151,6 +151,19 @@ def calibrate_counting(
     return CountingCalibration(postprocess, calibration_record(table, grid), evaluate_predictions(predictions, images, postprocess))
 
 
+def extra_calibration_images(data: PreparedData, calibrate_on: str) -> tuple[list[LabeledImage], str | None]:
+    """The training images (at their own size, as counting sees them) that choose the counting setting
+    besides val under ``calibrate_on`` (:data:`~skipnas.train.config.CALIBRATE_ON`), and why; none for ``val``,
+    nor for ``auto`` when val holds at least ``FEW_PARTICLES`` particles."""
+    if calibrate_on == "val":
+        return [], None
+    particles = sum(count_instances(item.instances) for item in data.val)
+    if calibrate_on == "auto" and particles >= FEW_PARTICLES:
+        return [], None
+    why = "asked for" if calibrate_on == "val+train" else f"val holds {particles} particles, fewer than {FEW_PARTICLES}"
+    return load_labeled(data.index.samples("train")), why
+
+
 @dataclass
 class CandidateResult:
     genome: Genome
@@ -185,8 +198,23 @@ def train_candidate(
         result.model, data.val, data.normalisation, result.setup, config.val_tile, config.val_overlap, config.tta, config.scale,
         config.val_batch,
     )
-    counting = calibrate_counting(predictions, data.val, config.count_grid, config.calibration_selection)
-    postprocess, calibration, metrics = counting.postprocess, counting.record, counting.metrics
+    extra, why = extra_calibration_images(data, config.calibrate_on)
+    if extra:
+        extra_predictions = predict_images(
+            result.model, extra, data.normalisation, result.setup, config.val_tile, config.val_overlap, config.tta, config.scale,
+            config.val_batch,
+        )
+        counting = calibrate_counting([*predictions, *extra_predictions], [*data.val, *extra], config.count_grid, config.calibration_selection)
+        calibration = {
+            **counting.record,
+            "calibrated_on": {"splits": ["val", "train"], "images": len(data.val) + len(extra), "why": why},
+            "note": "the train images were trained on: the network predicts them better than new images",
+        }
+        # the run's metrics stay val's, comparable with runs calibrated on val alone
+        postprocess, metrics = counting.postprocess, evaluate_predictions(predictions, data.val, counting.postprocess)
+    else:
+        counting = calibrate_counting(predictions, data.val, config.count_grid, config.calibration_selection)
+        postprocess, calibration, metrics = counting.postprocess, counting.record, counting.metrics
     evaluated = time.perf_counter()
     model_dir = None
     if out is not None:

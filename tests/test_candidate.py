@@ -35,3 +35,55 @@ def test_a_checked_index_is_adapted_to_and_loaded_without_reading_the_dataset_ag
     config, _ = candidate.adapt_config_to_dataset(index, _config(), 2)
     prepared = candidate.prepare_data(index, config)
     assert prepared.root == index.root and len(prepared.train) == 6
+
+
+def test_few_val_particles_bring_the_training_images_into_the_calibration(tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from skipnas.data.io import count_instances
+
+    data = prepare_data(tiny_dataset, _config())
+    val_particles = sum(count_instances(item.instances) for item in data.val)
+    assert candidate.extra_calibration_images(data, "val") == ([], None)
+    extra, why = candidate.extra_calibration_images(data, "auto")
+    assert len(extra) == 6 and why == f"val holds {val_particles} particles, fewer than 100"
+    # at their own size, as counting sees them (the training split is held at the input scale)
+    assert [item.stem for item in extra] == [item.stem for item in data.train]
+    assert candidate.extra_calibration_images(data, "val+train")[1] == "asked for"
+    monkeypatch.setattr(candidate, "FEW_PARTICLES", val_particles)  # enough particles: auto keeps to val
+    assert candidate.extra_calibration_images(data, "auto") == ([], None)
+    assert len(candidate.extra_calibration_images(data, "val+train")[0]) == 6
+
+
+@pytest.mark.parametrize("calibrate_on", ["val", "auto"])
+def test_the_counting_is_chosen_on_val_and_train_when_val_holds_few_particles(tiny_dataset: Path, calibrate_on: str) -> None:
+    from dataclasses import replace
+
+    from skipnas.candidate import evaluate_predictions, train_candidate
+    from skipnas.data.io import count_instances
+    from skipnas.genome import Genome
+    from skipnas.predict import predict_images
+
+    config = replace(_config(), calibrate_on=calibrate_on)
+    data = prepare_data(tiny_dataset, config)
+    result = train_candidate(Genome.named("standard", depth=2, base_width=4), data, config, progress=False)
+    val_particles = sum(count_instances(item.instances) for item in data.val)
+    train_particles = sum(count_instances(item.instances) for item in data.train)
+    if calibrate_on == "val":
+        assert "calibrated_on" not in result.calibration and result.calibration["particles"] == val_particles
+    else:
+        assert result.calibration["calibrated_on"]["splits"] == ["val", "train"] and result.calibration["calibrated_on"]["images"] == 8
+        assert result.calibration["particles"] == val_particles + train_particles and "trained on" in result.calibration["note"]
+    # either way the run's metrics are val's, with the setting chosen
+    predictions = predict_images(
+        result.training.model, data.val, data.normalisation, result.training.setup, config.val_tile, config.val_overlap
+    )
+    assert result.metrics["count_mae"] == evaluate_predictions(predictions, data.val, result.postprocess)["count_mae"]
+    assert result.metrics["images"] == 2
+
+
+def test_an_unknown_calibration_choice_is_refused() -> None:
+    from dataclasses import replace
+
+    from skipnas.errors import SkipnasError
+
+    with pytest.raises(SkipnasError, match="calibrate_on must be one of val, val\\+train, auto"):
+        replace(_config(), calibrate_on="test")

@@ -127,6 +127,12 @@ def register(subparsers: Any) -> None:
         "counting calibrated on val at every validation (slower validations) (default dice)",
     )
     parser.add_argument(
+        "--calibrate-on", choices=("auto", "val", "val+train"), default="auto",
+        help="the labelled images that choose the counting setting (threshold, morphology, minimum area, method): val; "
+        "val and train (the train images were trained on, so they flatter the network a little); auto: val and train "
+        "when val holds fewer than 100 particles, too few for a setting that carries over to new images (default auto)",
+    )
+    parser.add_argument(
         "--tta", choices=TTA_MODES, default="none",
         help="test-time augmentation of the final calibration's val predictions (flips: 4 mirrored views averaged, "
         "dihedral: 8), recorded in the model folder so skipnas count and evaluate predict the same way (default none)",
@@ -268,6 +274,7 @@ def _train(args: argparse.Namespace) -> int:
         early_stopping=args.patience or None,
         auxiliary_weight=args.auxiliary_weight,
         keep_best_by=args.keep_best,
+        calibrate_on=args.calibrate_on,
         tta=args.tta,
         device=args.device,
         seed=args.seed,
@@ -321,9 +328,16 @@ def _train(args: argparse.Namespace) -> int:
         result = train_candidate(
             genome, data, config, out=out, progress=not args.json, data_choices=choices, initial_weights=initial_weights
         )
+    calibrated_on = result.calibration.get("calibrated_on")
     if args.json:
-        print_json({**result.metrics, "model_dir": str(out), "stop_reasons": result.training.stop_reasons})
+        print_json({**result.metrics, "model_dir": str(out), "stop_reasons": result.training.stop_reasons, "calibrated_on": calibrated_on})
         return 0
+    if calibrated_on:
+        console().print(
+            f"counting chosen on val and train ({calibrated_on['images']} images, {result.calibration['particles']} particles; "
+            f"{calibrated_on['why']}): {result.postprocess.method}",
+            soft_wrap=True,
+        )
     print_metrics(
         f"validation ({len(data.val)} images; selection scores: these images chose the weights and the counting), "
         f"counting: {result.postprocess.method}",

@@ -27,6 +27,9 @@ KEEP_BEST_BY = ("dice", "count")
 NORMALISE_MODES = ("dataset", "image")
 
 
+CALIBRATE_ON = ("val", "val+train", "auto")
+
+
 def split_steps(steps: int, pretrain_share: float) -> tuple[int, int]:
     """A step budget split into (pretraining, fine-tuning) steps, pretraining ``pretrain_share`` of it, rounded."""
     pretrain = round(steps * pretrain_share)
@@ -116,6 +119,9 @@ class TrainConfig:
     count_grid: CalibrationGrid | None = None
     # how calibration picks among the grid's settings (skipnas.counting.calibrate.SELECTIONS)
     calibration_selection: str = "stable"
+    # the labelled images that choose the counting setting (CALIBRATE_ON): val; val and train; or auto,
+    # val and train when val holds fewer than FEW_PARTICLES particles, which cannot support a setting
+    calibrate_on: str = "val"
     # test-time augmentation of the final calibration's val predictions (skipnas.tta), recorded in the
     # model folder so counting predicts the same way; validations during training predict plainly
     tta: str = "none"
@@ -126,6 +132,8 @@ class TrainConfig:
         check_scale(self.scale, "scale")
         if self.calibration_selection not in SELECTIONS:
             raise SkipnasError(f"calibration_selection must be one of {', '.join(SELECTIONS)}, got {self.calibration_selection!r}")
+        if self.calibrate_on not in CALIBRATE_ON:
+            raise SkipnasError(f"calibrate_on must be one of {', '.join(CALIBRATE_ON)}, got {self.calibrate_on!r}")
         if self.normalise not in NORMALISE_MODES:
             raise SkipnasError(f"normalise must be one of {', '.join(NORMALISE_MODES)}, got {self.normalise!r}")
         if self.keep_best_by not in KEEP_BEST_BY:

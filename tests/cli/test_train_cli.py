@@ -158,3 +158,17 @@ def test_init_starts_from_a_model_folder_and_carries_its_network_over(tmp_path, 
     assert "--init carries over the model's genome, head, scale and normalisation; leave out --topology" in capsys.readouterr().err
     assert main(["train", "--data", str(other), "--init", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
     assert "no such model folder" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_calibrate_on_auto_adds_the_training_images_when_val_holds_few_particles(tmp_path, capsys, tiny_dataset) -> None:
+    base = ["train", "--data", str(tiny_dataset), "--width", "4", "--steps", "6", "--synthetic", "4",
+            "--validation-steps", "3", "--device", "cpu"]
+    assert main([*base, "--out", str(tmp_path / "auto")]) == 0  # the default: the tiny val split holds a few particles
+    said = capsys.readouterr().out
+    assert "counting chosen on val and train (8 images" in said and "fewer than 100" in said
+    record = json.loads((tmp_path / "auto" / "postprocess.json").read_text())["calibration"]
+    assert record["calibrated_on"]["splits"] == ["val", "train"]
+    assert json.loads((tmp_path / "auto" / "model.json").read_text())["train_config"]["calibrate_on"] == "auto"
+    assert main([*base, "--calibrate-on", "val", "--json", "--out", str(tmp_path / "val")]) == 0
+    assert json.loads(capsys.readouterr().out)["calibrated_on"] is None
+    assert "calibrated_on" not in json.loads((tmp_path / "val" / "postprocess.json").read_text())["calibration"]
