@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from skipnas.cli._common import console, print_json
+from skipnas.cli.train import add_device_arguments
 
 
 def register(subparsers: Any) -> None:
@@ -33,6 +34,13 @@ def register(subparsers: Any) -> None:
         "--overwrite", action="store_true",
         help="also write into a folder of other files, beside them (they are kept; files named like the model's are refused)",
     )
+    parser.add_argument(
+        "--calibrate-on", choices=("auto", "val", "val+train"), default="auto",
+        help="the labelled images of the study's dataset that choose the exported counting setting: val (as the trial "
+        "chose it); val and train; auto: val and train when the trial's calibration saw fewer than 100 particles "
+        "(default auto)",
+    )
+    add_device_arguments(parser)
     parser.add_argument("--onnx", action="store_true", help="also write model.onnx into the exported folder (skipnas onnx)")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     parser.set_defaults(func=_export)
@@ -45,7 +53,10 @@ def _export(args: argparse.Namespace) -> int:
     from skipnas.study.storage import open_existing_storage
 
     storage, _ = open_existing_storage(args.storage)
-    result = export(storage, args.study, args.out, trial=args.trial, metric=args.metric, overwrite=args.overwrite)
+    result = export(
+        storage, args.study, args.out, trial=args.trial, metric=args.metric, overwrite=args.overwrite,
+        calibrate_on=args.calibrate_on, device=args.device,
+    )
     onnx_path = None
     if args.onnx:
         from skipnas.onnxio import write_onnx
@@ -53,7 +64,8 @@ def _export(args: argparse.Namespace) -> int:
         onnx_path = write_onnx(result.out)
     if args.json:
         print_json({"out": str(result.out), "trial": result.trial, "baselines": result.baselines, "training_budget": result.training_budget,
-                    "confirmation": result.confirmation, "chosen_by": result.chosen_by, "onnx": onnx_path and str(onnx_path)})
+                    "confirmation": result.confirmation, "chosen_by": result.chosen_by, "onnx": onnx_path and str(onnx_path),
+                    "calibration": result.calibration})
         return 0
     table = Table()
     for column in ("trial", "topology", "Dice", "count MAE", "exact count", "MiB"):
@@ -74,6 +86,8 @@ def _export(args: argparse.Namespace) -> int:
             f"[yellow]warning: no held-out confirmation: the choice rests on validation scores; skipnas confirm --study {args.study} "
             "scores the best candidates and the baselines on data that chose nothing[/]", soft_wrap=True,
         )
+    if result.calibration:
+        out.print(result.calibration, soft_wrap=True, markup=False)
     if onnx_path is not None:
         out.print(f"wrote {onnx_path}: skipnas count {result.out} IMAGES... --engine onnx")
     out.print(f"count with: skipnas count {result.out} IMAGES... --out counts")

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 
+from skipnas.counting.calibrate import FEW_PARTICLES
+from skipnas.counting.postprocess import CALIBRATION_KEY
 from skipnas.errors import SkipnasError
 from skipnas.fileio import write_json_atomic
 from skipnas.modelio import (
     METRICS_FILE,
     ONNX_FILE,
+    POSTPROCESS_FILE,
     REQUIRED_FILES,
     SUMMARY_FILE,
     check_model_target,
@@ -20,8 +24,10 @@ from skipnas.modelio import (
     is_model_folder,
     load_model_folder,
 )
+from skipnas.recalibrate import recalibrate_model_folder
 from skipnas.study.objective import METRIC_ATTRS
 from skipnas.study.settings import BUDGET_ATTR, describe_budget
+from skipnas.train.config import CALIBRATE_ON
 
 EXPORT_METRICS = {"dice": True, "count_mae": False}  # metric -> higher is better
 
@@ -94,12 +100,42 @@ class ExportResult:
     training_budget: str = ""  # e.g. "3000 steps per trial": what every trial of the study trained for
     confirmation: dict[str, Any] | None = None  # skipnas confirm's result, if it was run
     chosen_by: str = ""  # why this trial: the held-out confirmation, a validation (selection) score, or --trial
+    calibration: str | None = None  # what became of the trial's counting setting, when not kept as the trial chose it
+
+
+def calibrate_exported(folder: Path, data: str | None, calibrate_on: str, device: str = "auto") -> str | None:
+    """Choose the exported ``folder``'s counting again on ``data``'s val and train images when
+    ``calibrate_on`` is ``val+train``, or ``auto`` and the trial's calibration saw fewer than
+    ``FEW_PARTICLES`` particles (search trials calibrate on val alone, as ``skipnas train
+    --calibrate-on auto`` would not). A line saying what happened; None when the setting stays.
+    Under ``auto`` a dataset that cannot be read leaves the trial's setting, and the line says so."""
+    if calibrate_on == "val":
+        return None
+    record = json.loads((folder / POSTPROCESS_FILE).read_text(encoding="utf-8")).get(CALIBRATION_KEY) or {}
+    particles = record.get("particles")
+    few = isinstance(particles, int) and particles < FEW_PARTICLES and "calibrated_on" not in record
+    if calibrate_on == "auto" and not few:
+        return None
+    why = f"the trial's calibration saw {particles} particles, fewer than {FEW_PARTICLES}" if few else "asked for"
+    try:
+        if not data:
+            raise SkipnasError("the study does not name its dataset")
+        result = recalibrate_model_folder(folder, data, ("val", "train"), device=device)
+    except SkipnasError as exc:
+        if calibrate_on == "val+train":
+            raise
+        return (f"counting kept as the trial chose it on {particles} particles ({exc}); choose it again with "
+                f"skipnas calibrate {folder} --data DIR --split val --split train")
+    return f"counting chosen again on val and train ({result.images} images, {result.record['particles']} particles; {why})"
 
 
 def export(
-    storage: Any, study_name: str, out: str | Path, trial: int | None = None, metric: str | None = None, overwrite: bool = False
+    storage: Any, study_name: str, out: str | Path, trial: int | None = None, metric: str | None = None, overwrite: bool = False,
+    calibrate_on: str = "auto", device: str = "auto",
 ) -> ExportResult:
-    """Copy the chosen trial's model folder to ``out`` (atomically) and add ``summary.json``.
+    """Copy the chosen trial's model folder to ``out`` (atomically) and add ``summary.json``; then,
+    by ``calibrate_on``, choose its counting again on the study's val and train images
+    (:func:`calibrate_exported`).
 
     The trial is ``trial`` when given; else, when ``metric`` is None and the study holds a
     confirmation, the one it chose (:func:`confirmed_trial`); else the best on ``metric`` (default
@@ -107,6 +143,8 @@ def export(
     ``overwrite`` also writes them into a folder of other files (see
     :func:`skipnas.modelio.check_model_target`).
     """
+    if calibrate_on not in CALIBRATE_ON:
+        raise SkipnasError(f"--calibrate-on must be one of {', '.join(CALIBRATE_ON)}, got {calibrate_on!r}")
     study = load_study(storage, study_name)
     confirmed = confirmed_trial(study) if trial is None and metric is None else None
     if trial is not None:
@@ -142,4 +180,5 @@ def export(
     # the model's files only: anything else in the trial's folder is not the model
     derive_model_folder(source, target, (*REQUIRED_FILES, METRICS_FILE, ONNX_FILE),
                         lambda staging: write_json_atomic(staging / SUMMARY_FILE, summary), overwrite)
-    return ExportResult(target, summary["trial"], baselines, summary["training_budget"], summary["confirmation"], chosen_by)
+    calibration = calibrate_exported(target, study.user_attrs.get("data"), calibrate_on, device)
+    return ExportResult(target, summary["trial"], baselines, summary["training_budget"], summary["confirmation"], chosen_by, calibration)

@@ -88,3 +88,19 @@ def test_without_a_confirmation_the_export_says_it_rests_on_validation_scores(tm
     result = export(storage, name, tmp_path / "best")
     assert result.chosen_by.startswith("the best validation dice (a selection score")
     assert json.loads((tmp_path / "best" / "summary.json").read_text())["chosen_by"] == result.chosen_by
+
+
+def test_a_study_without_its_dataset_keeps_the_trials_counting_under_auto_and_refuses_val_and_train(tmp_path: Path) -> None:
+    from skipnas.counting.postprocess import write_postprocess_config
+
+    storage = optuna.storages.InMemoryStorage()
+    name = study_with_a_trial(tmp_path, storage)
+    write_postprocess_config(tmp_path / "trials" / "0" / "postprocess.json", PostprocessConfig(), {"particles": 12})
+    result = export(storage, name, tmp_path / "best")  # auto: 12 particles are few, and the study names no dataset
+    assert "counting kept as the trial chose it on 12 particles (the study does not name its dataset)" in result.calibration
+    assert json.loads((tmp_path / "best" / "postprocess.json").read_text())["calibration"] == {"particles": 12}
+    with pytest.raises(SkipnasError, match="the study does not name its dataset"):
+        export(storage, name, tmp_path / "again", calibrate_on="val+train")
+    with pytest.raises(SkipnasError, match="--calibrate-on must be one of val, val\\+train, auto"):
+        export(storage, name, tmp_path / "never", calibrate_on="test")
+    assert not (tmp_path / "never").exists()

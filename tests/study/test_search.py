@@ -136,6 +136,25 @@ def test_export_then_count_the_exported_folder(searched, tiny_dataset: Path, tmp
     assert json.loads((result.out / "postprocess.json").read_text())["calibration"]["selection"] == "stable"
 
 
+def test_export_chooses_the_counting_again_on_val_and_train_when_the_trial_saw_few_particles(searched, tmp_path: Path) -> None:
+    from skipnas.study.export import export
+
+    settings, _, second = searched
+    storage = make_storage(f"sqlite:///{settings.runs_dir / 'skipnas.db'}")
+    kept = export(storage, second.study_name, tmp_path / "as-trained", calibrate_on="val")
+    trial_folder = Path(second.study.trials[kept.trial["trial"]].user_attrs["model_dir"])
+    assert kept.calibration is None
+    assert (kept.out / "postprocess.json").read_bytes() == (trial_folder / "postprocess.json").read_bytes()
+    trial_record = json.loads((trial_folder / "postprocess.json").read_text())["calibration"]
+    assert trial_record["particles"] < 100  # the tiny val split: the default chooses again
+    result = export(storage, second.study_name, tmp_path / "best", device="cpu")
+    assert result.calibration.startswith("counting chosen again on val and train (8 images")
+    assert f"the trial's calibration saw {trial_record['particles']} particles, fewer than 100" in result.calibration
+    record = json.loads((result.out / "postprocess.json").read_text())["calibration"]
+    assert record["calibrated_on"]["splits"] == ["val", "train"] and record["particles"] > trial_record["particles"]
+    assert (result.out / "weights.pt").read_bytes() == (trial_folder / "weights.pt").read_bytes()
+
+
 def test_cli_search_and_export_bad_input_exit_2(tmp_path: Path) -> None:
     cases = [
         (["search", "--storage", "nosuchdb://x", "--runs-dir", str(tmp_path)], "unknown scheme 'nosuchdb'"),
