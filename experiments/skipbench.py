@@ -8,6 +8,10 @@ strategies replayed on the table.
     python experiments/skipbench.py replay experiments/results/skipbench_depth3.csv --trials 100 \
         --repetitions 100 --out experiments/results/skipbench_depth3_regret.csv
     python experiments/skipbench.py run --smoke --out /tmp/skipbench.csv   # the demo, depth 2: 16 genomes, one seed
+    # figures and tables, of a finished or a partial table
+    python experiments/skipbench.py analyse experiments/results/skipbench_depth3.csv \
+        --regret experiments/results/skipbench_depth3_regret.csv \
+        --summary experiments/results/skipbench_depth3_summary.md --figure experiments/results/skipbench_depth3.html
 
 ``run`` trains through the search's own code: one study per training seed, Optuna's
 ``BruteForceSampler`` over the space's link genes, a step budget (``--steps``), so each run repeats
@@ -21,6 +25,11 @@ returns the validation score of one seed drawn at random, as a search sees it, a
 the strategy's choice (its best query so far) is scored by its genome's test mean over seeds. The
 regret is the gap between that and the best test mean of the table; its mean and 5th-95th
 percentiles over the repetitions are written per strategy and trial.
+
+``analyse`` ranks the genomes by their test mean over seeds, estimates the seed-to-seed noise from
+genomes run with several seeds (how many are within noise of the best), places the named
+baselines, measures each link's effect (mean with it minus mean without) and its fANOVA importance,
+and draws the replay's regret curves against the noise floor.
 """
 
 from __future__ import annotations
@@ -125,6 +134,8 @@ def scored_rows(study: optuna.Study, space: SearchSpace, seed: int, known: set[s
 
 
 def run(args: argparse.Namespace) -> None:
+    import torch
+
     from skipnas.candidate import open_dataset
     from skipnas.data.loading import load_labeled
     from skipnas.evaluate import evaluate_images
@@ -142,9 +153,10 @@ def run(args: argparse.Namespace) -> None:
     if not test_images:
         raise SkipnasError(f"{index.root}: no labelled test images; SkipBench scores every genome on test")
     table = [row for row in read_table(args.out) if row]
+    threads = args.threads or torch.get_num_threads()
     comment = (
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {describe_machine()}, data {index.root}, space {space.name} "
-        f"({space.num_candidates()} genomes), {args.steps} steps per run, training seeds {args.seeds}; "
+        f"({space.num_candidates()} genomes), {args.steps} steps per run, training seeds {args.seeds}, {threads} torch threads; "
         "val_*: selection scores (val chose each run's weights and counting), test_*: held out"
     )
     for seed in args.seeds:
@@ -171,6 +183,7 @@ def run(args: argparse.Namespace) -> None:
             data=str(index.root), space=str(space_path), trials=space.num_candidates() + len(BASELINES), trial_steps=args.steps,
             synthetic_images=args.synthetic, sampler="bruteforce", pruner="none", seed=seed, device=args.device,
             runs_dir=args.runs_dir, storage=args.storage, study=f"skipbench-{space.name}-steps{args.steps}-seed{seed}", jobs=args.jobs,
+            jobs_per_gpu=args.jobs_per_gpu, threads=threads,
         )
         search(settings, on_study=on_study)
 
@@ -542,6 +555,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     runner.add_argument("--seeds", type=_seeds, default=[0, 1], help="training seeds, one study each (default 0,1)")
     runner.add_argument("--synthetic", type=int, default=16, help="semi-synthetic images to pretrain on (default 16)")
     runner.add_argument("--jobs", type=int, default=1, help="worker processes per study (default 1)")
+    runner.add_argument("--jobs-per-gpu", type=int, default=None, help="with CUDA: this many workers per GPU")
+    runner.add_argument(
+        "--threads", type=int, default=None,
+        help="torch CPU threads per worker (default torch's own, all cores, whatever --jobs is: another thread count "
+        "sums in another order and moves a run's scores as much as a seed does)",
+    )
     runner.add_argument("--device", default="cpu", help="where to train (default cpu)")
     runner.add_argument("--storage", default=None, help="Optuna storage (default SQLite under --runs-dir)")
     runner.add_argument("--runs-dir", type=Path, default=Path("runs/skipbench"), help="model folders and the default storage")
