@@ -89,21 +89,24 @@ def read_table(path: Path) -> list[dict[str, str]]:
 
 def restore_trials(study: optuna.Study, space: SearchSpace, rows: Sequence[dict[str, str]]) -> int:
     """Add the table's rows of this study's seed that the study lacks as finished trials, so the
-    brute-force sampler skips their genomes; how many were added."""
+    brute-force sampler skips their genomes and the queued baselines reuse them; how many were added."""
     done = {
         "".join(str(t.params.get(link_param_name(i, j), "")) for i, j in space.searchable_links())
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     }
+    from skipnas.study.objective import candidate_hash
+
     distributions = {link_param_name(i, j): optuna.distributions.IntDistribution(0, 1) for i, j in space.searchable_links()}
     added = 0
     for row in rows:
         if row["genome"] in done:
             continue
         params = {link_param_name(i, j): int(bit) for (i, j), bit in zip(space.searchable_links(), row["genome"], strict=True)}
-        study.add_trial(optuna.trial.create_trial(
-            params=params, distributions=distributions, value=float(row["val_dice"]),
-            user_attrs={"restored_from_table": True, "genome_bits": row["genome"]},
-        ))
+        genome, hyperparameters = space.suggest(optuna.trial.FixedTrial(params))
+        # the candidate's hash and val scores: a queued baseline of this genome then reuses them instead of training
+        attrs = {"restored_from_table": True, "genome_bits": row["genome"], "candidate_hash": candidate_hash(genome, hyperparameters),
+                 **{name: float(row[f"val_{name}"]) for name in ("dice", "count_mae", "relative_count_error")}}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=float(row["val_dice"]), user_attrs=attrs))
         done.add(row["genome"])
         added += 1
     return added

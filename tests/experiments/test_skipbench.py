@@ -80,6 +80,14 @@ def test_a_run_resumes_from_its_table_and_trains_only_the_missing_genomes(tmp_pa
     assert set(trained) == {"0101", "1010"}  # the earlier rows stay as they were; the baselines' rows are not repeated
     for row in trained.values():
         assert row["steps"] == "6" and 0 <= float(row["test_dice"]) <= 1 and float(row["test_count_mae"]) >= 0
+    # only the first trial (the queued standard baseline) and the two missing genomes trained: the other
+    # queued baselines found their genomes among the restored trials and reused them
+    import optuna
+
+    study = optuna.load_study(study_name="skipbench-skipbench-smoke-steps6-seed0", storage=f"sqlite:///{tmp_path / 'runs' / 'skipnas.db'}")
+    ran = [t for t in study.trials if "restored_from_table" not in t.user_attrs and "duplicate_of" not in t.user_attrs]
+    assert sorted(t.user_attrs["topology"] for t in ran) == ["custom", "custom", "standard"]
+    assert sum("duplicate_of" in t.user_attrs and "baseline" in t.user_attrs for t in study.trials) == 4
     assert "6 steps per run" in out.read_text().splitlines()[0]
 
 
