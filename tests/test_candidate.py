@@ -47,10 +47,15 @@ def test_few_val_particles_bring_the_training_images_into_the_calibration(tiny_d
     assert len(extra) == 6 and why == f"val holds {val_particles} particles, fewer than 100"
     # at their own size, as counting sees them (the training split is held at the input scale)
     assert [item.stem for item in extra] == [item.stem for item in data.train]
+    assert all(item.image.shape[:2] == item.instances.shape for item in extra)
     assert candidate.extra_calibration_images(data, "val+train")[1] == "asked for"
+    # training images join only until the calibration holds enough particles
+    monkeypatch.setattr(candidate, "CALIBRATION_PARTICLES", val_particles + 1)
+    (one,) = candidate.extra_calibration_images(data, "auto")[0]
+    assert one.stem in {item.stem for item in extra}
     monkeypatch.setattr(candidate, "FEW_PARTICLES", val_particles)  # enough particles: auto keeps to val
     assert candidate.extra_calibration_images(data, "auto") == ([], None)
-    assert len(candidate.extra_calibration_images(data, "val+train")[0]) == 6
+    assert len(candidate.extra_calibration_images(data, "val+train")[0]) == 1
 
 
 @pytest.mark.parametrize("calibrate_on", ["val", "auto"])

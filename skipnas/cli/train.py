@@ -129,8 +129,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--calibrate-on", choices=("auto", "val", "val+train"), default="auto",
         help="the labelled images that choose the counting setting (threshold, morphology, minimum area, method): val; "
-        "val and train (the train images were trained on, so they flatter the network a little); auto: val and train "
-        "when val holds fewer than 100 particles, too few for a setting that carries over to new images (default auto)",
+        "val+train: val and training images drawn until the calibration holds 1,000 particles (they were trained on, so "
+        "they flatter the network a little); auto: val+train when val holds fewer than 100 particles, too few for a "
+        "setting that carries over to new images, else val (default auto)",
     )
     parser.add_argument(
         "--tta", choices=TTA_MODES, default="none",

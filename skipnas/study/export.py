@@ -106,8 +106,8 @@ class ExportResult:
 def calibrate_exported(folder: Path, data: str | None, calibrate_on: str, device: str = "auto") -> str | None:
     """Choose the exported ``folder``'s counting again on ``data``'s val and train images when
     ``calibrate_on`` is ``val+train``, or ``auto`` and the trial's calibration saw fewer than
-    ``FEW_PARTICLES`` particles (search trials calibrate on val alone, as ``skipnas train
-    --calibrate-on auto`` would not). A line saying what happened; None when the setting stays.
+    ``FEW_PARTICLES`` particles (a search trial's counting is chosen on val alone; ``skipnas train``
+    applies the same rule itself). A line saying what happened; None when the setting stays.
     Under ``auto`` a dataset that cannot be read leaves the trial's setting, and the line says so."""
     if calibrate_on == "val":
         return None
