@@ -242,9 +242,13 @@ def confirm(
     candidates = choose_candidates(study, space, top, settings.objective)
     runs = [CandidateRuns(candidate) for candidate in candidates]
     folder = runs_dir / study.study_name / "confirm"
-    # each held-out set's training config, adapted to its own training images once, whatever the seed
+    # each held-out set's training config, adapted to its own training images once, whatever the seed;
+    # counting calibrated as skipnas train and export calibrate it (trials calibrate on val alone)
     bases = [
-        adapt_config_to_dataset(fold_index, base_train_config(settings, space), space.depth, tile=space.tile, batch=space.batch)[0]
+        dataclasses.replace(
+            adapt_config_to_dataset(fold_index, base_train_config(settings, space), space.depth, tile=space.tile, batch=space.batch)[0],
+            calibrate_on="auto",
+        )
         for fold_index, _ in held_out
     ]
     for seed in range(seeds):
@@ -255,7 +259,7 @@ def confirm(
             for entry in runs:
                 name = f"trial{entry.candidate.trial}-seed{seed}" + (f"-fold{fold}" if len(held_out) > 1 else "")
                 key = {"genome": entry.candidate.genome.hash, "hyperparameters": entry.candidate.hyperparameters, "seed": seed,
-                       "budget": study.user_attrs.get(BUDGET_ATTR), "data": str(index.root)}
+                       "budget": study.user_attrs.get(BUDGET_ATTR), "data": str(index.root), "calibrate_on": base.calibrate_on}
                 if len(held_out) > 1:
                     key["fold"] = f"{fold} of {len(held_out)}"
                 out = folder / name

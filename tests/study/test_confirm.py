@@ -90,6 +90,9 @@ def test_confirm_trains_the_top_candidates_and_three_baselines_and_stores_a_verd
     run = json.loads((root / "runs" / study.study_name / "confirm" / f"trial{result['candidates'][0]['trial']}-seed0" / "model.json").read_text())
     assert run["training"]["stop_reasons"] == {"pretrain": "2 steps", "finetune": "4 steps"}  # the study's own budget
     assert run["train_config"]["synthetic_images"] == study.user_attrs["synthetic_images"] == 4  # the search's pretraining
+    # counted as skipnas train and export count: the tiny val split holds few particles, so train joins the calibration
+    record = json.loads((root / "runs" / study.study_name / "confirm" / f"trial{result['candidates'][0]['trial']}-seed0" / "postprocess.json").read_text())
+    assert run["train_config"]["calibrate_on"] == "auto" and record["calibration"]["calibrated_on"]["splits"] == ["val", "train"]
     folders = sorted(p.name for p in (root / "runs" / study.study_name / "confirm").iterdir())
     assert len(folders) == 2 * len(result["candidates"]) and all("-seed" in name for name in folders)
     from skipnas.study.export import export
