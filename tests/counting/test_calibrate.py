@@ -128,6 +128,14 @@ def test_every_row_matches_count_particles() -> None:
         assert row["dice"] == pytest.approx(summary["dice"]), row
 
 
+def test_images_counted_on_several_threads_give_the_same_table_row_for_row() -> None:
+    probs, truths = _tricky_set(images=5, seed=3)
+    grid = CalibrationGrid(thresholds=(0.4, 0.6), min_area=(0, 30), min_peak_probability=(0.0, 0.62))
+    one = calibrate(probs, truths, PostprocessConfig(), grid, workers=1)
+    several = calibrate(probs, truths, PostprocessConfig(), grid, workers=3)
+    assert one == several and one[1]["settings"] == 2 * 2 * 2 * 2 * 2 * (1 + 3 + 1)  # blobs, watershed x 3 windows, fibres
+
+
 def test_grid_keeps_the_base_settings_it_does_not_vary() -> None:
     probs, truths = _tricky_set(images=2)
     base = PostprocessConfig(dilate_iterations=2, method="watershed", watershed_min_distance=4)
