@@ -112,8 +112,9 @@ def recalibrate_model_folder(
     if not images:
         raise SkipnasError(f"{index.root}: no labelled images in {' or '.join(splits)}; add masks or choose another --split")
     grid, selection = folder_grid(folder)
-    # the minimum areas follow the particles of the images calibrated on, at the network's scale
-    areas = min_area_grid(particle_sizes(index, splits[0]), folder.scale)
+    # the minimum areas follow the particles of the images calibrated on, at the network's scale: the
+    # training split's where it is among them (it holds the most), as skipnas train takes them
+    areas = min_area_grid(particle_sizes(index, "train" if "train" in splits else splits[0]), folder.scale)
     grid = dataclasses.replace(grid or CalibrationGrid(), min_area=areas)
     place_model(folder.model, setup)
     predictions = predict_images(

@@ -42,6 +42,13 @@ def test_a_setting_that_counts_nothing_is_replaced_by_one_chosen_on_the_images(f
     calibration = json.loads((folder / "postprocess.json").read_text())["calibration"]
     assert calibration["calibrated_on"] == {"data": str(tiny_dataset.resolve()), "splits": ["val", "train"], "images": 8}
     assert calibration["previous"].startswith("threshold 0.5, min area 100000 px") and "trained on" in calibration["note"]
+    # with train among the images, the minimum areas follow the training split's particles, as training's do
+    from skipnas.data.particles import min_area_grid
+    from skipnas.data.scan import scan_dataset
+    from skipnas.data.statistics import particle_sizes
+
+    scale = json.loads((folder / "model.json").read_text()).get("input_scale", 1.0)
+    assert calibration["min_area_grid"] == list(min_area_grid(particle_sizes(scan_dataset(tiny_dataset), "train"), scale))
     assert json.loads((folder / "metrics.json").read_text())["count_mae"] == result.after["count_mae"]
     assert (folder / "weights.pt").read_bytes() == weights
 
