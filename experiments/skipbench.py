@@ -20,11 +20,13 @@ per genome and seed: validation scores, which chose each run's weights and count
 scores) is rewritten atomically. Running it again resumes: the rows of the table go back into the
 studies as finished trials, so only the missing genomes train, even where the studies are gone.
 
-``replay`` runs each strategy (random, skipnas's TPE, Optuna's univariate TPE, NSGA-II) against the table: a query
-returns the validation score of one seed drawn at random, as a search sees it, and after each trial
-the strategy's choice (its best query so far) is scored by its genome's test mean over seeds. The
-regret is the gap between that and the best test mean of the table; its mean and 5th-95th
-percentiles over the repetitions are written per strategy and trial.
+``replay`` runs each strategy (random, skipnas's TPE, Optuna's univariate TPE, NSGA-II) against the table
+as ``skipnas search`` runs: the named baselines first, then the strategy's own queries; a query
+returns the validation score of one seed drawn at random, as a search sees it, and a genome queried
+again reuses its first result without training. After each trial the strategy's choice (its best
+query so far) is scored by its genome's test mean over seeds. The regret is the gap between that and
+the best test mean of the table; its mean and 5th-95th percentiles over the repetitions, and the
+genomes trained so far, are written per strategy and trial.
 
 ``analyse`` ranks the genomes by their test mean over seeds, estimates the seed-to-seed noise from
 genomes run with several seeds (how many are within noise of the best), places the named
@@ -218,30 +220,40 @@ def make_strategy(name: str, seed: int) -> optuna.samplers.BaseSampler:
 
 def replay(
     queries: dict[str, list[float]], truth: dict[str, float], strategy: str, trials: int, repetitions: int,
-    maximize: bool = False, seed: int = 0,
-) -> np.ndarray:
-    """(repetitions, trials) regret of ``strategy`` searching the table: after trial t, the gap between
-    the best truth of the table and the truth of the best genome the strategy has queried so far."""
+    maximize: bool = False, seed: int = 0, first: Sequence[str] = (),
+) -> tuple[np.ndarray, np.ndarray]:
+    """(repetitions, trials) regret of ``strategy`` searching the table, and how many genomes it had
+    trained by each trial. After trial t the regret is the gap between the best truth of the table and
+    the truth of the best genome queried so far. The genomes of ``first`` are queried first, as
+    ``skipnas search`` queues its baselines. A genome queried again reuses its first result, as the
+    search does, and costs no training."""
     genes = len(next(iter(queries)))
     sign = -1.0 if maximize else 1.0
     best_truth = min(sign * value for value in truth.values())
     regret = np.zeros((repetitions, trials))
+    trained = np.zeros((repetitions, trials), dtype=int)
     for repetition in range(repetitions):
         rng = np.random.default_rng([seed, repetition])
         sampler = make_strategy(strategy, seed * 10_000 + repetition)
         study = optuna.create_study(direction="maximize" if maximize else "minimize", sampler=sampler)
+        for bits in first:
+            study.enqueue_trial({f"g{g}": int(bit) for g, bit in enumerate(bits)})
+        seen: dict[str, float] = {}
         best_seen, chosen = np.inf, None
         for t in range(trials):
             trial = study.ask()
             bits = "".join(str(trial.suggest_int(f"g{g}", 0, 1)) for g in range(genes))
             if bits not in queries:
                 raise ValueError(f"genome {bits} is not in the table; replay needs every genome of the space")
-            value = queries[bits][rng.integers(len(queries[bits]))]
+            if bits not in seen:
+                seen[bits] = queries[bits][rng.integers(len(queries[bits]))]
+            value = seen[bits]
             study.tell(trial, value)
             if sign * value < best_seen:
                 best_seen, chosen = sign * value, bits
             regret[repetition, t] = sign * truth[chosen] - best_truth
-    return regret
+            trained[repetition, t] = len(seen)
+    return regret, trained
 
 
 def replay_table(args: argparse.Namespace) -> None:
@@ -252,18 +264,25 @@ def replay_table(args: argparse.Namespace) -> None:
     genes = len(next(iter(queries)))
     if len(queries) < 2**genes:
         raise SkipnasError(f"{args.table}: {len(queries)} of {2**genes} genomes; finish the table first (replay needs every genome)")
+    space = load_space(str(args.space))
+    if len(space.searchable_links()) != genes:
+        raise SkipnasError(f"{args.table}: its genomes do not have the {len(space.searchable_links())} links of {args.space}; give the table's --space")
+    # as skipnas search does: the named baselines first, each once
+    first = [] if args.no_baselines else list(dict.fromkeys(baseline_bits(space.searchable_links(), space.depth).values()))
     maximize = args.metric == "dice"
     out_rows = []
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for strategy in args.strategies:
-        regret = replay(queries, truth, strategy, args.trials, args.repetitions, maximize)
+        regret, trained = replay(queries, truth, strategy, args.trials, args.repetitions, maximize, first=first)
         for t in range(args.trials):
             column = regret[:, t]
             out_rows.append({"strategy": strategy, "trials": t + 1, "mean_regret": round(float(column.mean()), 5),
-                             "p5": round(float(np.percentile(column, 5)), 5), "p95": round(float(np.percentile(column, 95)), 5)})
-        print(f"{strategy}: mean regret after {args.trials} trials {regret[:, -1].mean():.4f}")
+                             "p5": round(float(np.percentile(column, 5)), 5), "p95": round(float(np.percentile(column, 95)), 5),
+                             "mean_trained": round(float(trained[:, t].mean()), 2)})
+        print(f"{strategy}: mean regret after {args.trials} trials {regret[:, -1].mean():.4f} ({trained[:, -1].mean():.1f} genomes trained)")
     comment = (f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {args.table}, metric {args.metric} "
-               f"(queries: one seed's val score; truth: test mean over seeds), {args.repetitions} repetitions")
+               f"(queries: one seed's val score; truth: test mean over seeds), {args.repetitions} repetitions, "
+               f"{'no baselines first' if args.no_baselines else 'the baselines first'}; a repeated genome reuses its result")
     write_csv_atomic(args.out, out_rows, comment=comment)
 
 
@@ -369,12 +388,13 @@ def _fanova_info(genomes: Sequence[str], means: np.ndarray, links: Sequence[tupl
 
 
 def read_regret(path: Path) -> dict[str, dict[str, list[float]]]:
-    """The replay's table: per strategy, its trials and the mean, 5th and 95th percentile regret."""
+    """The replay's table: per strategy, its trials, the mean, 5th and 95th percentile regret and the
+    mean number of genomes trained by then."""
     curves: dict[str, dict[str, list[float]]] = {}
     for row in read_table(path):
-        curve = curves.setdefault(row["strategy"], {"trials": [], "mean": [], "p5": [], "p95": []})
+        curve = curves.setdefault(row["strategy"], {"trials": [], "mean": [], "p5": [], "p95": [], "trained": []})
         curve["trials"].append(int(row["trials"]))
-        for key, column in (("mean", "mean_regret"), ("p5", "p5"), ("p95", "p95")):
+        for key, column in (("mean", "mean_regret"), ("p5", "p5"), ("p95", "p95"), ("trained", "mean_trained")):
             curve[key].append(float(row[column]))
     return curves
 
@@ -502,11 +522,12 @@ def summary_markdown(distributions: Sequence[dict[str, Any]], effects: Sequence[
     if regret is not None:
         floor = regret["noise_floor"]
         lines += ["", f"Trials until the mean regret is within the seed noise floor ({'-' if floor is None else f'{floor:.4f}'}):", "",
-                  "| strategy | trials | mean regret at the last trial |", "|---|---|---|"]
+                  "| strategy | trials | genomes trained by then | mean regret at the last trial |", "|---|---|---|---|"]
         for strategy, curve in regret["curves"].items():
             reached = regret["trials_to_floor"][strategy]
             shown = reached if reached is not None else f"not within {curve['trials'][-1]}"
-            lines.append(f"| {strategy} | {shown} | {curve['mean'][-1]:.4f} |")
+            cost = f"{curve['trained'][curve['trials'].index(reached)]:.1f}" if reached is not None else "-"
+            lines.append(f"| {strategy} | {shown} | {cost} | {curve['mean'][-1]:.4f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -575,6 +596,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     replayer.add_argument(
         "--strategies", type=lambda text: text.split(","), default=list(STRATEGIES), help=f"comma-separated: {','.join(STRATEGIES)}"
     )
+    replayer.add_argument("--space", default=str(SPACE), help="the table's search space (default search_spaces/skipbench-depth3.toml)")
+    replayer.add_argument("--no-baselines", action="store_true", help="do not query the named baselines first, as skipnas search does")
     replayer.add_argument("--trials", type=int, default=100)
     replayer.add_argument("--repetitions", type=int, default=100)
     replayer.add_argument("--out", type=Path, default=Path("experiments/results/skipbench_depth3_regret.csv"))

@@ -25,8 +25,10 @@ TRUTH = {f"{i:03b}": float(f"{i:03b}".count("1")) for i in range(8)}
 def test_with_exact_queries_the_regret_falls_to_zero_and_never_rises(load_experiment, strategy: str) -> None:
     module = load_experiment("skipbench")
     queries, truth = _table(TRUTH)
-    regret = module.replay(queries, truth, strategy, trials=60, repetitions=4)
-    assert regret.shape == (4, 60) and (regret >= 0).all()
+    regret, trained = module.replay(queries, truth, strategy, trials=60, repetitions=4)
+    assert regret.shape == trained.shape == (4, 60) and (regret >= 0).all()
+    # each genome trains once: a repeated query reuses its result
+    assert (trained[:, 0] == 1).all() and (np.diff(trained, axis=1) >= 0).all() and (trained <= 8).all()
     assert (np.diff(regret, axis=1) <= 0).all()  # the choice only changes to a better query, which is better in truth
     assert (regret[:, -1] == 0).all()
 
@@ -35,10 +37,10 @@ def test_the_choice_follows_the_queries_and_the_regret_the_truth(load_experiment
     module = load_experiment("skipbench")
     # validation ranks 111 first, the test truth ranks it last: a search that believes val ends 3 links off
     val = {genome: [-value] for genome, value in TRUTH.items()}
-    regret = module.replay(*_table(TRUTH, val), "random", trials=60, repetitions=3)
+    regret, _ = module.replay(*_table(TRUTH, val), "random", trials=60, repetitions=3)
     assert (regret[:, -1] == 3.0).all()
     # maximising (Dice): the best is the largest truth
-    regret = module.replay(*_table(TRUTH), "random", trials=60, repetitions=3, maximize=True)
+    regret, _ = module.replay(*_table(TRUTH), "random", trials=60, repetitions=3, maximize=True)
     assert (regret[:, -1] == 0).all() and (regret >= 0).all()
 
 
@@ -46,8 +48,33 @@ def test_a_query_draws_one_seed_of_the_genome(load_experiment) -> None:
     module = load_experiment("skipbench")
     # every genome but 000 looks best on one seed of two: over repetitions the first choice varies
     val = {genome: ([5.0, 5.0] if genome == "000" else [0.0, 9.0]) for genome in TRUTH}
-    first = module.replay(*_table(TRUTH, val), "random", trials=1, repetitions=40)[:, 0]
+    first = module.replay(*_table(TRUTH, val), "random", trials=1, repetitions=40)[0][:, 0]
     assert set(np.unique(first)) <= {0.0, 1.0, 2.0, 3.0} and len(np.unique(first)) > 1
+
+
+def test_the_queued_genomes_come_first_and_a_repeat_reuses_the_first_draw(load_experiment) -> None:
+    module = load_experiment("skipbench")
+    # 000 is the best in truth; queued first, it is chosen at the first trial and never left
+    regret, trained = module.replay(*_table(TRUTH), "tpe", trials=5, repetitions=3, first=["000", "111"])
+    assert (regret[:, 0] == 0).all() and (trained[:, 1] == 2).all()
+
+
+def test_a_repeated_genome_reuses_its_first_draw(load_experiment, monkeypatch: pytest.MonkeyPatch) -> None:
+    module = load_experiment("skipbench")
+
+    class Draws:  # the seed drawn for each new genome: seed 1 first, then seed 0
+        def __init__(self, *args: object) -> None:
+            self.draws = iter([1, 0, 0, 0])
+
+        def integers(self, high: int) -> int:
+            return next(self.draws)
+
+    monkeypatch.setattr(module.np.random, "default_rng", Draws)
+    # 111 reads 9 on seed 1, 0 on seed 0; 000 reads 4. Queried 111, 111, 000: reused, 111 stays at 9 and
+    # 000 is chosen (regret 0); drawn again, 111 would read 0 and stay chosen (regret 3)
+    val = {genome: ([0.0, 9.0] if genome == "111" else [4.0, 4.0]) for genome in TRUTH}
+    regret, trained = module.replay(*_table(TRUTH, val), "random", trials=3, repetitions=1, first=["111", "111", "000"])
+    assert trained.tolist() == [[1, 1, 2]] and regret.tolist() == [[3.0, 3.0, 0.0]]
 
 
 def test_lookup_reads_val_queries_and_test_means(load_experiment) -> None:
@@ -144,8 +171,8 @@ def test_link_effects_find_the_one_link_that_matters(depth2) -> None:
 
 def test_regret_reaches_the_noise_floor_at_the_first_trial_at_or_below_it(load_experiment) -> None:
     module = load_experiment("skipbench")
-    curves = {"random": {"trials": [1, 2, 3], "mean": [0.3, 0.05, 0.01], "p5": [0, 0, 0], "p95": [0.5, 0.1, 0.02]},
-              "tpe": {"trials": [1, 2, 3], "mean": [0.3, 0.2, 0.1], "p5": [0, 0, 0], "p95": [0.5, 0.3, 0.2]}}
+    curves = {"random": {"trials": [1, 2, 3], "mean": [0.3, 0.05, 0.01], "p5": [0, 0, 0], "p95": [0.5, 0.1, 0.02], "trained": [1, 2, 3]},
+              "tpe": {"trials": [1, 2, 3], "mean": [0.3, 0.2, 0.1], "p5": [0, 0, 0], "p95": [0.5, 0.3, 0.2], "trained": [1, 2, 2]}}
     info = module._regret_info(curves, noise_floor=0.05)
     assert info["trials_to_floor"] == {"random": 2, "tpe": None}
     distribution = {"noise_sd": 0.1, "seeds": [2, 2, 1]}
@@ -160,12 +187,12 @@ def test_analyse_writes_the_summary_and_the_figures(depth2, tmp_path: Path, caps
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    regret.write_text("strategy,trials,mean_regret,p5,p95\nrandom,1,0.2,0.0,0.4\nrandom,2,0.01,0.0,0.02\n")
+    regret.write_text("strategy,trials,mean_regret,p5,p95,mean_trained\nrandom,1,0.2,0.0,0.4,1\nrandom,2,0.01,0.0,0.02,1.5\n")
     summary, figure = tmp_path / "summary.md", tmp_path / "figure.html"
     module.main(["analyse", str(table), "--space", str(space), "--regret", str(regret), "--summary", str(summary), "--figure", str(figure)])
     text = summary.read_text()
     assert "| relative count error | 16 of 16 | 32 | 0.014 | 0000: 0.100 | 8 |" in text
-    assert "| e0 -> d0 | +0.1080" in text and "| random | 2 | 0.0100 |" in text
+    assert "| e0 -> d0 | +0.1080" in text and "| random | 2 | 1.5 | 0.0100 |" in text
     page = figure.read_text()
     assert page.count('class="plotly-graph-div"') == 5  # two distributions, two link figures, the regret
 
