@@ -205,6 +205,16 @@ def _suggest(summary: dict[str, Any], root: Path, args: argparse.Namespace) -> d
         f"skipnas train would use: --scale {scale:g} --tile {tile} (a depth-{DEFAULT_DEPTH} network); "
         f"{sizes.touching_share:.0%} of the training particles touch another"
     )
+    val = summary["splits"].get("val")
+    if val and val["masks"]:
+        from skipnas.counting.calibrate import FEW_PARTICLES
+
+        held = ParticleSizes.from_dict(val["particle_sizes"]).particles
+        suggestion["calibrate_on"] = "val+train" if held < FEW_PARTICLES else "val"
+        suggestion["notes"].append(
+            f"its counting would be calibrated on val and train: val holds {held} particles, fewer than {FEW_PARTICLES}"
+            if held < FEW_PARTICLES else f"its counting would be calibrated on val ({held} particles)"
+        )
     return suggestion
 
 

@@ -171,6 +171,9 @@ def test_check_reports_particle_sizes_touching_and_the_suggested_settings(tmp_pa
     assert sizes["diameter"]["p50"] == pytest.approx(81, abs=2) and set(sizes["diameter"]) == {"min", "p5", "p50", "p95", "max"}
     assert data["suggested"]["tile"] >= 2 * sizes["width"]["p95"] * data["suggested"]["scale"] - 16
     assert data["warnings"] == []
+    # a val split of a few particles: skipnas train would calibrate its counting on train too, and says why
+    assert data["suggested"]["calibrate_on"] == "val+train"
+    assert f"val holds {data['splits']['val']['particle_sizes']['particles']} particles, fewer than 100" in " ".join(data["suggested"]["notes"])
 
 
 def test_check_warns_when_the_tile_is_smaller_than_two_large_particles(tmp_path: Path, capsys) -> None:
