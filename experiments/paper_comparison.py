@@ -16,7 +16,7 @@ TrainConfig seed: weights, tile sampling, augmentation and the semi-synthetic im
 it. After training, :func:`skipnas.candidate.train_candidate` calibrates the counting on val and
 writes a model folder, which :func:`skipnas.evaluate.evaluate_model_folder` (``skipnas evaluate``)
 scores on the test split. The classical baseline is :func:`skipnas.counting.classical.evaluate_classical`
-(``skipnas baseline-count``), calibrated on val, scored on the same test split.
+(``skipnas baseline-count``), calibrated as that command does, scored on the same test split.
 
 A wall-clock budget on a shared machine gives different step counts, so each row records its steps
 and wall time; ``--steps N`` instead gives every run N steps (the same split), so topologies that
@@ -351,7 +351,7 @@ def classical_row(data_spec: str) -> dict[str, Any]:
     from skipnas.counting.classical import evaluate_classical
 
     started = time.perf_counter()
-    result = evaluate_classical(data_spec, "test", calibrate_on="val")
+    result = evaluate_classical(data_spec, "test")
     return {
         "status": "ok",
         "steps": 0,

@@ -13,7 +13,7 @@ its counting is calibrated on val (and on train when val holds fewer than 100 pa
 does; such a network is also counted with the setting val alone chooses, a paired comparison), and it
 is scored on val (a selection score: val chose the weights and the counting) and on test (held out:
 it chose nothing). The classical baseline
-(``skipnas baseline-count``: adaptive threshold, the same counting, calibrated on val) is scored on
+(``skipnas baseline-count``: adaptive threshold, the same counting, calibrated as the command does) is scored on
 the same test images. ``--fixed`` trains with the settings every dataset got before they adapted to
 the data (input scale 1, 64 px tiles, batch 8, dataset normalisation, no auxiliary head, the default
 calibration grid and the plain count-MAE choice), for a before/after comparison on the same machine.
@@ -164,7 +164,7 @@ def per_image_scale_prediction(result: Any, prepared: Any, config: TrainConfig, 
 
 def classical_rows(data: str) -> list[dict[str, Any]]:
     started = time.perf_counter()
-    result = evaluate_classical(data, "test", ClassicalConfig(), calibrate_on="val")
+    result = evaluate_classical(data, "test", ClassicalConfig())
     seconds = time.perf_counter() - started
     return [_row(data, "classical baseline", 0, "test", row, seconds) for row in result["rows"]]
 

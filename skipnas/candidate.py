@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from skipnas.counting.calibrate import FEW_PARTICLES, CalibrationGrid, calibrate, calibration_record
+from skipnas.counting.calibrate import FEW_PARTICLES, CalibrationGrid, calibrate, calibration_record, draw_until_enough
 from skipnas.counting.evaluation import Evaluation
 from skipnas.counting.postprocess import PostprocessConfig
 from skipnas.data.io import count_instances, image_range
@@ -151,32 +151,19 @@ def calibrate_counting(
     return CountingCalibration(postprocess, calibration_record(table, grid), evaluate_predictions(predictions, images, postprocess))
 
 
-# training images join the calibration until it holds this many particles: beyond, the choice moves
-# little while predicting and calibrating take ever longer
-CALIBRATION_PARTICLES = 1000
-
-
 def extra_calibration_images(data: PreparedData, calibrate_on: str) -> tuple[list[LabeledImage], str | None]:
     """The training images (at their own size, as counting sees them) that choose the counting setting
     besides val under ``calibrate_on`` (:data:`~skipnas.train.config.CALIBRATE_ON`), and why; none for ``val``,
-    nor for ``auto`` when val holds at least ``FEW_PARTICLES`` particles. Images are drawn in a fixed
-    shuffled order until the calibration holds ``CALIBRATION_PARTICLES`` particles."""
+    nor for ``auto`` when val holds at least ``FEW_PARTICLES`` particles. Images are drawn until the
+    calibration holds ``CALIBRATION_PARTICLES`` particles (:func:`~skipnas.counting.calibrate.draw_until_enough`)."""
     if calibrate_on == "val":
         return [], None
     particles = sum(count_instances(item.instances) for item in data.val)
     if calibrate_on == "auto" and particles >= FEW_PARTICLES:
         return [], None
     why = "asked for" if calibrate_on == "val+train" else f"val holds {particles} particles, fewer than {FEW_PARTICLES}"
-    samples = data.index.samples("train")
-    chosen: dict[int, LabeledImage] = {}
-    for number in np.random.default_rng(0).permutation(len(samples)):
-        if particles >= CALIBRATION_PARTICLES:
-            break
-        for item in load_labeled([samples[int(number)]]):
-            chosen[int(number)] = item
-            particles += count_instances(item.instances)
-    # in the split's order: the calibration's bootstrap resamples images by their place
-    return [chosen[number] for number in sorted(chosen)], why
+    extra = draw_until_enough(data.index.samples("train"), lambda sample: load_labeled([sample]), lambda item: count_instances(item.instances), particles)
+    return extra, why
 
 
 @dataclass

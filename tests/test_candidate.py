@@ -50,7 +50,7 @@ def test_few_val_particles_bring_the_training_images_into_the_calibration(tiny_d
     assert all(item.image.shape[:2] == item.instances.shape for item in extra)
     assert candidate.extra_calibration_images(data, "val+train")[1] == "asked for"
     # training images join only until the calibration holds enough particles
-    monkeypatch.setattr(candidate, "CALIBRATION_PARTICLES", val_particles + 1)
+    monkeypatch.setattr("skipnas.counting.calibrate.CALIBRATION_PARTICLES", val_particles + 1)
     (one,) = candidate.extra_calibration_images(data, "auto")[0]
     assert one.stem in {item.stem for item in extra}
     monkeypatch.setattr(candidate, "FEW_PARTICLES", val_particles)  # enough particles: auto keeps to val

@@ -32,7 +32,7 @@ def register(subparsers: Any) -> None:
         help="count particles with a classical threshold baseline (no network) and score it",
         description=(
             "Threshold each image (adaptive local mean or Otsu), apply the same post-processing as for a network "
-            "(calibrated on the validation split), count the particles and print pixel, count and object metrics "
+            "(calibrated as for a network: on the validation split, and the training split too when it holds few particles), count the particles and print pixel, count and object metrics "
             "on a split. Images without a mask are skipped and reported."
         ),
     )
@@ -42,9 +42,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--split", default="test", metavar="NAME", help="split to score (default test)")
     parser.add_argument(
         "--calibrate-on",
-        default="val",
+        default="auto",
         metavar="NAME",
-        help="split whose labelled images choose the post-processing, or 'none' to keep the defaults (default val)",
+        help="split whose labelled images choose the post-processing, 'none' to keep the defaults, or auto: val, and "
+        "training images too when val holds fewer than 100 particles, as skipnas train calibrates a network (default auto)",
     )
     parser.add_argument(
         "--threshold-method",

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -43,6 +43,9 @@ from skipnas.data.io import count_instances
 from skipnas.data.rescale import resize_instances
 from skipnas.errors import SkipnasError
 from skipnas.runtime.metrics import PixelMetrics, pixel_confusion
+
+T = TypeVar("T")
+U = TypeVar("U")
 
 
 @dataclass(frozen=True)
@@ -375,6 +378,22 @@ def calibrate(
 
 # below this many particles in the calibration images, the record says that the choice rests on few
 FEW_PARTICLES = 100
+# training images join a calibration on few particles until it holds this many: beyond, the choice
+# moves little while predicting and calibrating take ever longer
+CALIBRATION_PARTICLES = 1000
+
+
+def draw_until_enough(items: Sequence[T], load: Callable[[T], Sequence[U]], count: Callable[[U], int], held: int) -> list[U]:
+    """``load`` each of ``items`` in a fixed shuffled order until, with the ``held`` particles already in
+    the calibration, ``count`` says it holds ``CALIBRATION_PARTICLES``; what was loaded, in the items'
+    own order (the calibration's bootstrap resamples images by their place)."""
+    chosen: dict[int, Sequence[U]] = {}
+    for number in np.random.default_rng(0).permutation(len(items)):
+        if held >= CALIBRATION_PARTICLES:
+            break
+        chosen[int(number)] = loaded = load(items[int(number)])
+        held += sum(count(item) for item in loaded)
+    return [item for number in sorted(chosen) for item in chosen[number]]
 
 
 def calibration_record(table: Mapping[str, Any], grid: CalibrationGrid | None = None) -> dict[str, Any]:

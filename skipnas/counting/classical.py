@@ -21,10 +21,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from skipnas.counting.calibrate import CalibrationGrid, calibrate
+from skipnas.counting.calibrate import FEW_PARTICLES, CalibrationGrid, calibrate, draw_until_enough
 from skipnas.counting.evaluation import Evaluation
 from skipnas.counting.postprocess import PostprocessConfig, PostprocessConfigError, describe
-from skipnas.data.io import image_range, read_image, read_mask
+from skipnas.data.io import count_instances, image_range, read_image, read_mask
 from skipnas.data.scan import Sample, resolve_dataset, scan_dataset
 from skipnas.errors import SkipnasError
 
@@ -156,7 +156,7 @@ def evaluate_classical(
     dataset_root: str | Path,
     split: str = "test",
     config: ClassicalConfig | None = None,
-    calibrate_on: str | None = "val",
+    calibrate_on: str | None = "auto",
     grid: CalibrationGrid | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
@@ -164,7 +164,9 @@ def evaluate_classical(
 
     The post-processing is calibrated on the ``calibrate_on`` split (:func:`calibrate`, the same
     grid as for a network) unless it is None or has no labelled images (then ``calibrated_on`` is
-    None and ``config.postprocess`` is used as is). ``polarity="auto"`` is decided once, by a
+    None and ``config.postprocess`` is used as is); ``"auto"``, as ``skipnas train`` calibrates a
+    network: val, and training images too (:func:`~skipnas.counting.calibrate.draw_until_enough`)
+    when val holds fewer than ``FEW_PARTICLES`` particles. ``polarity="auto"`` is decided once, by a
     majority of :func:`guess_polarity` over the calibration images (else the evaluated ones).
     Extra keys: ``split``, ``root``, ``skipped_unlabelled``, ``polarity``, ``calibrated_on``,
     ``calibration_images``, ``calibration`` (the best row), ``postprocess``, ``postprocess_text``,
@@ -182,9 +184,12 @@ def evaluate_classical(
         raise SkipnasError(
             f"{root}: the {split!r} split has no images with masks to score; add masks or pick another split"
         )
+    automatic = calibrate_on == "auto"
+    if automatic:
+        calibrate_on = "val"
     tuning = _labelled(index.samples(calibrate_on)) if calibrate_on else []
     notes = []
-    if calibrate_on and not tuning:
+    if calibrate_on and not tuning and not automatic:
         notes.append(f"the {calibrate_on!r} split has no labelled images: post-processing not calibrated (defaults)")
     elif calibrate_on == split:
         notes.append(f"calibrated and scored on the same split ({split!r}): the scores are optimistic")
@@ -202,6 +207,15 @@ def evaluate_classical(
         return pairs
 
     tuning_pairs = load(tuning)
+    held = sum(count_instances(truth) for _, truth in tuning_pairs)
+    if automatic and held < FEW_PARTICLES and split != "train":
+        extra = draw_until_enough(_labelled(index.samples("train")), lambda sample: [_load_pair(sample)], lambda pair: count_instances(pair[1]), held)
+        if extra:
+            notes.append(f"calibrated on val and {len(extra)} training image(s): val holds {held} particles, fewer than {FEW_PARTICLES}")
+            tuning_pairs += extra
+            calibrate_on = "val+train"
+    if automatic and not tuning_pairs:
+        notes.append("neither val nor train has labelled images: post-processing not calibrated (defaults)")
     target_pairs = load(targets)
     polarity = config.polarity
     if polarity == "auto":

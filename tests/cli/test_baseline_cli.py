@@ -49,7 +49,8 @@ def test_json_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert data["images"] == 2 and data["skipped_unlabelled"] == 1
     assert data["count_mae"] == 0.0 and data["exact_count_accuracy"] == 1.0
     assert [(row["stem"], row["true_count"]) for row in data["rows"]] == [("c-1", 2), ("c-2", 3)]
-    assert data["calibrated_on"] == "val"
+    # val holds 4 particles: the training image joins the calibration, as for a network
+    assert data["calibrated_on"] == "val+train" and data["calibration_images"] == 3
 
 
 def test_table_output_says_what_was_skipped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

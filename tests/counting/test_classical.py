@@ -129,7 +129,7 @@ def test_bad_classical_settings_are_user_errors(changes: dict[str, object]) -> N
 def test_evaluate_on_a_tiny_dataset(tmp_path: Path) -> None:
     calls: list[tuple[int, int]] = []
     root = _dataset(tmp_path / "ds")
-    result = evaluate_classical(root, "test", progress=lambda done, total: calls.append((done, total)))
+    result = evaluate_classical(root, "test", calibrate_on="val", progress=lambda done, total: calls.append((done, total)))
     assert SUMMARY_KEYS <= set(result)
     assert result["images"] == 3 and result["skipped_unlabelled"] == 1
     assert [row["true_count"] for row in result["rows"]] == [2, 5, 3]
@@ -138,6 +138,17 @@ def test_evaluate_on_a_tiny_dataset(tmp_path: Path) -> None:
     assert result["polarity"] == "bright" and result["notes"] == []
     assert PostprocessConfig.from_dict(result["postprocess"]).threshold == result["calibration"]["threshold"]
     assert calls[-1] == (7, 7)
+
+
+def test_auto_adds_the_training_images_when_val_holds_few_particles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = _dataset(tmp_path / "ds")  # val: 4 images, 10 particles; train: 2 images, 5 particles
+    result = evaluate_classical(root, "test")
+    assert result["calibrated_on"] == "val+train" and result["calibration_images"] == 6
+    assert result["notes"] == ["calibrated on val and 2 training image(s): val holds 10 particles, fewer than 100"]
+    monkeypatch.setattr("skipnas.counting.classical.FEW_PARTICLES", 10)  # enough in val: val alone, as with "val"
+    again = evaluate_classical(root, "test")
+    assert again["calibrated_on"] == "val" and again["calibration_images"] == 4 and again["notes"] == []
+    assert again["postprocess"] == evaluate_classical(root, "test", calibrate_on="val")["postprocess"]
 
 
 def test_without_calibration_the_config_postprocess_is_used(tmp_path: Path) -> None:
@@ -172,7 +183,8 @@ def test_dataset_problems_are_one_line_user_errors(tmp_path: Path) -> None:
 def test_evaluate_on_the_demo_dataset() -> None:
     result = evaluate_classical(resolve_dataset("demo"), "test")
     assert SUMMARY_KEYS <= set(result)
-    assert result["images"] == 8 and result["calibrated_on"] == "val"
+    # the demo's val split holds 79 particles: training images join the calibration
+    assert result["images"] == 8 and result["calibrated_on"] == "val+train"
     assert 0.0 < result["dice"] < 1.0 and result["count_mae"] >= 0.0
 
 
