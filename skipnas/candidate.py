@@ -28,6 +28,7 @@ from skipnas.genome import Genome
 from skipnas.modelio import save_model_folder
 from skipnas.models import build_model
 from skipnas.predict import Prediction, auxiliary_maps, predict_images
+from skipnas.progress import progress_bar
 from skipnas.runtime.normalise import Normalisation
 from skipnas.train.adapt import AUTO, adapt_to_data
 from skipnas.train.config import TrainConfig
@@ -141,12 +142,13 @@ def calibrate_counting(
     images: Sequence[LabeledImage],
     grid: CalibrationGrid | None = None,
     selection: str = "stable",
+    progress: bool = False,
 ) -> CountingCalibration:
     """The counting setting of ``grid`` that counts these predicted images best (:func:`calibrate`),
     with its record and metrics; with auxiliary maps the grid also tries the methods that count from them."""
     postprocess, table = calibrate(
         [p.foreground for p in predictions], [item.instances for item in images], PostprocessConfig(), grid,
-        auxiliary_maps(predictions), selection,
+        auxiliary_maps(predictions), selection, progress=progress,
     )
     return CountingCalibration(postprocess, calibration_record(table, grid), evaluate_predictions(predictions, images, postprocess))
 
@@ -202,11 +204,17 @@ def train_candidate(
     )
     extra, why = extra_calibration_images(data, config.calibrate_on)
     if extra:
-        extra_predictions = predict_images(
-            result.model, extra, data.normalisation, result.setup, config.val_tile, config.val_overlap, config.tta, config.scale,
-            config.val_batch,
+        extra_predictions = []
+        with progress_bar("predicting training images for the counting", total=len(extra), enabled=progress) as bar:
+            for item in extra:
+                extra_predictions += predict_images(
+                    result.model, [item], data.normalisation, result.setup, config.val_tile, config.val_overlap, config.tta,
+                    config.scale, config.val_batch,
+                )
+                bar.advance()
+        counting = calibrate_counting(
+            [*predictions, *extra_predictions], [*data.val, *extra], config.count_grid, config.calibration_selection, progress
         )
-        counting = calibrate_counting([*predictions, *extra_predictions], [*data.val, *extra], config.count_grid, config.calibration_selection)
         calibration = {
             **counting.record,
             "calibrated_on": {"splits": ["val", "train"], "images": len(data.val) + len(extra), "why": why},
@@ -215,7 +223,7 @@ def train_candidate(
         # the run's metrics stay val's, comparable with runs calibrated on val alone
         postprocess, metrics = counting.postprocess, evaluate_predictions(predictions, data.val, counting.postprocess)
     else:
-        counting = calibrate_counting(predictions, data.val, config.count_grid, config.calibration_selection)
+        counting = calibrate_counting(predictions, data.val, config.count_grid, config.calibration_selection, progress)
         postprocess, calibration, metrics = counting.postprocess, counting.record, counting.metrics
     evaluated = time.perf_counter()
     model_dir = None

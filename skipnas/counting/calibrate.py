@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
@@ -42,6 +43,7 @@ from skipnas.counting.seeded import Relief
 from skipnas.data.io import count_instances
 from skipnas.data.rescale import resize_instances
 from skipnas.errors import SkipnasError
+from skipnas.progress import progress_bar
 from skipnas.runtime.metrics import PixelMetrics, pixel_confusion
 
 T = TypeVar("T")
@@ -266,6 +268,7 @@ def calibrate(
     auxiliary: Sequence[np.ndarray] | None = None,
     selection: str = "stable",
     workers: int | None = None,
+    progress: bool = False,
 ) -> tuple[PostprocessConfig, dict[str, Any]]:
     """The grid setting that counts these images best (ties: see the module), and the table.
 
@@ -278,7 +281,8 @@ def calibrate(
     The maps may be at a model's input scale, smaller than the masks: the settings' pixel sizes are
     then the maps'. ``auxiliary``: the network's auxiliary maps, one per probability map, for the methods that
     need them (without them those methods are left out). ``workers``: threads counting the images
-    side by side (None: one per CPU core, at most one per image); the result does not depend on it. The
+    side by side (None: one per CPU core, at most one per image); the result does not depend on it.
+    ``progress``: a bar of the images counted. The
     table holds ``images``, ``settings``, ``objective``, ``best`` (the winning row) and
     ``results``: one row per setting, best first, with its config fields, ``count_mae``,
     ``count_mse``, ``exact_count_accuracy``, ``stable_count_mae`` and ``dice``; ``spread``: the
@@ -306,12 +310,18 @@ def calibrate(
     # checked and converted once: every threshold and the particles' peaks read the same maps
     probs = [as_probabilities(prob) for prob in probs]
     extras = [None] * len(probs) if auxiliary is None else list(auxiliary)
-    # each image's counts on its own thread: the labelling is mostly OpenCV and NumPy, which release the GIL
-    with ThreadPoolExecutor(max_workers=max(1, min(len(probs), workers or available_cores()))) as pool:
-        per_image = list(pool.map(
-            lambda image: _image_counts(probs[image], extras[image], truths[image], grid, settings, base, filters),
-            range(len(probs)),
-        ))
+    with progress_bar("choosing the counting setting", total=len(probs), enabled=progress) as bar:
+        lock = threading.Lock()
+
+        def counted(image: int) -> tuple[list[np.ndarray], list[int]]:
+            found = _image_counts(probs[image], extras[image], truths[image], grid, settings, base, filters)
+            with lock:
+                bar.advance()
+            return found
+
+        # each image's counts on its own thread: the labelling is mostly OpenCV and NumPy, which release the GIL
+        with ThreadPoolExecutor(max_workers=max(1, min(len(probs), workers or available_cores()))) as pool:
+            per_image = list(pool.map(counted, range(len(probs))))
     # the settings in the grid's order, each with its count error on every image
     scores: dict[PostprocessConfig, _Scores] = {}
     place = 0

@@ -136,6 +136,17 @@ def test_images_counted_on_several_threads_give_the_same_table_row_for_row() -> 
     assert one == several and one[1]["settings"] == 2 * 2 * 2 * 2 * 2 * (1 + 3 + 1)  # blobs, watershed x 3 windows, fibres
 
 
+def test_calibration_reports_each_image_counted_to_a_progress_listener() -> None:
+    from skipnas.progress import report_progress_to
+
+    probs, truths = _tricky_set(images=4, seed=4)
+    heard: list[tuple[str, float, float | None]] = []
+    with report_progress_to(lambda description, done, total: heard.append((description, done, total))):
+        calibrate(probs, truths, PostprocessConfig(), CalibrationGrid(thresholds=(0.5,), min_area=(0,)), workers=2, progress=True)
+    assert heard[0] == ("choosing the counting setting", 0.0, 4) and heard[-1] == ("choosing the counting setting", 4.0, 4)
+    assert [done for _, done, _ in heard] == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
 def test_grid_keeps_the_base_settings_it_does_not_vary() -> None:
     probs, truths = _tricky_set(images=2)
     base = PostprocessConfig(dilate_iterations=2, method="watershed", watershed_min_distance=4)
