@@ -10,17 +10,14 @@ nearer 0.5, smaller min_area, no peak filter). Work is shared: each threshold, e
 dilation is computed once per image for every method, each mask's relief (its distance transform
 for watershed, the auxiliary map for seeded: :class:`~skipnas.counting.seeded.Relief`) once for
 all of that method's settings, and the min_area and min_peak_probability values only filter the
-particles already labelled. The images are counted side by side, a thread each, up to the CPU
-cores. Methods that need the network's auxiliary map are tried only when it is given.
+particles already labelled. Methods that need the network's auxiliary map are tried only when it
+is given.
 """
 
 from __future__ import annotations
 
 import itertools
-import os
-import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
@@ -212,54 +209,6 @@ def _check_inputs(
             )
 
 
-def available_cores() -> int:
-    """The CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def _image_counts(
-    prob: np.ndarray,
-    auxiliary: np.ndarray | None,
-    truth: np.ndarray,
-    grid: CalibrationGrid,
-    settings: Sequence[PostprocessConfig],
-    base: PostprocessConfig,
-    filters: Sequence[tuple[int, float]],
-) -> tuple[list[np.ndarray], list[int]]:
-    """One image's share of the grid: per threshold its pixel confusion (tp, fp, fn), and the particles
-    counted by every threshold, erosion, dilation, setting and (min_area, min_peak_probability), in that order."""
-    confusions, counts = [], []
-    # particle peaks are needed only where the grid filters by them
-    filter_peaks = any(grid.min_peak_probability)
-    for threshold in grid.thresholds:
-        binary = threshold_probabilities(prob, threshold)
-        # the segmentation's Dice, as Evaluation measures it: the threshold alone decides it
-        confusions.append(pixel_confusion(binary, truth)[:3])
-        for erode in grid.erode:
-            eroded = erode_mask(binary, erode, base.erode_iterations)
-            for dilate in grid.dilate:
-                mask = dilate_mask(eroded, dilate, base.dilate_iterations)
-                # each method's relief (distance transform or auxiliary map) serves all its settings
-                reliefs: dict[str, Relief | None] = {}
-                for setting in settings:
-                    shared = setting.replace(threshold=threshold, erode=erode, dilate=dilate)
-                    if shared.method not in reliefs:
-                        reliefs[shared.method] = particle_relief(mask, shared, auxiliary)
-                    labels = label_particles(mask, shared, auxiliary, reliefs[shared.method])
-                    areas = np.bincount(labels.ravel())[1:]
-                    if filter_peaks:
-                        # a particle the peak filter drops gets area 0, below every min_area (at least 1)
-                        peaks = particle_peaks(labels, prob, len(areas) + 1)[1:]
-                        areas_by_peak = {least: np.where(peaks >= least, areas, 0) for least in grid.min_peak_probability}
-                    else:
-                        areas_by_peak = {0.0: areas}
-                    counts += [int((areas_by_peak[least] >= max(smallest, 1)).sum()) for smallest, least in filters]
-    return confusions, counts
-
-
 def calibrate(
     probs: Sequence[np.ndarray],
     true_instances: Sequence[np.ndarray],
@@ -267,7 +216,6 @@ def calibrate(
     grid: CalibrationGrid | Mapping[str, Any] | None = None,
     auxiliary: Sequence[np.ndarray] | None = None,
     selection: str = "stable",
-    workers: int | None = None,
     progress: bool = False,
 ) -> tuple[PostprocessConfig, dict[str, Any]]:
     """The grid setting that counts these images best (ties: see the module), and the table.
@@ -280,9 +228,8 @@ def calibrate(
     ``base`` supplies the settings the grid does not vary (iterations, the watershed's peak fraction).
     The maps may be at a model's input scale, smaller than the masks: the settings' pixel sizes are
     then the maps'. ``auxiliary``: the network's auxiliary maps, one per probability map, for the methods that
-    need them (without them those methods are left out). ``workers``: threads counting the images
-    side by side (None: one per CPU core, at most one per image); the result does not depend on it.
-    ``progress``: a bar of the images counted. The
+    need them (without them those methods are left out). ``progress``: a bar of the masks (threshold,
+    erosion and dilation) tried. The
     table holds ``images``, ``settings``, ``objective``, ``best`` (the winning row) and
     ``results``: one row per setting, best first, with its config fields, ``count_mae``,
     ``count_mse``, ``exact_count_accuracy``, ``stable_count_mae`` and ``dice``; ``spread``: the
@@ -309,30 +256,48 @@ def calibrate(
     true_counts = [count_instances(true) for true in true_instances]
     # checked and converted once: every threshold and the particles' peaks read the same maps
     probs = [as_probabilities(prob) for prob in probs]
-    extras = [None] * len(probs) if auxiliary is None else list(auxiliary)
-    with progress_bar("choosing the counting setting", total=len(probs), enabled=progress) as bar:
-        lock = threading.Lock()
-
-        def counted(image: int) -> tuple[list[np.ndarray], list[int]]:
-            found = _image_counts(probs[image], extras[image], truths[image], grid, settings, base, filters)
-            with lock:
-                bar.advance()
-            return found
-
-        # each image's counts on its own thread: the labelling is mostly OpenCV and NumPy, which release the GIL
-        with ThreadPoolExecutor(max_workers=max(1, min(len(probs), workers or available_cores()))) as pool:
-            per_image = list(pool.map(counted, range(len(probs))))
-    # the settings in the grid's order, each with its count error on every image
+    # particle peaks are needed only where the grid filters by them
+    filter_peaks = any(grid.min_peak_probability)
     scores: dict[PostprocessConfig, _Scores] = {}
-    place = 0
-    for index, threshold in enumerate(grid.thresholds):
-        confusion = np.sum([confusions[index] for confusions, _ in per_image], axis=0)
-        for erode, dilate, setting in itertools.product(grid.erode, grid.dilate, settings):
-            shared = setting.replace(threshold=threshold, erode=erode, dilate=dilate)
-            for min_area, min_peak in filters:
-                score = scores.setdefault(shared.replace(min_area=min_area, min_peak_probability=min_peak), _Scores(*confusion))
-                score.errors += [counts[place] - true for (_, counts), true in zip(per_image, true_counts)]
-                place += 1
+    masks_tried = len(grid.thresholds) * len(grid.erode) * len(grid.dilate)
+    with progress_bar("choosing the counting setting", total=masks_tried, enabled=progress) as bar:
+        for threshold in grid.thresholds:
+            binaries = [threshold_probabilities(prob, threshold) for prob in probs]
+            # the segmentation's Dice, as Evaluation measures it: the threshold alone decides it
+            confusion = np.sum([pixel_confusion(binary, truth)[:3] for binary, truth in zip(binaries, truths)], axis=0)
+            for erode in grid.erode:
+                eroded = [erode_mask(binary, erode, base.erode_iterations) for binary in binaries]
+                for dilate in grid.dilate:
+                    masks = [dilate_mask(mask, dilate, base.dilate_iterations) for mask in eroded]
+                    # per image, each method's relief (distance transform or auxiliary map) serves all its settings
+                    reliefs: list[dict[str, Relief | None]] = [{} for _ in masks]
+                    for setting in settings:
+                        shared = setting.replace(threshold=threshold, erode=erode, dilate=dilate)
+                        # built once per setting, not per image: a config validates itself on creation
+                        by_filter = [
+                            (
+                                max(min_area, 1),
+                                min_peak,
+                                scores.setdefault(shared.replace(min_area=min_area, min_peak_probability=min_peak), _Scores(*confusion)),
+                            )
+                            for min_area, min_peak in filters
+                        ]
+                        for image, mask in enumerate(masks):
+                            extra = None if auxiliary is None else auxiliary[image]
+                            if shared.method not in reliefs[image]:
+                                reliefs[image][shared.method] = particle_relief(mask, shared, extra)
+                            labels = label_particles(mask, shared, extra, reliefs[image][shared.method])
+                            areas = np.bincount(labels.ravel())[1:]
+                            if filter_peaks:
+                                # a particle the peak filter drops gets area 0, below every min_area (at least 1)
+                                peaks = particle_peaks(labels, probs[image], len(areas) + 1)[1:]
+                                areas_by_peak = {least: np.where(peaks >= least, areas, 0) for least in grid.min_peak_probability}
+                            else:
+                                areas_by_peak = {0.0: areas}
+                            for smallest, least_peak, score in by_filter:
+                                count = int((areas_by_peak[least_peak] >= smallest).sum())
+                                score.errors.append(count - true_counts[image])
+                    bar.advance()
     images = len(probs)
     configs = list(scores)
     errors = np.array([scores[config].errors for config in configs], dtype=np.float64).reshape(len(configs), images)
