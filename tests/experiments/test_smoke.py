@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-# skipbench's smoke run trains 16 genomes; test_skipbench runs it resuming from a table, which trains a few
-SLOW = {"skipbench.py"}
+# skipbench's smoke run trains 16 genomes; test_skipbench runs it resuming from a table, which trains a few.
+# The two search benchmarks run whole searches (and worker processes), which tests/study covers
+SLOW = {"skipbench.py", "bench_workers.py", "bench_search.py"}
 # the scripts, not the helpers they import
 SCRIPTS = [
     pytest.param(path, marks=pytest.mark.slow) if path.name in SLOW else path
