@@ -438,7 +438,7 @@ def plot_distribution(info: dict[str, Any]) -> Any:
         ))
     if info["noise_sd"] is not None:
         sign = -1.0 if info["maximize"] else 1.0
-        edge = info["means"][0] + sign * Z * info["noise_sd"] * np.sqrt(2 / max(1, int(np.median(info["seeds"]))))
+        edge = info["means"][0] + sign * noise_floor(info)
         figure.add_hline(
             y=edge, line_dash="dash", line_color="#444",
             annotation_text=f"within seed noise of the best: {info['within_noise']} topologies (run SD {info['noise_sd']:.3f})",
