@@ -89,7 +89,7 @@ def network_rows(data: str, seed: int, args: argparse.Namespace, fixed: bool, re
         # the fixed settings: neither the grid nor anything else follows the data
         config = dataclasses.replace(config, count_grid=CalibrationGrid(), calibration_selection="mean", calibrate_on="val")
         config, _ = adapt_config_to_dataset(
-            index, config, genome.depth, scale=1.0, tile=64, batch=8, auxiliary=None, normalise="dataset"
+            index, config, genome.depth, scale=1.0, tile=64, batch=8, auxiliary=None, normalise="dataset", invert=False
         )
     else:
         config, _ = adapt_config_to_dataset(index, config, genome.depth, **recipe)
@@ -126,7 +126,13 @@ def network_rows(data: str, seed: int, args: argparse.Namespace, fixed: bool, re
     return rows
 
 
-RECIPE_KEYS = {"scale": float, "tile": int, "batch": int, "auxiliary": str, "normalise": str}
+def _on_off(value: str) -> bool:
+    if value not in ("on", "off"):
+        raise ValueError(f"expected on or off, got {value!r}")
+    return value == "on"
+
+
+RECIPE_KEYS = {"scale": float, "tile": int, "batch": int, "auxiliary": str, "normalise": str, "invert": _on_off}
 
 
 def parse_recipe(items: list[str]) -> dict[str, Any]:

@@ -97,15 +97,17 @@ def adapt_config_to_dataset(
     batch: int | None = None,
     auxiliary: str | None = AUTO,
     normalise: str | None = None,
+    invert: bool | None = None,
 ) -> tuple[TrainConfig, list[str]]:
     """:func:`~skipnas.train.adapt.adapt_to_data` on the training split of ``spec``: its masks'
-    particles and its images' brightness."""
+    particles, its images' brightness and its particles' polarity."""
     index = open_dataset(spec)
     sizes = particle_sizes(index, "train")
-    brightness = dataset_summary(index)["splits"]["train"].get("brightness_spread")
+    train = dataset_summary(index)["splits"]["train"]
     return adapt_to_data(
         config, sizes, 2**genome_depth, scale=scale, tile=tile, batch=batch, auxiliary=auxiliary, normalise=normalise,
-        brightness=brightness, where=f"{index.root}: the train masks",
+        brightness=train.get("brightness_spread"), invert=invert, polarity=train.get("particle_polarity"),
+        where=f"{index.root}: the train masks",
     )
 
 

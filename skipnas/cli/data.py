@@ -205,6 +205,16 @@ def _suggest(summary: dict[str, Any], root: Path, args: argparse.Namespace) -> d
         f"skipnas train would use: --scale {scale:g} --tile {tile} (a depth-{DEFAULT_DEPTH} network); "
         f"{sizes.touching_share:.0%} of the training particles touch another"
     )
+    polarity = train.get("particle_polarity")
+    if polarity:
+        from skipnas.data.intensity import mixed_polarity
+
+        suggestion.update(particle_polarity=polarity, invert=mixed_polarity(polarity))
+        suggestion["notes"].append(
+            f"particles brighter than their surroundings in {polarity['brighter']} training images, darker in "
+            f"{polarity['darker']}, unclear in {polarity['unclear']}: "
+            + ("training would invert grey levels at random" if suggestion["invert"] else "no inversion in training")
+        )
     val = summary["splits"].get("val")
     if val and val["masks"]:
         from skipnas.counting.calibrate import FEW_PARTICLES

@@ -89,6 +89,11 @@ def register(subparsers: Any) -> None:
         "0.5-99.5 percentiles first; auto: image where the training images' mean brightness differs by more than "
         "2 standard deviations between images (default auto)",
     )
+    parser.add_argument(
+        "--invert", choices=("auto", "on", "off"), default="auto",
+        help="invert the grey levels of training tiles at random; auto: on where the particles are brighter than "
+        "their surroundings in some training images and darker in others, each in at least 20%% of them (default auto)",
+    )
     parser.add_argument("--synthetic", type=int, default=64, metavar="N", help="semi-synthetic images to pretrain on (default 64)")
     parser.add_argument("--loss", choices=("bce_dice", "focal", "bce"), default="bce_dice", help="loss (default bce_dice)")
     parser.add_argument(
@@ -290,6 +295,7 @@ def _train(args: argparse.Namespace) -> int:
     config, choices = adapt_config_to_dataset(
         index, config, genome.depth, scale=scale, tile=tile, batch=batch, auxiliary=auxiliary,
         normalise=None if args.normalise == "auto" else args.normalise,
+        invert=None if args.invert == "auto" else args.invert == "on",
     )
     if config.auxiliary is None and args.auxiliary_weight != 1.0:
         raise SkipnasError(

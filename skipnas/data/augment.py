@@ -21,6 +21,7 @@ import numpy as np
 from skipnas.data.io import image_range
 from skipnas.errors import SkipnasError
 
+
 class AugmentError(SkipnasError, ValueError):
     """Augmentation settings or statistics that cannot be used: p outside [0, 1], std <= 0, ..."""
 
@@ -37,6 +38,9 @@ class AugmentConfig:
     # zoom each tile by a factor drawn from this range (None: never), so a network meets particles
     # over the range of sizes the images hold
     scale_range: tuple[float, float] | None = None
+    # invert the grey levels (1 - x in [0, 1]): particles brighter than the background in some images
+    # and darker in others become one appearance to learn
+    invert: bool = False
     p: float = 0.5
 
     def __post_init__(self) -> None:
@@ -92,7 +96,7 @@ def build_train_transform(
     max_pixel_value: float,
     seed: int | None = None,
 ) -> A.Compose:
-    """Random flips / rot90 (and optionally brightness-contrast and blur), then normalisation.
+    """Random flips / rot90 (and optionally zoom, brightness-contrast, blur and inversion), then normalisation.
 
     ``seed`` makes the random sequence reproducible; ``None`` draws a fresh one.
     """
@@ -111,6 +115,8 @@ def build_train_transform(
     if config.blur:
         # small kernels: fibres are only ~6-17 px wide
         transforms.append(A.GaussianBlur(blur_limit=(3, 5), sigma_limit=(0.1, 1.0), p=config.p))
+    if config.invert:
+        transforms.append(A.InvertImg(p=config.p))
     transforms.append(_normalize(mean, std))
     return _compose(transforms, max_pixel_value, seed)
 

@@ -1,4 +1,5 @@
-"""Per-image contrast: how much images differ in brightness, and a stretch that evens it out. No torch.
+"""Per-image contrast: how much images differ in brightness, a stretch that evens it out, and whether
+particles are brighter or darker than their surroundings. No torch.
 
 Microscope images of one dataset can differ far more between images than within one: bright and
 dark field side by side, lamp and exposure changed between sessions, particles darker than the
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 
 from skipnas.data.io import image_range
@@ -22,6 +24,15 @@ PERCENTILE_SAMPLES = 1_000_000
 # per-image stretching by default where the images' mean brightness differs by more than this many
 # pooled standard deviations (5th to 95th percentile over images)
 PER_IMAGE_SPREAD = 2.0
+# particles are compared with a ring this many px wide around them (at the image's own scale)
+RING_WIDTH = 5
+# particles are "brighter" or "darker" than their ring when their means differ by at least this many
+# of the image's standard deviations; nearer, "unclear"
+POLARITY_MARGIN = 0.25
+# images of each polarity, as a share of the images with a clear one, from which training inverts
+# images at random: bright and dark field side by side teach one task, not two
+MIXED_POLARITY_SHARE = 0.2
+POLARITIES: tuple[str, ...] = ("brighter", "darker", "unclear")
 
 
 def stretch_contrast(image: np.ndarray) -> np.ndarray:
@@ -51,3 +62,35 @@ def brightness_spread(means: Sequence[Sequence[float]], pooled_std: Sequence[flo
     spread = np.percentile(array, 95, axis=0) - np.percentile(array, 5, axis=0)
     std = np.maximum(np.asarray(pooled_std, dtype=np.float64), 1e-12)
     return float(np.max(spread / std))
+
+
+def particle_contrast(image: np.ndarray, instances: np.ndarray) -> float | None:
+    """How much brighter the particles of ``instances`` are than a ring of ``RING_WIDTH`` px around
+    them, in standard deviations of ``image`` (grey: the channels' mean); None without particles or
+    ring, or on a flat image."""
+    grey = image.astype(np.float64, copy=False)
+    if grey.ndim == 3:
+        grey = grey.mean(axis=2)
+    inside = np.asarray(instances) > 0
+    if not inside.any():
+        return None
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * RING_WIDTH + 1, 2 * RING_WIDTH + 1))
+    ring = cv2.dilate(inside.astype(np.uint8), kernel).astype(bool) & ~inside
+    spread = float(grey.std())
+    if not ring.any() or spread == 0:
+        return None
+    return float((grey[inside].mean() - grey[ring].mean()) / spread)
+
+
+def polarity(contrast: float | None) -> str:
+    """``"brighter"``, ``"darker"`` or ``"unclear"``: one image's :func:`particle_contrast` in words."""
+    if contrast is None or abs(contrast) < POLARITY_MARGIN:
+        return "unclear"
+    return "brighter" if contrast > 0 else "darker"
+
+
+def mixed_polarity(counts: dict[str, int]) -> bool:
+    """Whether images of both polarities are common: each at least ``MIXED_POLARITY_SHARE`` of the
+    images whose particles are clearly brighter or darker (``counts`` by :func:`polarity`)."""
+    brighter, darker = counts.get("brighter", 0), counts.get("darker", 0)
+    return min(brighter, darker) >= max(1.0, MIXED_POLARITY_SHARE * (brighter + darker))

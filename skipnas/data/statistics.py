@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from skipnas.data.intensity import brightness_spread, image_means
+from skipnas.data.intensity import POLARITIES, brightness_spread, image_means, particle_contrast, polarity
 from skipnas.data.io import count_instances, image_range, read_image, read_mask
 from skipnas.data.particles import ParticleMeasures, ParticleSizes, measure_particles
 from skipnas.data.scan import DatasetIndex, Progress, Sample
@@ -21,7 +21,7 @@ from skipnas.errors import SkipnasError
 from skipnas.fileio import write_json_atomic
 from skipnas.paths import cache_dir
 
-SUMMARY_VERSION = 4
+SUMMARY_VERSION = 5
 
 
 def _file_signature(path: Path, root: Path) -> str:
@@ -80,6 +80,7 @@ def _split_summary(samples: list[Sample], progress: Callable[[], None]) -> dict[
     counts: list[int] = []
     measures = ParticleMeasures.empty()
     means: list[list[float]] = []
+    polarities: Counter[str] = Counter()
     for sample in samples:
         image = read_image(sample.image_path)
         moments.add(sample.image_path, image)
@@ -91,6 +92,7 @@ def _split_summary(samples: list[Sample], progress: Callable[[], None]) -> dict[
             kinds[mask.kind] += 1
             counts.append(count_instances(mask.instances))
             measures = measures + measure_particles(mask.instances)
+            polarities[polarity(particle_contrast(image, mask.instances))] += 1
         progress()
     mean, std = moments.mean_std()
     heights = [h for h, _ in sizes]
@@ -112,6 +114,8 @@ def _split_summary(samples: list[Sample], progress: Callable[[], None]) -> dict[
         "mean": mean,
         "std": std,
         "brightness_spread": brightness_spread(means, std),
+        # images whose particles are brighter / darker than their surroundings (or neither clearly)
+        "particle_polarity": {name: polarities[name] for name in POLARITIES} if counts else None,
     }
 
 

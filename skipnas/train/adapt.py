@@ -1,4 +1,4 @@
-"""Training settings chosen from the training masks' particles: input scale, tile, zoom range, the auxiliary head, the minimum areas.
+"""Training settings chosen from the training masks' particles: input scale, tile, zoom range, inversion, the auxiliary head, the minimum areas.
 
 Each ``None`` argument of :func:`adapt_to_data` is chosen from the data; a value given is kept and
 only checked. Every choice comes back as a sentence, for the command's output and the model folder.
@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from skipnas.counting.calibrate import CalibrationGrid
-from skipnas.data.intensity import PER_IMAGE_SPREAD
+from skipnas.data.intensity import PER_IMAGE_SPREAD, mixed_polarity
 from skipnas.data.particles import (
     DEFAULT_BATCH,
     DEFAULT_TILE,
@@ -43,13 +43,16 @@ def adapt_to_data(
     auxiliary: str | None = AUTO,
     normalise: str | None = None,
     brightness: float | None = None,
+    invert: bool | None = None,
+    polarity: dict[str, int] | None = None,
     where: str = "the training masks",
 ) -> tuple[TrainConfig, list[str]]:
     """``config`` with the input scale, training tile (a multiple of ``multiple``), batch, zoom range,
     auxiliary head (``"auto"``: a distance head where particles touch) and the calibration's
-    minimum areas fitted to ``sizes``, and the normalisation (None: per image where the training
-    images' ``brightness`` spread, :func:`~skipnas.data.intensity.brightness_spread`, is large);
-    and one sentence per choice."""
+    minimum areas fitted to ``sizes``, the normalisation (None: per image where the training
+    images' ``brightness`` spread, :func:`~skipnas.data.intensity.brightness_spread`, is large) and
+    the inversion augmentation (None: where the training images' particle ``polarity`` counts are
+    mixed, :func:`~skipnas.data.intensity.mixed_polarity`); and one sentence per choice."""
     check_particles_fit(sizes, where)
     assert sizes.width is not None and sizes.area is not None
     notes: list[str] = []
@@ -86,6 +89,13 @@ def adapt_to_data(
                 f"each image stretched by its own contrast: the training images' mean brightness differs by "
                 f"{brightness:.1f} standard deviations between images"
             )
+    if invert is None:
+        invert = config.augment.invert or (polarity is not None and mixed_polarity(polarity))
+        if invert and polarity is not None:
+            notes.append(
+                f"grey levels inverted at random in training: the particles are brighter than their surroundings in "
+                f"{polarity.get('brighter', 0)} training images and darker in {polarity.get('darker', 0)}"
+            )
     if auxiliary == AUTO:
         share = sizes.touching_share
         auxiliary = "distance" if share >= TOUCHING_SHARE_FOR_AUXILIARY else None
@@ -107,7 +117,7 @@ def adapt_to_data(
         normalise=normalise,
         batch_size=batch,
         tile=dataclasses.replace(config.tile, size=tile),
-        augment=dataclasses.replace(config.augment, scale_range=zoom),
+        augment=dataclasses.replace(config.augment, scale_range=zoom, invert=invert),
         auxiliary=auxiliary,
         count_grid=grid,
     )

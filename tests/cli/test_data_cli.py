@@ -174,6 +174,9 @@ def test_check_reports_particle_sizes_touching_and_the_suggested_settings(tmp_pa
     # a val split of a few particles: skipnas train would calibrate its counting on train too, and says why
     assert data["suggested"]["calibrate_on"] == "val+train"
     assert f"val holds {data['splits']['val']['particle_sizes']['particles']} particles, fewer than 100" in " ".join(data["suggested"]["notes"])
+    # bright discs on a dark background in every training image: one polarity, no inversion
+    assert data["splits"]["train"]["particle_polarity"] == {"brighter": 2, "darker": 0, "unclear": 0}
+    assert data["suggested"]["invert"] is False
 
 
 def test_check_warns_when_the_tile_is_smaller_than_two_large_particles(tmp_path: Path, capsys) -> None:

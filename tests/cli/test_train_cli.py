@@ -172,3 +172,10 @@ def test_calibrate_on_auto_adds_the_training_images_when_val_holds_few_particles
     assert main([*base, "--calibrate-on", "val", "--json", "--out", str(tmp_path / "val")]) == 0
     assert json.loads(capsys.readouterr().out)["calibrated_on"] is None
     assert "calibrated_on" not in json.loads((tmp_path / "val" / "postprocess.json").read_text())["calibration"]
+
+
+
+def test_invert_on_reaches_the_training_config_stored_with_the_model(tmp_path, capsys, tiny_dataset) -> None:
+    flags = ["--steps", "4", "--synthetic", "4", "--calibrate-on", "val", "--invert", "on"]
+    assert main(_train(tiny_dataset, tmp_path / "m", *flags)) == 0
+    assert json.loads((tmp_path / "m" / "model.json").read_text())["train_config"]["augment"]["invert"] is True

@@ -133,6 +133,17 @@ def test_config_switches_choose_the_transforms() -> None:
     assert all(t.p == 0.5 for t in transform.transforms[1:3])
 
 
+def test_inversion_mirrors_the_grey_levels_and_keeps_the_mask() -> None:
+    config = AugmentConfig(hflip=False, vflip=False, rotate90=False, invert=True, p=1.0)
+    transform = build_train_transform(config, [0.0], [1.0], 255.0)
+    image = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
+    mask = (image > 100).astype(np.int32)
+    out, out_mask = apply_transform(transform, image, mask)
+    assert np.allclose(out[:, :, 0], 1.0 - image / 255.0, atol=1e-6)
+    assert np.array_equal(out_mask, mask)
+    assert not any(isinstance(t, A.InvertImg) for t in build_train_transform(AugmentConfig(), [0.5], [0.25], 255.0).transforms)
+
+
 def test_grey_input_gets_a_channel_axis() -> None:
     image = np.full((8, 8), 255, dtype=np.uint8)
     out_image, _ = apply_transform(build_eval_transform([0.0], [1.0], 255.0), image, np.zeros((8, 8), np.int64))

@@ -67,3 +67,16 @@ def test_masks_without_particles_are_refused_naming_where():
     empty = ParticleSizes.of_masks([np.zeros((32, 32), np.int32)])
     with pytest.raises(SkipnasError, match="data/train: the masks hold no particle"):
         adapt_to_data(TrainConfig(), empty, 16, where="data/train")
+
+
+def test_training_inverts_grey_levels_only_where_particle_polarity_is_mixed():
+    sizes = _sizes(5, touching=False)
+    mixed = {"brighter": 19, "darker": 7, "unclear": 6}
+    config, notes = adapt_to_data(TrainConfig(), sizes, 16, polarity=mixed)
+    assert config.augment.invert
+    assert any("brighter than their surroundings in 19 training images and darker in 7" in note for note in notes)
+    config, notes = adapt_to_data(TrainConfig(), sizes, 16, polarity={"brighter": 64, "darker": 0, "unclear": 0})
+    assert not config.augment.invert and not any("inverted" in note for note in notes)
+    assert not adapt_to_data(TrainConfig(), sizes, 16)[0].augment.invert  # polarity unknown
+    assert not adapt_to_data(TrainConfig(), sizes, 16, polarity=mixed, invert=False)[0].augment.invert  # given: kept
+    assert adapt_to_data(TrainConfig(), sizes, 16, invert=True)[0].augment.invert
