@@ -3,19 +3,19 @@
     python experiments/real_datasets.py --data ../shared/data/polystyrene-beads-lmmp/extracted \
         --data ../shared/data/sem-fibres-shi2022/extracted --seeds 0,1 --out experiments/results/real_datasets.csv
     python experiments/real_datasets.py --data DIR --fixed   # the settings before data adaptation (scale 1, tile 64, ...)
-    python experiments/real_datasets.py --data DIR --set scale=1 --set normalise=dataset   # a recipe
+    python experiments/real_datasets.py --data DIR --set scale=1 --set normalise=dataset   # a recipe (also tile, batch, auxiliary, invert=on|off)
     python experiments/real_datasets.py --smoke --out /tmp/smoke.csv
 
 For each dataset and seed, ``skipnas train``'s defaults (standard topology, width 16, 60 s of
 pretraining and 120 s of fine-tuning, every setting chosen from the training split as the command
-does: input scale, tile, batch, normalisation, auxiliary head, calibration grid) train one network;
+does: input scale, tile, batch, normalisation, inversion, auxiliary head, calibration grid) train one network;
 its counting is calibrated on val (and on train when val holds fewer than 100 particles, as the command
 does; such a network is also counted with the setting val alone chooses, a paired comparison), and it
 is scored on val (a selection score: val chose the weights and the counting) and on test (held out:
 it chose nothing). The classical baseline
 (``skipnas baseline-count``: adaptive threshold, the same counting, calibrated as the command does) is scored on
 the same test images. ``--fixed`` trains with the settings every dataset got before they adapted to
-the data (input scale 1, 64 px tiles, batch 8, dataset normalisation, no auxiliary head, the default
+the data (input scale 1, 64 px tiles, batch 8, dataset normalisation, no inversion, no auxiliary head, the default
 calibration grid and the plain count-MAE choice), for a before/after comparison on the same machine.
 
 ``--per-image-scale`` also counts every test image a second way, to measure what a per-image scale

@@ -12,6 +12,9 @@ from rich.console import Console
 
 from skipnas.errors import SkipnasError
 
+# the --calibrate-on choices of train and export (skipnas.train.config.CALIBRATE_ON, kept here so --help imports nothing heavy)
+CALIBRATE_ON_CHOICES: tuple[str, ...] = ("auto", "val", "val+train")
+
 
 def console() -> Console:
     """Human output goes to stdout; with ``--json`` nothing but the JSON object is printed there."""

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from skipnas.cli._common import console, print_json
+from skipnas.cli._common import CALIBRATE_ON_CHOICES, console, print_json
 from skipnas.cli.train import add_device_arguments
 
 
@@ -35,7 +35,7 @@ def register(subparsers: Any) -> None:
         help="also write into a folder of other files, beside them (they are kept; files named like the model's are refused)",
     )
     parser.add_argument(
-        "--calibrate-on", choices=("auto", "val", "val+train"), default="auto",
+        "--calibrate-on", choices=CALIBRATE_ON_CHOICES, default="auto",
         help="the labelled images of the study's dataset that choose the exported counting setting: val (as the trial "
         "chose it); val and train; auto: val and train when the trial's calibration saw fewer than 100 particles "
         "(default auto)",

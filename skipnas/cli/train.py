@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from skipnas.auxiliary import AUXILIARY_TARGETS
-from skipnas.cli._common import console, parse_auto, print_json, status_console
+from skipnas.cli._common import CALIBRATE_ON_CHOICES, console, parse_auto, print_json, status_console
 from skipnas.errors import SkipnasError
 from skipnas.tta import TTA_MODES
 
@@ -132,7 +132,7 @@ def register(subparsers: Any) -> None:
         "counting calibrated on val at every validation (slower validations) (default dice)",
     )
     parser.add_argument(
-        "--calibrate-on", choices=("auto", "val", "val+train"), default="auto",
+        "--calibrate-on", choices=CALIBRATE_ON_CHOICES, default="auto",
         help="the labelled images that choose the counting setting (threshold, morphology, minimum area, method): val; "
         "val+train: val and training images drawn until the calibration holds 1,000 particles (they were trained on, so "
         "they flatter the network a little); auto: val+train when val holds fewer than 100 particles, too few for a "

@@ -14,3 +14,10 @@ def test_parse_auto(value, kind, expected):
 def test_parse_auto_names_the_flag():
     with pytest.raises(SkipnasError, match="--tile must be auto or a whole number, got 'abc'"):
         parse_auto("abc", int, "--tile")
+
+
+def test_calibrate_on_choices_are_the_training_configs() -> None:
+    from skipnas.cli._common import CALIBRATE_ON_CHOICES
+    from skipnas.train.config import CALIBRATE_ON
+
+    assert sorted(CALIBRATE_ON_CHOICES) == sorted(CALIBRATE_ON)
