@@ -148,7 +148,7 @@ def parse_recipe(items: list[str]) -> dict[str, Any]:
 
 def recipe_name(recipe: dict[str, Any], args: argparse.Namespace) -> str:
     """The method's label: "skipnas defaults", or what the run changed."""
-    changes = [f"{key}={value}" for key, value in recipe.items()]
+    changes = [f"{key}={('on' if value else 'off') if isinstance(value, bool) else value}" for key, value in recipe.items()]
     if (args.pretrain_seconds, args.finetune_seconds) != (60.0, 120.0):
         changes.append(f"pretrain {args.pretrain_seconds:g} s + fine-tune {args.finetune_seconds:g} s")
     if args.width != 16:
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fixed", action="store_true", help="also train with the settings before data adaptation")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
-        help="a recipe: override one data-adapted setting (scale, tile, batch, auxiliary, normalise); repeatable",
+        help="a recipe: override one data-adapted setting (scale, tile, batch, auxiliary, normalise, invert=on|off); repeatable",
     )
     parser.add_argument("--per-image-scale", action="store_true", help="also count each test image at its own estimated scale")
     parser.add_argument("--no-classical", action="store_true", help="leave the classical baseline out")

@@ -92,3 +92,18 @@ def test_an_unknown_calibration_choice_is_refused() -> None:
 
     with pytest.raises(SkipnasError, match="calibrate_on must be one of val, val\\+train, auto"):
         replace(_config(), calibrate_on="test")
+
+
+def test_training_inverts_grey_levels_where_the_training_images_mix_bright_and_dark_particles(
+    tiny_dataset: Path, tiny_dataset_writer, tmp_path: Path
+) -> None:
+    from skipnas.data.io import image_range, read_image, write_image
+
+    assert not candidate.adapt_config_to_dataset(tiny_dataset, _config(), 2)[0].augment.invert  # bright particles only
+    mixed = tiny_dataset_writer(tmp_path / "mixed")
+    for path in sorted((mixed / "train" / "images").iterdir())[:3]:  # half the training images: dark particles
+        image = read_image(path)
+        write_image(path, (image_range(image.dtype) - image).astype(image.dtype))
+    config, notes = candidate.adapt_config_to_dataset(mixed, _config(), 2)
+    assert config.augment.invert
+    assert any("brighter than their surroundings in 3 training images and darker in 3" in note for note in notes)

@@ -91,8 +91,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--invert", choices=("auto", "on", "off"), default="auto",
-        help="invert the grey levels of training tiles at random; auto: on where the particles are brighter than "
-        "their surroundings in some training images and darker in others, each in at least 20%% of them (default auto)",
+        help="invert training tiles at random (each channel around its mean); auto: on where the particles are brighter "
+        "than their surroundings in some training images and darker in others, each in at least 20%% of the images "
+        "where either is clear (default auto)",
     )
     parser.add_argument("--synthetic", type=int, default=64, metavar="N", help="semi-synthetic images to pretrain on (default 64)")
     parser.add_argument("--loss", choices=("bce_dice", "focal", "bce"), default="bce_dice", help="loss (default bce_dice)")

@@ -38,8 +38,8 @@ class AugmentConfig:
     # zoom each tile by a factor drawn from this range (None: never), so a network meets particles
     # over the range of sizes the images hold
     scale_range: tuple[float, float] | None = None
-    # invert the grey levels (1 - x in [0, 1]): particles brighter than the background in some images
-    # and darker in others become one appearance to learn
+    # invert each channel around its normalisation mean (colours complemented): particles brighter
+    # than the background in some images and darker in others become one appearance to learn
     invert: bool = False
     p: float = 0.5
 
@@ -89,6 +89,15 @@ def seed_transform(transform: A.Compose, seed: int) -> None:
     transform.set_random_state(np.random.default_rng(seed), random.Random(seed))
 
 
+class NegateNormalised(A.ImageOnlyTransform):
+    """z -> -z on a normalised image: each channel mirrored around its normalisation mean (x -> 2 mean - x),
+    so an inverted tile keeps the mean and spread of the images the network meets at inference
+    (``1 - x`` would shift it by ``(1 - 2 mean) / std``)."""
+
+    def apply(self, img: np.ndarray, **params: object) -> np.ndarray:
+        return -img
+
+
 def build_train_transform(
     config: AugmentConfig,
     mean: Sequence[float],
@@ -115,9 +124,9 @@ def build_train_transform(
     if config.blur:
         # small kernels: fibres are only ~6-17 px wide
         transforms.append(A.GaussianBlur(blur_limit=(3, 5), sigma_limit=(0.1, 1.0), p=config.p))
-    if config.invert:
-        transforms.append(A.InvertImg(p=config.p))
     transforms.append(_normalize(mean, std))
+    if config.invert:
+        transforms.append(NegateNormalised(p=config.p))
     return _compose(transforms, max_pixel_value, seed)
 
 

@@ -92,7 +92,8 @@ def _split_summary(samples: list[Sample], progress: Callable[[], None]) -> dict[
             kinds[mask.kind] += 1
             counts.append(count_instances(mask.instances))
             measures = measures + measure_particles(mask.instances)
-            polarities[polarity(particle_contrast(image, mask.instances))] += 1
+            if counts[-1]:  # an image without particles has no polarity
+                polarities[polarity(particle_contrast(image, mask.instances))] += 1
         progress()
     mean, std = moments.mean_std()
     heights = [h for h, _ in sizes]
@@ -114,7 +115,7 @@ def _split_summary(samples: list[Sample], progress: Callable[[], None]) -> dict[
         "mean": mean,
         "std": std,
         "brightness_spread": brightness_spread(means, std),
-        # images whose particles are brighter / darker than their surroundings (or neither clearly)
+        # images with particles, by whether these are brighter / darker than their surroundings (or neither clearly)
         "particle_polarity": {name: polarities[name] for name in POLARITIES} if counts else None,
     }
 

@@ -260,6 +260,8 @@ def confirm(
                 name = f"trial{entry.candidate.trial}-seed{seed}" + (f"-fold{fold}" if len(held_out) > 1 else "")
                 key = {"genome": entry.candidate.genome.hash, "hyperparameters": entry.candidate.hyperparameters, "seed": seed,
                        "budget": study.user_attrs.get(BUDGET_ATTR), "data": str(index.root), "calibrate_on": base.calibrate_on}
+                if base.augment.invert:  # runs stored before inversion existed trained without it
+                    key["invert"] = True
                 if len(held_out) > 1:
                     key["fold"] = f"{fold} of {len(held_out)}"
                 out = folder / name

@@ -90,8 +90,10 @@ def adapt_to_data(
                 f"{brightness:.1f} standard deviations between images"
             )
     if invert is None:
-        invert = config.augment.invert or (polarity is not None and mixed_polarity(polarity))
-        if invert and polarity is not None:
+        chosen = not config.augment.invert and polarity is not None and mixed_polarity(polarity)
+        invert = config.augment.invert or chosen
+        if chosen:
+            assert polarity is not None
             notes.append(
                 f"grey levels inverted at random in training: the particles are brighter than their surroundings in "
                 f"{polarity.get('brighter', 0)} training images and darker in {polarity.get('darker', 0)}"

@@ -10,6 +10,7 @@ import pytest
 from skipnas.data.augment import (
     AugmentConfig,
     AugmentError,
+    NegateNormalised,
     apply_transform,
     build_eval_transform,
     build_train_transform,
@@ -133,15 +134,19 @@ def test_config_switches_choose_the_transforms() -> None:
     assert all(t.p == 0.5 for t in transform.transforms[1:3])
 
 
-def test_inversion_mirrors_the_grey_levels_and_keeps_the_mask() -> None:
-    config = AugmentConfig(hflip=False, vflip=False, rotate90=False, invert=True, p=1.0)
-    transform = build_train_transform(config, [0.0], [1.0], 255.0)
+def test_inversion_mirrors_each_channel_around_its_mean_and_keeps_the_mask_aligned() -> None:
+    mean, std = 0.25, 0.5  # off centre: 1 - x would shift an inverted tile by (1 - 2 mean) / std
+    config = AugmentConfig(hflip=True, vflip=False, rotate90=False, invert=True, p=1.0)
+    transform = build_train_transform(config, [mean], [std], 255.0)
     image = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
     mask = (image > 100).astype(np.int32)
     out, out_mask = apply_transform(transform, image, mask)
-    assert np.allclose(out[:, :, 0], 1.0 - image / 255.0, atol=1e-6)
-    assert np.array_equal(out_mask, mask)
-    assert not any(isinstance(t, A.InvertImg) for t in build_train_transform(AugmentConfig(), [0.5], [0.25], 255.0).transforms)
+    expected = (2 * mean - image[:, ::-1] / 255.0 - mean) / std  # mirrored around the mean, then normalised
+    assert np.allclose(out[:, :, 0], expected, atol=1e-5)
+    assert np.array_equal(out_mask, mask[:, ::-1])
+    kept, _ = apply_transform(build_eval_transform([mean], [std], 255.0), image, mask)
+    assert np.allclose(out[:, :, 0], -kept[:, ::-1, 0], atol=1e-5)  # the eval tile's statistics, negated
+    assert not any(isinstance(t, NegateNormalised) for t in build_train_transform(AugmentConfig(), [0.5], [0.25], 255.0).transforms)
 
 
 def test_grey_input_gets_a_channel_axis() -> None:
