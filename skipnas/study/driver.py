@@ -31,6 +31,7 @@ from skipnas.study.settings import (
     BASELINES,
     BASELINES_QUEUED_ATTR,
     BUDGET_ATTR,
+    DATA_CHOICES_ATTR,
     DIRECTIONS,
     SearchSettings,
     check_study_name,
@@ -265,12 +266,22 @@ def search(
     )
     data = prepare_data(index, base)
     study, created = open_study(settings, space, study_name, storage)
+    notes = list(choices)
+    if created:
+        study.set_user_attr(DATA_CHOICES_ATTR, notes)
+    elif (began := study.user_attrs.get(DATA_CHOICES_ATTR)) is not None and began != notes:
+        # the data or skipnas changed since: its new trials train otherwise than the old ones
+        changed = [note for note in notes if note not in began] + [f"no longer: {note}" for note in began if note not in notes]
+        notes.append(
+            "warning: the settings chosen from the data differ from when this study began, so its trials before and "
+            f"after this run do not compare ({'; '.join(changed)}); give another --study name to start afresh"
+        )
     trials_dir = settings.runs_dir / study_name / "trials"
     objective = Objective(
         space, data, base, settings.objective, budget, trials_dir=trials_dir, on_progress=on_progress,
         max_trials=settings.trials, data_choices=tuple(choices),
     )
-    result = SearchResult(study, study_name, storage_url, created, trials_dir, notes=list(choices))
+    result = SearchResult(study, study_name, storage_url, created, trials_dir, notes=notes)
 
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         retry_failed_trial(study, trial)

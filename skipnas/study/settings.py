@@ -18,6 +18,7 @@ BASELINE_ATTR = "baseline"
 BUDGET_ATTR = "budget"  # study attr: {"kind": "steps", "steps": N} or {"kind": "seconds", "seconds": S}
 BASELINES_QUEUED_ATTR = "baselines_queued"  # study attr, set once the creating worker queued them
 SURPLUS_ATTR = "surplus"  # trial attr: started by a worker after the study already held --trials
+DATA_CHOICES_ATTR = "data_choices"  # study attr: the settings chosen from the data when the study began, in words
 _STUDY_NAME = re.compile(r"[A-Za-z0-9_.-]{1,200}")
 
 

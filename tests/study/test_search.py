@@ -71,6 +71,24 @@ def test_resume_adds_trials_to_the_same_study(searched) -> None:
     assert len(second.study.trials) == 6 == counted_trials(second.study)
 
 
+def test_a_resumed_study_says_when_the_settings_chosen_from_the_data_changed(searched, monkeypatch) -> None:
+    import skipnas.candidate
+
+    settings, first, second = searched
+    assert second.notes == first.notes  # the same data and code: nothing to say
+    adapt = skipnas.candidate.adapt_config_to_dataset
+
+    def adapt_otherwise(*args, **kwargs):
+        config, notes = adapt(*args, **kwargs)
+        return config, [*notes, "a choice the study began without"]
+
+    monkeypatch.setattr(skipnas.candidate, "adapt_config_to_dataset", adapt_otherwise)
+    third = search(settings, trials=6)  # the study is full: it is only opened again
+    assert len(third.study.trials) == 6
+    assert third.notes[-1].startswith("warning: the settings chosen from the data differ from when this study began")
+    assert "a choice the study began without" in third.notes[-1]
+
+
 def test_baselines_run_first_and_exactly_once(searched) -> None:
     trials = searched[2].study.trials
     baselines = [t.user_attrs.get("baseline") for t in trials if "baseline" in t.user_attrs]
