@@ -92,7 +92,7 @@ class SearchSpace:
     fixed_skips: SkipMatrix = ()  # the value of every link outside ``searchable``
     hyperparameters: Mapping[str, Hyperparameter] = field(default_factory=dict)
     tile: int | None = None  # None: chosen from the training particles' sizes (skipnas.data.particles)
-    batch: int | None = None  # None: as many pixels a step as 8 tiles of 64 px (skipnas.data.particles)
+    batch: int | None = None  # None: chosen from the tile (skipnas.data.particles.choose_batch)
     budget_mib: float | None = None
     budget_steps: int | None = None  # training steps per trial (pretraining included); None: the search's seconds
     source: str | None = None  # the file it came from

@@ -69,7 +69,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--finetune-lr", type=float, default=5e-4, help="fine-tuning learning rate (default 5e-4)")
     parser.add_argument(
         "--batch", default="auto", metavar="N|auto",
-        help="batch size; auto: 8 at 64 px tiles, fewer for larger tiles (as many pixels a step) (default auto)",
+        help="batch size; auto: 8, more for tiles under 64 px (as many pixels a step as 8 tiles of 64 px) (default auto)",
     )
     parser.add_argument(
         "--tile", default="auto", metavar="PX|auto",

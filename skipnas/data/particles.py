@@ -37,6 +37,10 @@ SMALL_WIDTH_FLOOR = 12.0
 TOUCHING_SHARE_FOR_AUXILIARY = 0.1
 DEFAULT_TILE = 64
 DEFAULT_BATCH = 8
+# BatchNorm normalises each training step by its batch's statistics and inference by running
+# averages of them: over fewer tiles than this, a network learns to lean on each batch's own
+# statistics, which the running averages cannot give back at inference
+MIN_AUTO_BATCH = 8
 MAX_AUTO_TILE = 256
 
 
@@ -221,9 +225,10 @@ def scale_and_tile(
 
 
 def choose_batch(tile: int) -> int:
-    """The batch that keeps a step's pixels near ``DEFAULT_BATCH`` tiles of ``DEFAULT_TILE`` px (2 or more):
-    on a time budget, larger tiles in the same batch would mean a fraction of the steps."""
-    return max(2, int(round(DEFAULT_BATCH * (DEFAULT_TILE / tile) ** 2)))
+    """The batch for ``tile`` px tiles: as many pixels a step as ``DEFAULT_BATCH`` tiles of
+    ``DEFAULT_TILE`` px for smaller tiles, and never fewer than ``MIN_AUTO_BATCH`` tiles, so larger
+    tiles make slower steps rather than batches too small for BatchNorm."""
+    return max(MIN_AUTO_BATCH, round(DEFAULT_BATCH * (DEFAULT_TILE / tile) ** 2))
 
 
 def tile_warning(sizes: ParticleSizes, tile: int, scale: float = 1.0) -> str | None:

@@ -70,8 +70,13 @@ def adapt_to_data(
         notes.append(f"warning: {warning}")
     if batch is None:
         batch = choose_batch(tile)
-        if batch != DEFAULT_BATCH:
+        if batch > DEFAULT_BATCH:
             notes.append(f"batch {batch}: as many pixels a step as {DEFAULT_BATCH} tiles of {DEFAULT_TILE} px")
+        elif tile > DEFAULT_TILE:
+            notes.append(
+                f"batch {batch} of {tile} px tiles: a step costs {(tile / DEFAULT_TILE) ** 2:.1f}x one of {DEFAULT_TILE} px tiles; "
+                f"smaller batches would leave BatchNorm too few tiles"
+            )
     else:
         check_batch(batch)
     zoom = config.augment.scale_range

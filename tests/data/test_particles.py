@@ -6,8 +6,10 @@ import pytest
 
 from skipnas.data.particles import (
     LARGE_WIDTH_TARGET,
+    MIN_AUTO_BATCH,
     ParticleSizes,
     check_particles_fit,
+    choose_batch,
     choose_scale,
     choose_tile,
     measure_particles,
@@ -83,6 +85,13 @@ def test_large_particles_are_shrunk_until_the_large_ones_fit_the_network():
     assert tile % 16 == 0 and tile >= 2 * sizes.width["p95"] * scale
     assert tile_warning(sizes, tile, scale) is None
     assert "smaller than twice" in tile_warning(sizes, 64, 1.0)
+
+
+def test_batch_keeps_enough_tiles_for_batchnorm_and_grows_for_small_tiles():
+    # large tiles make slower steps, never batches of two or four tiles
+    assert [choose_batch(tile) for tile in (64, 144, 256)] == [MIN_AUTO_BATCH] * 3
+    # tiles under 64 px (images smaller than the default tile) keep a step's pixels
+    assert choose_batch(32) == 32 and choose_batch(48) > MIN_AUTO_BATCH
 
 
 def test_scale_never_shrinks_the_median_particle_below_the_floor():

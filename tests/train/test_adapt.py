@@ -35,7 +35,8 @@ def test_large_touching_particles_are_shrunk_tiled_whole_and_split_by_a_head():
     config, notes = adapt_to_data(TrainConfig(), _sizes(80, touching=True, image=1200), 16, brightness=3.0)
     assert config.scale < 1.0 and 160 * config.scale <= 70
     assert config.tile.size >= 2 * 160 * config.scale - 16 and config.tile.size % 16 == 0
-    assert config.batch_size < 8
+    assert config.batch_size == 8  # more pixels a step, not fewer tiles
+    assert any(note.startswith(f"batch 8 of {config.tile.size} px tiles") for note in notes)
     assert config.auxiliary == "distance" and config.normalise == "image"
     assert max(config.count_grid.min_area) < np.pi * (80 * config.scale) ** 2 * 0.5
     text = " ".join(notes)
