@@ -6,8 +6,8 @@
     python experiments/real_datasets.py --data DIR --set scale=1 --set normalise=dataset   # a recipe (also tile, batch, auxiliary, invert=on|off)
     python experiments/real_datasets.py --smoke --out /tmp/smoke.csv
 
-For each dataset and seed, ``skipnas train``'s defaults (standard topology, width 16, 60 s of
-pretraining and 120 s of fine-tuning, every setting chosen from the training split as the command
+For each dataset and seed, ``skipnas train``'s defaults (standard topology, width 16, 180 s of
+fine-tuning and no pretraining, every setting chosen from the training split as the command
 does: input scale, tile, batch, normalisation, inversion, auxiliary head, calibration grid) train one network;
 its counting is calibrated on val (and on train when val holds fewer than 100 particles, as the command
 does; such a network is also counted with the setting val alone chooses, a paired comparison), and it
@@ -66,14 +66,15 @@ from skipnas.runtime.metrics import count_metrics, object_metrics
 from skipnas.runtime.normalise import prepare_image
 from skipnas.train.config import PhaseConfig, TrainConfig
 
+DEFAULTS = TrainConfig()
 FIELDS = ["dataset", "method", "seed", "split", "image", "true_count", "pred_count", "object_tp", "object_fp", "object_fn", "seconds"]
 
 
 def train_config(seed: int, pretrain_seconds: float, finetune_seconds: float) -> TrainConfig:
     """``skipnas train``'s defaults before the data-adapted choices."""
     return TrainConfig(
-        pretrain=PhaseConfig(seconds=pretrain_seconds, lr=1e-3),
-        finetune=PhaseConfig(seconds=finetune_seconds, lr=5e-4),
+        pretrain=PhaseConfig(seconds=pretrain_seconds, lr=DEFAULTS.pretrain.lr),
+        finetune=PhaseConfig(seconds=finetune_seconds, lr=DEFAULTS.finetune.lr),
         seed=seed,
         calibrate_on="auto",
     )
@@ -149,7 +150,7 @@ def parse_recipe(items: list[str]) -> dict[str, Any]:
 def recipe_name(recipe: dict[str, Any], args: argparse.Namespace) -> str:
     """The method's label: "skipnas defaults", or what the run changed."""
     changes = [f"{key}={('on' if value else 'off') if isinstance(value, bool) else value}" for key, value in recipe.items()]
-    if (args.pretrain_seconds, args.finetune_seconds) != (60.0, 120.0):
+    if (args.pretrain_seconds, args.finetune_seconds) != (DEFAULTS.pretrain.seconds, DEFAULTS.finetune.seconds):
         changes.append(f"pretrain {args.pretrain_seconds:g} s + fine-tune {args.finetune_seconds:g} s")
     if args.width != 16:
         changes.append(f"width {args.width}")
@@ -225,8 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", action="append", default=None, metavar="DIR", help="dataset folder (repeat for several)")
     parser.add_argument("--seeds", default="0", help="training seeds, comma-separated (default 0)")
     parser.add_argument("--width", type=int, default=16, help="base width (default 16, as skipnas train)")
-    parser.add_argument("--pretrain-seconds", type=float, default=60.0)
-    parser.add_argument("--finetune-seconds", type=float, default=120.0)
+    parser.add_argument("--pretrain-seconds", type=float, default=DEFAULTS.pretrain.seconds, help="semi-synthetic pretraining (default: skipnas train's)")
+    parser.add_argument("--finetune-seconds", type=float, default=DEFAULTS.finetune.seconds, help="fine-tuning (default: skipnas train's)")
     parser.add_argument("--fixed", action="store_true", help="also train with the settings before data adaptation")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",

@@ -48,20 +48,27 @@ def add_tta_argument(parser: argparse.ArgumentParser) -> None:
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "train",
-        help="train one topology (pretrain on semi-synthetic images, fine-tune on real ones) and write a model folder",
-        description="Train one topology: pretrain on semi-synthetic images made from the training split, fine-tune "
-        "on the real training images, calibrate the counting post-processing on validation, write a model folder "
-        "and print the validation metrics.",
+        help="train one topology on the real training images (optionally pretrained on semi-synthetic ones) and write a model folder",
+        description="Train one topology: train on the real training images (after --pretrain-seconds of pretraining on "
+        "semi-synthetic images made from the training split, if given), calibrate the counting post-processing on "
+        "validation, write a model folder and print the validation metrics.",
     )
     parser.add_argument("--data", default="demo", metavar="DIR|demo", help="dataset folder (default: the embedded demo)")
     parser.add_argument("--topology", default="standard", metavar="NAME_OR_JSON", help="named topology or genome JSON (default: standard)")
     parser.add_argument("--width", type=int, default=None, help="base width (default: the genome file's, else 16)")
-    parser.add_argument("--pretrain-seconds", type=float, default=60.0, metavar="S", help="pretraining budget; 0 skips it (default 60)")
-    parser.add_argument("--finetune-seconds", type=float, default=120.0, metavar="S", help="fine-tuning budget; 0 skips it (default 120)")
+    parser.add_argument(
+        "--pretrain-seconds", type=float, default=0.0, metavar="S",
+        help="pretraining budget on semi-synthetic images; 0 skips it (default 0: on the real datasets measured, "
+        "fine-tuning for the whole budget counted better)",
+    )
+    parser.add_argument(
+        "--finetune-seconds", type=float, default=180.0, metavar="S",
+        help="fine-tuning budget on the real training images; 0 skips it (default 180)",
+    )
     parser.add_argument(
         "--steps", type=int, default=None, metavar="N",
         help="train N steps in all instead of for a time, split between the phases as their seconds are "
-        "(a third pretraining by default): the same run gives the same model on the same machine",
+        "(all fine-tuning by default): the same run gives the same model on the same machine",
     )
     parser.add_argument("--pretrain-epochs", type=int, default=None, metavar="N", help="also stop pretraining after N epochs")
     parser.add_argument("--finetune-epochs", type=int, default=None, metavar="N", help="also stop fine-tuning after N epochs")
@@ -95,7 +102,10 @@ def register(subparsers: Any) -> None:
         "than their surroundings in some training images and darker in others, each in at least 20%% of the images "
         "where either is clear (default auto)",
     )
-    parser.add_argument("--synthetic", type=int, default=64, metavar="N", help="semi-synthetic images to pretrain on (default 64)")
+    parser.add_argument(
+        "--synthetic", type=int, default=64, metavar="N",
+        help="semi-synthetic images to pretrain on, with --pretrain-seconds (default 64)",
+    )
     parser.add_argument("--loss", choices=("bce_dice", "focal", "bce"), default="bce_dice", help="loss (default bce_dice)")
     parser.add_argument(
         "--particle-weight", type=float, default=0.0, metavar="W",
@@ -147,8 +157,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--init", type=Path, default=None, metavar="MODEL_DIR",
         help="start from this model folder's weights instead of from scratch (its genome, auxiliary head, input scale "
-        "and normalisation carried over): fine-tune a served or exported model on new or corrected images; "
-        "--pretrain-seconds 0 skips the semi-synthetic phase",
+        "and normalisation carried over): fine-tune a served or exported model on new or corrected images",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     add_device_arguments(parser)
@@ -318,8 +327,9 @@ def _train(args: argparse.Namespace) -> int:
         initial_weights = init.model.state_dict()
         choices = [*choices, f"started from the weights of {args.init} ({genome.name}, width {genome.base_width})"]
     notes.print(
-        f"{len(data.train)} train / {len(data.val)} val images, {len(data.synthetic)} semi-synthetic; "
-        f"training {genome.name} (width {genome.base_width})"
+        f"{len(data.train)} train / {len(data.val)} val images, "
+        + (f"{len(data.synthetic)} semi-synthetic to pretrain on; " if data.synthetic else "no pretraining; ")
+        + f"training {genome.name} (width {genome.base_width})"
         + (f" with an auxiliary {config.auxiliary} head" if config.auxiliary else "")
     )
     if args.overwrite:

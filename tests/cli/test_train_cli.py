@@ -99,12 +99,24 @@ def test_steps_replace_the_seconds_and_are_split_as_they_are() -> None:
     from skipnas.cli import build_parser
     from skipnas.cli.train import phase_budgets
 
-    pretrain, finetune = phase_budgets(build_parser().parse_args(["train", "--steps", "30"]))
+    pretrain, finetune = phase_budgets(build_parser().parse_args(["train", "--steps", "30", "--pretrain-seconds", "60", "--finetune-seconds", "120"]))
     assert (pretrain.steps, pretrain.seconds, finetune.steps, finetune.seconds) == (10, None, 20, None)  # 60 s : 120 s
-    pretrain, finetune = phase_budgets(build_parser().parse_args(["train", "--steps", "30", "--pretrain-seconds", "0"]))
+    pretrain, finetune = phase_budgets(build_parser().parse_args(["train", "--steps", "30"]))
     assert not pretrain.enabled and finetune.steps == 30
-    pretrain, finetune = phase_budgets(build_parser().parse_args(["train"]))
-    assert (pretrain.steps, pretrain.seconds, finetune.seconds) == (None, 60.0, 120.0)
+
+
+def test_the_command_defaults_are_the_train_configs() -> None:
+    """skipnas train's budgets and learning rates are TrainConfig's: no pretraining, 180 s of fine-tuning."""
+    from skipnas.cli import build_parser
+    from skipnas.cli.train import phase_budgets
+    from skipnas.train.config import TrainConfig
+
+    args = build_parser().parse_args(["train"])
+    pretrain, finetune = phase_budgets(args)
+    defaults = TrainConfig()
+    assert (pretrain, finetune) == (defaults.pretrain, defaults.finetune)
+    assert not pretrain.enabled and finetune.seconds == 180.0
+    assert args.synthetic == defaults.synthetic_images
 
 
 def test_a_run_on_steps_gives_the_same_model_twice(tmp_path, capsys, tiny_dataset) -> None:
@@ -113,7 +125,7 @@ def test_a_run_on_steps_gives_the_same_model_twice(tmp_path, capsys, tiny_datase
     weights = []
     for name in ("a", "b"):
         flags = ["train", "--data", str(tiny_dataset), "--width", "4", "--steps", "9", "--synthetic", "4",
-                 "--validation-steps", "3", "--device", "cpu", "--json", "--out", str(tmp_path / name)]
+                 "--pretrain-seconds", "60", "--finetune-seconds", "120", "--validation-steps", "3", "--device", "cpu", "--json", "--out", str(tmp_path / name)]
         assert main(flags) == 0
         training = json.loads((tmp_path / name / "model.json").read_text())["training"]
         assert training["stop_reasons"] == {"pretrain": "3 steps", "finetune": "6 steps"}
