@@ -68,7 +68,7 @@ from skipnas.runtime.metrics import count_metrics
 from skipnas.train.data import load_split
 
 # the smoke run's training, unless options after -- say otherwise
-SMOKE_TRAINING = ("--width", "4", "--steps", "6", "--synthetic", "4", "--validation-steps", "3", "--calibrate-on", "val")
+SMOKE_TRAINING = ("--width", "4", "--steps", "6", "--validation-steps", "3", "--calibrate-on", "val")
 
 
 def write_class_subset(

@@ -17,7 +17,7 @@ from skipnas.recalibrate import check_calibration_splits, recalibrate_model_fold
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path) -> Path:
     out = tmp_path_factory.mktemp("recalibrate") / "model"
-    flags = ["train", "--data", str(tiny_dataset), "--width", "4", "--steps", "30", "--synthetic", "4",
+    flags = ["train", "--data", str(tiny_dataset), "--width", "4", "--steps", "30",
              "--validation-steps", "10", "--device", "cpu", "--json", "--out", str(out)]
     assert main(flags) == 0
     return out

@@ -17,6 +17,10 @@ from skipnas.tta import TTA_MODES
 if TYPE_CHECKING:
     from skipnas.train.config import PhaseConfig
 
+# TrainConfig's pretraining defaults (tied by a test; TrainConfig imports torch, the parser must not)
+PRETRAIN_LR = 1e-3
+SYNTHETIC_IMAGES = 64
+
 METRIC_ROWS = (
     ("dice", "Dice"),
     ("precision", "precision"),
@@ -70,9 +74,14 @@ def register(subparsers: Any) -> None:
         help="train N steps in all instead of for a time, split between the phases as their seconds are "
         "(all fine-tuning by default): the same run gives the same model on the same machine",
     )
-    parser.add_argument("--pretrain-epochs", type=int, default=None, metavar="N", help="also stop pretraining after N epochs")
+    parser.add_argument(
+        "--pretrain-epochs", type=int, default=None, metavar="N", help="also stop pretraining after N epochs (with --pretrain-seconds)"
+    )
     parser.add_argument("--finetune-epochs", type=int, default=None, metavar="N", help="also stop fine-tuning after N epochs")
-    parser.add_argument("--lr", type=float, default=1e-3, help="pretraining learning rate (default 1e-3)")
+    parser.add_argument(
+        "--lr", type=float, default=None,
+        help=f"pretraining learning rate, with --pretrain-seconds (default {PRETRAIN_LR:g}); training on your images: --finetune-lr",
+    )
     parser.add_argument("--finetune-lr", type=float, default=5e-4, help="fine-tuning learning rate (default 5e-4)")
     parser.add_argument(
         "--batch", default="auto", metavar="N|auto",
@@ -103,8 +112,8 @@ def register(subparsers: Any) -> None:
         "where either is clear (default auto)",
     )
     parser.add_argument(
-        "--synthetic", type=int, default=64, metavar="N",
-        help="semi-synthetic images to pretrain on, with --pretrain-seconds (default 64)",
+        "--synthetic", type=int, default=None, metavar="N",
+        help=f"semi-synthetic images to pretrain on, with --pretrain-seconds (default {SYNTHETIC_IMAGES})",
     )
     parser.add_argument("--loss", choices=("bce_dice", "focal", "bce"), default="bce_dice", help="loss (default bce_dice)")
     parser.add_argument(
@@ -196,9 +205,16 @@ def check_budgets(args: argparse.Namespace) -> None:
             raise SkipnasError(f"--{flag.replace('_', '-')} must be 0 or more (0 skips {skips}), got {value}")
     for flag in ("lr", "finetune_lr"):
         value = getattr(args, flag)
-        if not (math.isfinite(value) and value > 0):
+        if value is not None and not (math.isfinite(value) and value > 0):
             raise SkipnasError(f"--{flag.replace('_', '-')} must be above 0 (e.g. 1e-3), got {value:g}")
-    pretrains = args.pretrain_seconds > 0 and args.pretrain_epochs != 0 and args.synthetic > 0
+    pretraining_only = [f"--{flag.replace('_', '-')}" for flag in ("lr", "pretrain_epochs", "synthetic") if getattr(args, flag) is not None]
+    if args.pretrain_seconds == 0 and pretraining_only:
+        raise SkipnasError(
+            f"{', '.join(pretraining_only)} only {'applies' if len(pretraining_only) == 1 else 'apply'} to pretraining, which is off "
+            "(--pretrain-seconds 0, the default): give --pretrain-seconds S to pretrain; the rate of training on your "
+            "images is --finetune-lr"
+        )
+    pretrains = args.pretrain_seconds > 0 and args.pretrain_epochs != 0 and synthetic_images(args) > 0
     if not pretrains and (args.finetune_seconds == 0 or args.finetune_epochs == 0):
         raise SkipnasError(
             "nothing to train: both phases are skipped (a 0 seconds or epochs budget, or --synthetic 0 for pretraining); "
@@ -206,19 +222,24 @@ def check_budgets(args: argparse.Namespace) -> None:
         )
 
 
+def synthetic_images(args: argparse.Namespace) -> int:
+    return SYNTHETIC_IMAGES if args.synthetic is None else args.synthetic
+
+
 def phase_budgets(args: argparse.Namespace) -> tuple[PhaseConfig, PhaseConfig]:
     """The two phases' budgets: seconds (and epochs), or with ``--steps`` that many steps split as the
     seconds are, with no time limit."""
     from skipnas.train.config import PhaseConfig, split_steps
 
+    pretrain_lr = PRETRAIN_LR if args.lr is None else args.lr
     if args.steps is None:
         return (
-            PhaseConfig(epochs=args.pretrain_epochs, seconds=args.pretrain_seconds, lr=args.lr),
+            PhaseConfig(epochs=args.pretrain_epochs, seconds=args.pretrain_seconds, lr=pretrain_lr),
             PhaseConfig(epochs=args.finetune_epochs, seconds=args.finetune_seconds, lr=args.finetune_lr),
         )
     pretrain_steps, finetune_steps = split_steps(args.steps, args.pretrain_seconds / (args.pretrain_seconds + args.finetune_seconds))
     return (
-        PhaseConfig(epochs=args.pretrain_epochs, steps=pretrain_steps, lr=args.lr),
+        PhaseConfig(epochs=args.pretrain_epochs, steps=pretrain_steps, lr=pretrain_lr),
         PhaseConfig(epochs=args.finetune_epochs, steps=finetune_steps, lr=args.finetune_lr),
     )
 
@@ -282,7 +303,7 @@ def _train(args: argparse.Namespace) -> int:
     config = TrainConfig(
         pretrain=pretrain,
         finetune=finetune,
-        synthetic_images=args.synthetic,
+        synthetic_images=synthetic_images(args),
         loss=LossConfig(kind=args.loss, particle_weight=args.particle_weight),
         optimizer=args.optimizer,
         scheduler=args.scheduler,

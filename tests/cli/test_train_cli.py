@@ -41,7 +41,10 @@ def test_bad_auxiliary_settings_exit_2_before_any_training(tmp_path, capsys) -> 
         (["--finetune-epochs", "-1"], "--finetune-epochs must be 0 or more (0 skips the phase), got -1"),
         (["--synthetic", "-1"], "--synthetic must be 0 or more (0 skips pretraining), got -1"),
         (["--pretrain-seconds", "0", "--finetune-seconds", "0"], "nothing to train: both phases are skipped"),
-        (["--synthetic", "0", "--finetune-epochs", "0"], "nothing to train: both phases are skipped"),
+        (["--pretrain-seconds", "5", "--synthetic", "0", "--finetune-epochs", "0"], "nothing to train: both phases are skipped"),
+        (["--lr", "1e-2"], "--lr only applies to pretraining, which is off (--pretrain-seconds 0, the default)"),
+        (["--pretrain-epochs", "3", "--synthetic", "8"], "--pretrain-epochs, --synthetic only apply to pretraining, which is off"),
+        (["--lr", "1e-2", "--pretrain-seconds", "0"], "the rate of training on your images is --finetune-lr"),
         (["--steps", "0"], "--steps must be at least 1, got 0"),
         (["--patience", "-1"], "--patience must be 0 (never stop early) or more, got -1"),
         (["--particle-weight", "nan"], "--particle-weight must be 0 or more"),
@@ -105,10 +108,21 @@ def test_steps_replace_the_seconds_and_are_split_as_they_are() -> None:
     assert not pretrain.enabled and finetune.steps == 30
 
 
+def test_pretraining_flags_reach_the_config_when_pretraining_is_on() -> None:
+    from skipnas.cli import build_parser
+    from skipnas.cli.train import check_budgets, phase_budgets, synthetic_images
+
+    args = build_parser().parse_args(["train", "--pretrain-seconds", "30", "--lr", "2e-3", "--pretrain-epochs", "4", "--synthetic", "8"])
+    check_budgets(args)
+    pretrain, finetune = phase_budgets(args)
+    assert (pretrain.seconds, pretrain.lr, pretrain.epochs, synthetic_images(args)) == (30, 2e-3, 4, 8)
+    assert finetune.lr == 5e-4
+
+
 def test_the_command_defaults_are_the_train_configs() -> None:
     """skipnas train's budgets and learning rates are TrainConfig's: no pretraining, 180 s of fine-tuning."""
     from skipnas.cli import build_parser
-    from skipnas.cli.train import phase_budgets
+    from skipnas.cli.train import phase_budgets, synthetic_images
     from skipnas.train.config import TrainConfig
 
     args = build_parser().parse_args(["train"])
@@ -116,7 +130,7 @@ def test_the_command_defaults_are_the_train_configs() -> None:
     defaults = TrainConfig()
     assert (pretrain, finetune) == (defaults.pretrain, defaults.finetune)
     assert not pretrain.enabled and finetune.seconds == 180.0
-    assert args.synthetic == defaults.synthetic_images
+    assert synthetic_images(args) == defaults.synthetic_images
 
 
 def test_a_run_on_steps_gives_the_same_model_twice(tmp_path, capsys, tiny_dataset) -> None:
@@ -136,7 +150,7 @@ def test_a_run_on_steps_gives_the_same_model_twice(tmp_path, capsys, tiny_datase
 
 def test_patience_0_trains_the_whole_budget_and_patience_n_stops_early(tmp_path, capsys, tiny_dataset) -> None:
     base = ["train", "--data", str(tiny_dataset), "--width", "4", "--pretrain-seconds", "0", "--steps", "12",
-            "--validation-steps", "1", "--lr", "1e-9", "--finetune-lr", "1e-9", "--device", "cpu", "--json"]
+            "--validation-steps", "1", "--finetune-lr", "1e-9", "--device", "cpu", "--json"]
     assert main([*base, "--patience", "0", "--out", str(tmp_path / "never")]) == 0
     assert main([*base, "--patience", "2", "--out", str(tmp_path / "early")]) == 0
     never = json.loads((tmp_path / "never" / "model.json").read_text())
@@ -151,12 +165,12 @@ def test_init_starts_from_a_model_folder_and_carries_its_network_over(tmp_path, 
     import torch
 
     first = tmp_path / "first"
-    assert main(["train", "--data", str(tiny_dataset), "--topology", "reverse", "--width", "4", "--steps", "9", "--synthetic", "4",
+    assert main(["train", "--data", str(tiny_dataset), "--topology", "reverse", "--width", "4", "--steps", "9",
                  "--validation-steps", "3", "--device", "cpu", "--json", "--out", str(first)]) == 0
     other = tiny_dataset_writer(tmp_path / "corrected", seed=7)  # other images: other statistics
     again = tmp_path / "again"
     # a learning rate of 1e-9 changes nothing: the weights trained from are the first model's
-    assert main(["train", "--data", str(other), "--init", str(first), "--pretrain-seconds", "0", "--steps", "2", "--lr", "1e-9",
+    assert main(["train", "--data", str(other), "--init", str(first), "--pretrain-seconds", "0", "--steps", "2",
                  "--finetune-lr", "1e-9", "--device", "cpu", "--json", "--out", str(again)]) == 0
     before, after = (json.loads((folder / "model.json").read_text()) for folder in (first, again))
     assert json.loads((again / "genome.json").read_text()) == json.loads((first / "genome.json").read_text())
@@ -173,7 +187,7 @@ def test_init_starts_from_a_model_folder_and_carries_its_network_over(tmp_path, 
 
 
 def test_calibrate_on_auto_adds_the_training_images_when_val_holds_few_particles(tmp_path, capsys, tiny_dataset) -> None:
-    base = ["train", "--data", str(tiny_dataset), "--width", "4", "--steps", "6", "--synthetic", "4",
+    base = ["train", "--data", str(tiny_dataset), "--width", "4", "--steps", "6",
             "--validation-steps", "3", "--device", "cpu"]
     assert main([*base, "--out", str(tmp_path / "auto")]) == 0  # the default: the tiny val split holds a few particles
     said = capsys.readouterr().out
@@ -188,6 +202,6 @@ def test_calibrate_on_auto_adds_the_training_images_when_val_holds_few_particles
 
 
 def test_invert_on_reaches_the_training_config_stored_with_the_model(tmp_path, capsys, tiny_dataset) -> None:
-    flags = ["--steps", "4", "--synthetic", "4", "--calibrate-on", "val", "--invert", "on"]
+    flags = ["--steps", "4", "--calibrate-on", "val", "--invert", "on"]
     assert main(_train(tiny_dataset, tmp_path / "m", *flags)) == 0
     assert json.loads((tmp_path / "m" / "model.json").read_text())["train_config"]["augment"]["invert"] is True
