@@ -70,11 +70,11 @@ DEFAULTS = TrainConfig()
 FIELDS = ["dataset", "method", "seed", "split", "image", "true_count", "pred_count", "object_tp", "object_fp", "object_fn", "seconds"]
 
 
-def train_config(seed: int, pretrain_seconds: float, finetune_seconds: float) -> TrainConfig:
+def train_config(seed: int, pretrain_seconds: float, finetune_seconds: float, finetune_lr: float = DEFAULTS.finetune.lr) -> TrainConfig:
     """``skipnas train``'s defaults before the data-adapted choices."""
     return TrainConfig(
         pretrain=PhaseConfig(seconds=pretrain_seconds, lr=DEFAULTS.pretrain.lr),
-        finetune=PhaseConfig(seconds=finetune_seconds, lr=DEFAULTS.finetune.lr),
+        finetune=PhaseConfig(seconds=finetune_seconds, lr=finetune_lr),
         seed=seed,
         calibrate_on="auto",
     )
@@ -84,7 +84,7 @@ def network_rows(data: str, seed: int, args: argparse.Namespace, fixed: bool, re
     """Train one network as ``skipnas train`` does (with ``recipe``'s settings in place of the
     data-adapted ones) and score it on val and test, one row per image."""
     genome = Genome.named("standard", base_width=args.width)
-    config = train_config(seed, args.pretrain_seconds, args.finetune_seconds)
+    config = train_config(seed, args.pretrain_seconds, args.finetune_seconds, args.finetune_lr)
     index = open_dataset(data)
     if fixed:
         # the fixed settings: neither the grid nor anything else follows the data
@@ -152,6 +152,8 @@ def recipe_name(recipe: dict[str, Any], args: argparse.Namespace) -> str:
     changes = [f"{key}={('on' if value else 'off') if isinstance(value, bool) else value}" for key, value in recipe.items()]
     if (args.pretrain_seconds, args.finetune_seconds) != (DEFAULTS.pretrain.seconds, DEFAULTS.finetune.seconds):
         changes.append(f"pretrain {args.pretrain_seconds:g} s + fine-tune {args.finetune_seconds:g} s")
+    if args.finetune_lr != DEFAULTS.finetune.lr:
+        changes.append(f"fine-tuning rate {args.finetune_lr:g}")
     if args.width != 16:
         changes.append(f"width {args.width}")
     return "skipnas defaults" if not changes else "skipnas " + ", ".join(changes)
@@ -228,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=16, help="base width (default 16, as skipnas train)")
     parser.add_argument("--pretrain-seconds", type=float, default=DEFAULTS.pretrain.seconds, help="semi-synthetic pretraining (default: skipnas train's)")
     parser.add_argument("--finetune-seconds", type=float, default=DEFAULTS.finetune.seconds, help="fine-tuning (default: skipnas train's)")
+    parser.add_argument(
+        "--finetune-lr", type=float, default=DEFAULTS.finetune.lr, help="fine-tuning learning rate (default: skipnas train's)"
+    )
     parser.add_argument("--fixed", action="store_true", help="also train with the settings before data adaptation")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
