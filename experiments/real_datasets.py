@@ -4,6 +4,7 @@
         --data ../shared/data/sem-fibres-shi2022/extracted --seeds 0,1 --out experiments/results/real_datasets.csv
     python experiments/real_datasets.py --data DIR --fixed   # the settings before data adaptation (scale 1, tile 64, ...)
     python experiments/real_datasets.py --data DIR --set scale=1 --set normalise=dataset   # a recipe (also tile, batch, auxiliary, invert=on|off)
+    python experiments/real_datasets.py --data DIR --steps 300 --finetune-lr 1e-3   # equal steps, whatever the machine's speed; another rate
     python experiments/real_datasets.py --smoke --out /tmp/smoke.csv
 
 For each dataset and seed, ``skipnas train``'s defaults (standard topology, width 16, 180 s of
@@ -28,7 +29,8 @@ Cellpose from scratch is measured by ``experiments/cellpose_baseline.py`` (its o
 
 Output: one CSV row per dataset, method, seed, split and image (true and predicted count, object
 tp/fp/fn), and a summary per dataset, method and split on stdout: relative count error, count MAE,
-object precision and recall, and the seconds each run took.
+object precision and recall, and the seconds each run took (the rows also hold the steps each
+network trained: a seconds budget trains as many as the machine allows).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import math
 import os
 import sys
 import tempfile
@@ -64,17 +67,25 @@ from skipnas.genome import Genome
 from skipnas.predict import Prediction, predict_image, predict_images
 from skipnas.runtime.metrics import count_metrics, object_metrics
 from skipnas.runtime.normalise import prepare_image
-from skipnas.train.config import PhaseConfig, TrainConfig
+from skipnas.train.config import PhaseConfig, TrainConfig, split_steps
 
 DEFAULTS = TrainConfig()
-FIELDS = ["dataset", "method", "seed", "split", "image", "true_count", "pred_count", "object_tp", "object_fp", "object_fn", "seconds"]
+FIELDS = ["dataset", "method", "seed", "split", "image", "true_count", "pred_count", "object_tp", "object_fp", "object_fn", "seconds", "training_steps"]
 
 
-def train_config(seed: int, pretrain_seconds: float, finetune_seconds: float, finetune_lr: float = DEFAULTS.finetune.lr) -> TrainConfig:
-    """``skipnas train``'s defaults before the data-adapted choices."""
+def train_config(
+    seed: int, pretrain_seconds: float, finetune_seconds: float, finetune_lr: float = DEFAULTS.finetune.lr, steps: int | None = None
+) -> TrainConfig:
+    """``skipnas train``'s defaults before the data-adapted choices; ``steps``: that many steps in all
+    instead of the seconds, split between the phases as the seconds are (as ``skipnas train --steps``)."""
+    if steps is None:
+        pretrain, finetune = PhaseConfig(seconds=pretrain_seconds), PhaseConfig(seconds=finetune_seconds)
+    else:
+        pretrain_steps, finetune_steps = split_steps(steps, pretrain_seconds / (pretrain_seconds + finetune_seconds))
+        pretrain, finetune = PhaseConfig(steps=pretrain_steps), PhaseConfig(steps=finetune_steps)
     return TrainConfig(
-        pretrain=PhaseConfig(seconds=pretrain_seconds, lr=DEFAULTS.pretrain.lr),
-        finetune=PhaseConfig(seconds=finetune_seconds, lr=finetune_lr),
+        pretrain=dataclasses.replace(pretrain, lr=DEFAULTS.pretrain.lr),
+        finetune=dataclasses.replace(finetune, lr=finetune_lr),
         seed=seed,
         calibrate_on="auto",
     )
@@ -84,7 +95,7 @@ def network_rows(data: str, seed: int, args: argparse.Namespace, fixed: bool, re
     """Train one network as ``skipnas train`` does (with ``recipe``'s settings in place of the
     data-adapted ones) and score it on val and test, one row per image."""
     genome = Genome.named("standard", base_width=args.width)
-    config = train_config(seed, args.pretrain_seconds, args.finetune_seconds, args.finetune_lr)
+    config = train_config(seed, args.pretrain_seconds, args.finetune_seconds, args.finetune_lr, args.steps)
     index = open_dataset(data)
     if fixed:
         # the fixed settings: neither the grid nor anything else follows the data
@@ -99,7 +110,7 @@ def network_rows(data: str, seed: int, args: argparse.Namespace, fixed: bool, re
     with tempfile.TemporaryDirectory() as folder:
         result = train_candidate(genome, prepared, config, out=Path(folder) / "model", progress=False)
     seconds = time.perf_counter() - started
-    method = "skipnas fixed settings" if fixed else recipe_name(recipe, args)
+    method = ", ".join(["skipnas fixed settings", *training_changes(args)]) if fixed else recipe_name(recipe, args)
     countings = {method: result.postprocess}
     rows = []
     for split in ("val", "test"):
@@ -115,7 +126,7 @@ def network_rows(data: str, seed: int, args: argparse.Namespace, fixed: bool, re
             ).postprocess
         for label, postprocess in countings.items():
             metrics = evaluate_predictions(predictions, images, postprocess)
-            rows += [_row(data, label, seed, split, row, seconds) for row in metrics["rows"]]
+            rows += [_row(data, label, seed, split, row, seconds, result.training.steps) for row in metrics["rows"]]
         if split == "test" and args.per_image_scale and not fixed:
             target = particle_sizes(index, "train").width["p50"] * config.scale  # type: ignore[index]
             rescaled = [
@@ -123,7 +134,7 @@ def network_rows(data: str, seed: int, args: argparse.Namespace, fixed: bool, re
                 for item, prediction in zip(images, predictions)
             ]
             metrics = evaluate_predictions(rescaled, images, result.postprocess)
-            rows += [_row(data, method + " + per-image scale", seed, split, row, seconds) for row in metrics["rows"]]
+            rows += [_row(data, method + " + per-image scale", seed, split, row, seconds, result.training.steps) for row in metrics["rows"]]
     return rows
 
 
@@ -147,15 +158,25 @@ def parse_recipe(items: list[str]) -> dict[str, Any]:
     return recipe
 
 
-def recipe_name(recipe: dict[str, Any], args: argparse.Namespace) -> str:
-    """The method's label: "skipnas defaults", or what the run changed."""
-    changes = [f"{key}={('on' if value else 'off') if isinstance(value, bool) else value}" for key, value in recipe.items()]
-    if (args.pretrain_seconds, args.finetune_seconds) != (DEFAULTS.pretrain.seconds, DEFAULTS.finetune.seconds):
+def training_changes(args: argparse.Namespace) -> list[str]:
+    """How the run's budget, fine-tuning rate and width differ from ``skipnas train``'s."""
+    changes = []
+    if args.steps is not None:
+        split = f" ({args.pretrain_seconds:g}:{args.finetune_seconds:g} pretraining:fine-tuning)" if args.pretrain_seconds > 0 else ""
+        changes.append(f"{args.steps} steps{split}")
+    elif (args.pretrain_seconds, args.finetune_seconds) != (DEFAULTS.pretrain.seconds, DEFAULTS.finetune.seconds):
         changes.append(f"pretrain {args.pretrain_seconds:g} s + fine-tune {args.finetune_seconds:g} s")
     if args.finetune_lr != DEFAULTS.finetune.lr:
         changes.append(f"fine-tuning rate {args.finetune_lr:g}")
     if args.width != 16:
         changes.append(f"width {args.width}")
+    return changes
+
+
+def recipe_name(recipe: dict[str, Any], args: argparse.Namespace) -> str:
+    """The method's label: "skipnas defaults", or what the run changed."""
+    changes = [f"{key}={('on' if value else 'off') if isinstance(value, bool) else value}" for key, value in recipe.items()]
+    changes += training_changes(args)
     return "skipnas defaults" if not changes else "skipnas " + ", ".join(changes)
 
 
@@ -178,7 +199,7 @@ def classical_rows(data: str) -> list[dict[str, Any]]:
     return [_row(data, "classical baseline", 0, "test", row, seconds) for row in result["rows"]]
 
 
-def _row(data: str, method: str, seed: int, split: str, row: dict[str, Any], seconds: float) -> dict[str, Any]:
+def _row(data: str, method: str, seed: int, split: str, row: dict[str, Any], seconds: float, steps: int | str = "") -> dict[str, Any]:
     return {
         "dataset": Path(data).resolve().parent.name if Path(data).name == "extracted" else str(data),
         "method": method,
@@ -191,6 +212,7 @@ def _row(data: str, method: str, seed: int, split: str, row: dict[str, Any], sec
         "object_fp": row.get("object_fp", ""),
         "object_fn": row.get("object_fn", ""),
         "seconds": round(seconds, 1),
+        "training_steps": steps,  # a seconds budget trains as many steps as the machine allows
     }
 
 
@@ -231,6 +253,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pretrain-seconds", type=float, default=DEFAULTS.pretrain.seconds, help="semi-synthetic pretraining (default: skipnas train's)")
     parser.add_argument("--finetune-seconds", type=float, default=DEFAULTS.finetune.seconds, help="fine-tuning (default: skipnas train's)")
     parser.add_argument(
+        "--steps", type=int, default=None, metavar="N",
+        help="train N steps in all instead of for the seconds (split as they are): runs that do not depend on the machine's speed",
+    )
+    parser.add_argument(
         "--finetune-lr", type=float, default=DEFAULTS.finetune.lr, help="fine-tuning learning rate (default: skipnas train's)"
     )
     parser.add_argument("--fixed", action="store_true", help="also train with the settings before data adaptation")
@@ -249,6 +275,12 @@ def main(argv: list[str] | None = None) -> int:
         args.per_image_scale = True
     if not args.data:
         parser.error("give --data DIR (or --smoke)")
+    if args.steps is not None and args.steps < 1:
+        parser.error(f"--steps must be at least 1, got {args.steps}")
+    if args.steps is not None and args.pretrain_seconds + args.finetune_seconds <= 0:
+        parser.error("--steps are split as --pretrain-seconds and --finetune-seconds are: give one of them above 0")
+    if not (math.isfinite(args.finetune_lr) and args.finetune_lr > 0):
+        parser.error(f"--finetune-lr must be above 0 (e.g. 5e-4), got {args.finetune_lr:g}")
     try:
         seeds = [int(seed) for seed in args.seeds.split(",")]
     except ValueError:

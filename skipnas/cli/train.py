@@ -209,10 +209,11 @@ def check_budgets(args: argparse.Namespace) -> None:
             raise SkipnasError(f"--{flag.replace('_', '-')} must be above 0 (e.g. 1e-3), got {value:g}")
     pretraining_only = [f"--{flag.replace('_', '-')}" for flag in ("lr", "pretrain_epochs", "synthetic") if getattr(args, flag) is not None]
     if args.pretrain_seconds == 0 and pretraining_only:
+        flags = " and ".join([", ".join(pretraining_only[:-1]), pretraining_only[-1]] if len(pretraining_only) > 1 else pretraining_only)
+        rate = "; the rate of training on your images is --finetune-lr" if args.lr is not None else ""
         raise SkipnasError(
-            f"{', '.join(pretraining_only)} only {'applies' if len(pretraining_only) == 1 else 'apply'} to pretraining, which is off "
-            "(--pretrain-seconds 0, the default): give --pretrain-seconds S to pretrain; the rate of training on your "
-            "images is --finetune-lr"
+            f"{flags} only {'applies' if len(pretraining_only) == 1 else 'apply'} to pretraining, which is off "
+            f"(--pretrain-seconds 0, the default): give --pretrain-seconds S to pretrain{rate}"
         )
     pretrains = args.pretrain_seconds > 0 and args.pretrain_epochs != 0 and synthetic_images(args) > 0
     if not pretrains and (args.finetune_seconds == 0 or args.finetune_epochs == 0):

@@ -43,7 +43,7 @@ def test_bad_auxiliary_settings_exit_2_before_any_training(tmp_path, capsys) -> 
         (["--pretrain-seconds", "0", "--finetune-seconds", "0"], "nothing to train: both phases are skipped"),
         (["--pretrain-seconds", "5", "--synthetic", "0", "--finetune-epochs", "0"], "nothing to train: both phases are skipped"),
         (["--lr", "1e-2"], "--lr only applies to pretraining, which is off (--pretrain-seconds 0, the default)"),
-        (["--pretrain-epochs", "3", "--synthetic", "8"], "--pretrain-epochs, --synthetic only apply to pretraining, which is off"),
+        (["--pretrain-epochs", "3", "--synthetic", "8"], "--pretrain-epochs and --synthetic only apply to pretraining, which is off"),
         (["--lr", "1e-2", "--pretrain-seconds", "0"], "the rate of training on your images is --finetune-lr"),
         (["--steps", "0"], "--steps must be at least 1, got 0"),
         (["--patience", "-1"], "--patience must be 0 (never stop early) or more, got -1"),
@@ -60,6 +60,14 @@ def test_values_that_cannot_work_exit_2_with_one_line_before_training(tmp_path, 
     assert main(["train", *flags, "--out", str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "m").exists()
+
+
+def test_the_refusal_names_finetune_lr_only_when_lr_was_given(tmp_path, capsys) -> None:
+    assert main(["train", "--synthetic", "8", "--out", str(tmp_path / "m")]) == 2
+    assert "--finetune-lr" not in capsys.readouterr().err
+    assert main(["train", "--lr", "2e-3", "--out", str(tmp_path / "m")]) == 2
+    assert "the rate of training on your images is --finetune-lr" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
 
 
