@@ -64,8 +64,8 @@ class PhaseConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    # no pretraining by default: on every real dataset measured, its seconds counted better spent
-    # fine-tuning (docs/RESULTS.md); --pretrain-seconds turns it on
+    # no pretraining by default: validation preferred its seconds spent fine-tuning on the three real
+    # datasets measured, by margins within the runs' noise (docs/RESULTS.md); --pretrain-seconds turns it on
     pretrain: PhaseConfig = field(default_factory=lambda: PhaseConfig(seconds=0, lr=1e-3))
     finetune: PhaseConfig = field(default_factory=lambda: PhaseConfig(seconds=180, lr=5e-4))
     synthetic_images: int = 64  # semi-synthetic images generated from the training split for pretraining
