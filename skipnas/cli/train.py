@@ -209,7 +209,8 @@ def check_budgets(args: argparse.Namespace) -> None:
             raise SkipnasError(f"--{flag.replace('_', '-')} must be above 0 (e.g. 1e-3), got {value:g}")
     pretraining_only = [f"--{flag.replace('_', '-')}" for flag in ("lr", "pretrain_epochs", "synthetic") if getattr(args, flag) is not None]
     if args.pretrain_seconds == 0 and pretraining_only:
-        flags = " and ".join([", ".join(pretraining_only[:-1]), pretraining_only[-1]] if len(pretraining_only) > 1 else pretraining_only)
+        *others, last = pretraining_only
+        flags = f"{', '.join(others)} and {last}" if others else last
         rate = "; the rate of training on your images is --finetune-lr" if args.lr is not None else ""
         raise SkipnasError(
             f"{flags} only {'applies' if len(pretraining_only) == 1 else 'apply'} to pretraining, which is off "
