@@ -7,16 +7,16 @@
     python experiments/real_datasets.py --data DIR --steps 300 --finetune-lr 1e-3   # equal steps, whatever the machine's speed; another rate
     python experiments/real_datasets.py --smoke --out /tmp/smoke.csv
 
-For each dataset and seed, ``skipnas train``'s defaults (standard topology, width 16, 180 s of
+For each dataset and seed, ``skipnas train``'s defaults (standard topology, 180 s of
 fine-tuning and no pretraining, every setting chosen from the training split as the command
-does: input scale, tile, batch, normalisation, inversion, auxiliary head, calibration grid) train one network;
+does: input scale, tile, batch, width, normalisation, inversion, auxiliary head, calibration grid) train one network;
 its counting is calibrated on val (and on train when val holds fewer than 100 particles, as the command
 does; such a network is also counted with the setting val alone chooses, a paired comparison), and it
 is scored on val (a selection score: val chose the weights and the counting) and on test (held out:
 it chose nothing). The classical baseline
 (``skipnas baseline-count``: adaptive threshold, the same counting, calibrated as the command does) is scored on
 the same test images. ``--fixed`` trains with the settings every dataset got before they adapted to
-the data (input scale 1, 64 px tiles, batch 8, dataset normalisation, no inversion, no auxiliary head, the default
+the data (input scale 1, 64 px tiles, batch 8, width 16, dataset normalisation, no inversion, no auxiliary head, the default
 calibration grid and the plain count-MAE choice), for a before/after comparison on the same machine.
 
 ``--per-image-scale`` also counts every test image a second way, to measure what a per-image scale
@@ -29,8 +29,8 @@ Cellpose from scratch is measured by ``experiments/cellpose_baseline.py`` (its o
 
 Output: one CSV row per dataset, method, seed, split and image (true and predicted count, object
 tp/fp/fn), and a summary per dataset, method and split on stdout: relative count error, count MAE,
-object precision and recall, and the seconds each run took (the rows also hold the steps each
-network trained: a seconds budget trains as many as the machine allows).
+object precision and recall, and the seconds each run took (the rows also hold each network's
+width and the steps it trained: a seconds budget trains as many as the machine allows).
 """
 
 from __future__ import annotations
@@ -63,14 +63,15 @@ from skipnas.data.loading import load_labeled
 from skipnas.data.particles import measure_particles
 from skipnas.data.statistics import particle_sizes
 from skipnas.errors import SkipnasError
-from skipnas.genome import Genome
+from skipnas.genome import DEFAULT_BASE_WIDTH, DEFAULT_DEPTH, Genome
 from skipnas.predict import Prediction, predict_image, predict_images
 from skipnas.runtime.metrics import count_metrics, object_metrics
 from skipnas.runtime.normalise import prepare_image
+from skipnas.train.adapt import adapt_width
 from skipnas.train.config import PhaseConfig, TrainConfig, split_steps
 
 DEFAULTS = TrainConfig()
-FIELDS = ["dataset", "method", "seed", "split", "image", "true_count", "pred_count", "object_tp", "object_fp", "object_fn", "seconds", "training_steps"]
+FIELDS = ["dataset", "method", "seed", "split", "image", "true_count", "pred_count", "object_tp", "object_fp", "object_fn", "seconds", "training_steps", "width"]
 
 
 def train_config(
@@ -94,17 +95,17 @@ def train_config(
 def network_rows(data: str, seed: int, args: argparse.Namespace, fixed: bool, recipe: dict[str, Any]) -> list[dict[str, Any]]:
     """Train one network as ``skipnas train`` does (with ``recipe``'s settings in place of the
     data-adapted ones) and score it on val and test, one row per image."""
-    genome = Genome.named("standard", base_width=args.width)
     config = train_config(seed, args.pretrain_seconds, args.finetune_seconds, args.finetune_lr, args.steps)
     index = open_dataset(data)
     if fixed:
         # the fixed settings: neither the grid nor anything else follows the data
         config = dataclasses.replace(config, count_grid=CalibrationGrid(), calibration_selection="mean", calibrate_on="val")
         config, _ = adapt_config_to_dataset(
-            index, config, genome.depth, scale=1.0, tile=64, batch=8, auxiliary=None, normalise="dataset", invert=False
+            index, config, DEFAULT_DEPTH, scale=1.0, tile=64, batch=8, auxiliary=None, normalise="dataset", invert=False
         )
     else:
-        config, _ = adapt_config_to_dataset(index, config, genome.depth, **recipe)
+        config, _ = adapt_config_to_dataset(index, config, DEFAULT_DEPTH, **recipe)
+    genome = network_genome(args.width, config)
     started = time.perf_counter()
     prepared = prepare_data(index, config)
     with tempfile.TemporaryDirectory() as folder:
@@ -126,7 +127,7 @@ def network_rows(data: str, seed: int, args: argparse.Namespace, fixed: bool, re
             ).postprocess
         for label, postprocess in countings.items():
             metrics = evaluate_predictions(predictions, images, postprocess)
-            rows += [_row(data, label, seed, split, row, seconds, result.training.steps) for row in metrics["rows"]]
+            rows += [_row(data, label, seed, split, row, seconds, result.training.steps, genome.base_width) for row in metrics["rows"]]
         if split == "test" and args.per_image_scale and not fixed:
             target = particle_sizes(index, "train").width["p50"] * config.scale  # type: ignore[index]
             rescaled = [
@@ -134,8 +135,17 @@ def network_rows(data: str, seed: int, args: argparse.Namespace, fixed: bool, re
                 for item, prediction in zip(images, predictions)
             ]
             metrics = evaluate_predictions(rescaled, images, result.postprocess)
-            rows += [_row(data, method + " + per-image scale", seed, split, row, seconds, result.training.steps) for row in metrics["rows"]]
+            rows += [
+                _row(data, method + " + per-image scale", seed, split, row, seconds, result.training.steps, genome.base_width)
+                for row in metrics["rows"]
+            ]
     return rows
+
+
+def network_genome(width: int | None, config: TrainConfig) -> Genome:
+    """The standard genome at ``width``, or at the width ``skipnas train`` chooses for ``config``'s tiles (None)."""
+    genome = Genome.named("standard", base_width=DEFAULT_BASE_WIDTH if width is None else width)
+    return adapt_width(genome, config)[0] if width is None else genome
 
 
 def _on_off(value: str) -> bool:
@@ -168,7 +178,7 @@ def training_changes(args: argparse.Namespace) -> list[str]:
         changes.append(f"pretrain {args.pretrain_seconds:g} s + fine-tune {args.finetune_seconds:g} s")
     if args.finetune_lr != DEFAULTS.finetune.lr:
         changes.append(f"fine-tuning rate {args.finetune_lr:g}")
-    if args.width != 16:
+    if args.width is not None:
         changes.append(f"width {args.width}")
     return changes
 
@@ -199,7 +209,9 @@ def classical_rows(data: str) -> list[dict[str, Any]]:
     return [_row(data, "classical baseline", 0, "test", row, seconds) for row in result["rows"]]
 
 
-def _row(data: str, method: str, seed: int, split: str, row: dict[str, Any], seconds: float, steps: int | str = "") -> dict[str, Any]:
+def _row(
+    data: str, method: str, seed: int, split: str, row: dict[str, Any], seconds: float, steps: int | str = "", width: int | str = ""
+) -> dict[str, Any]:
     return {
         "dataset": Path(data).resolve().parent.name if Path(data).name == "extracted" else str(data),
         "method": method,
@@ -213,6 +225,7 @@ def _row(data: str, method: str, seed: int, split: str, row: dict[str, Any], sec
         "object_fn": row.get("object_fn", ""),
         "seconds": round(seconds, 1),
         "training_steps": steps,  # a seconds budget trains as many steps as the machine allows
+        "width": width,
     }
 
 
@@ -249,7 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", action="append", default=None, metavar="DIR", help="dataset folder (repeat for several)")
     parser.add_argument("--seeds", default="0", help="training seeds, comma-separated (default 0)")
-    parser.add_argument("--width", type=int, default=16, help="base width (default 16, as skipnas train)")
+    parser.add_argument(
+        "--width", type=int, default=None, help="base width (default: chosen from the tiles' cost, as skipnas train's --width auto)"
+    )
     parser.add_argument("--pretrain-seconds", type=float, default=DEFAULTS.pretrain.seconds, help="semi-synthetic pretraining (default: skipnas train's)")
     parser.add_argument("--finetune-seconds", type=float, default=DEFAULTS.finetune.seconds, help="fine-tuning (default: skipnas train's)")
     parser.add_argument(
@@ -275,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         args.per_image_scale = True
     if not args.data:
         parser.error("give --data DIR (or --smoke)")
+    if args.width is not None and args.width < 1:
+        parser.error(f"--width must be at least 1, got {args.width}")
     if args.steps is not None and args.steps < 1:
         parser.error(f"--steps must be at least 1, got {args.steps}")
     if args.steps is not None and args.pretrain_seconds + args.finetune_seconds <= 0:

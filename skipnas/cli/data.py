@@ -182,7 +182,7 @@ def _mask_notes(summary: dict[str, Any]) -> list[str]:
 def _suggest(summary: dict[str, Any], root: Path, args: argparse.Namespace) -> dict[str, Any]:
     """What skipnas train would choose from the train split's particles (a standard depth-4 network),
     and warnings; a split whose particles cannot be trained on is refused."""
-    from skipnas.data.particles import ParticleSizes, check_particles_fit, scale_and_tile, tile_warning
+    from skipnas.data.particles import ParticleSizes, check_particles_fit, choose_batch, choose_width, scale_and_tile, tile_warning
     from skipnas.genome import DEFAULT_DEPTH
 
     tile, scale = parse_auto(args.tile, int, "--tile"), parse_auto(args.scale, float, "--scale")
@@ -200,9 +200,10 @@ def _suggest(summary: dict[str, Any], root: Path, args: argparse.Namespace) -> d
     warning = tile_warning(sizes, tile, scale)
     if warning:
         suggestion["warnings"].append(warning)
-    suggestion.update(scale=scale, tile=tile, touching_share=sizes.touching_share)
+    width = choose_width(tile, choose_batch(tile))
+    suggestion.update(scale=scale, tile=tile, width=width, touching_share=sizes.touching_share)
     suggestion["notes"].append(
-        f"skipnas train would use: --scale {scale:g} --tile {tile} (a depth-{DEFAULT_DEPTH} network); "
+        f"skipnas train would use: --scale {scale:g} --tile {tile} --width {width} (a depth-{DEFAULT_DEPTH} standard network); "
         f"{sizes.touching_share:.0%} of the training particles touch another"
     )
     polarity = train.get("particle_polarity")

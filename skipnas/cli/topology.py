@@ -21,7 +21,11 @@ def register(subparsers: Any) -> None:
         "held), plus CUDA's workspaces (no GPU needed).",
     )
     show.add_argument("topology", metavar="NAME_OR_JSON_FILE", help=f"one of {', '.join(NAMED_TOPOLOGIES)}, or a genome JSON file")
-    show.add_argument("--width", type=int, default=None, help="base width (channels of level 0); default: the file's, else 16")
+    show.add_argument(
+        "--width", type=int, default=None,
+        help="base width (channels of level 0); default: the file's, else 16 (skipnas train narrows it for tiles over 64 px: "
+        "give the width skipnas data check suggests)",
+    )
     show.add_argument("--depth", type=int, default=DEFAULT_DEPTH, help="depth of a named topology (default 4)")
     show.add_argument("--tile", type=int, default=64, help="training tile size in px (default 64)")
     show.add_argument("--batch", type=int, default=8, help="training batch size (default 8)")

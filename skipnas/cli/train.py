@@ -15,6 +15,7 @@ from skipnas.errors import SkipnasError
 from skipnas.tta import TTA_MODES
 
 if TYPE_CHECKING:
+    from skipnas.genome import Genome
     from skipnas.train.config import PhaseConfig
 
 # TrainConfig's pretraining defaults (tied by a test; TrainConfig imports torch, the parser must not)
@@ -59,7 +60,13 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--data", default="demo", metavar="DIR|demo", help="dataset folder (default: the embedded demo)")
     parser.add_argument("--topology", default="standard", metavar="NAME_OR_JSON", help="named topology or genome JSON (default: standard)")
-    parser.add_argument("--width", type=int, default=None, help="base width (default: the genome file's, else 16)")
+    parser.add_argument(
+        "--width", default=None, metavar="N|auto",
+        help="base width (channels of the first level; each level down doubles them); auto: the topology's width (16 "
+        "for a named one), narrowed down to 8 where a step's tiles hold more pixels than 8 tiles of 64 px, so a step's "
+        "arithmetic (pixels x width squared) stays near that of 8 such tiles and the seconds train more steps "
+        "(default: a genome file's own width, else auto)",
+    )
     parser.add_argument(
         "--pretrain-seconds", type=float, default=0.0, metavar="S",
         help="pretraining budget on semi-synthetic images; 0 skips it (default 0: on the real datasets measured, "
@@ -246,6 +253,10 @@ def phase_budgets(args: argparse.Namespace) -> tuple[PhaseConfig, PhaseConfig]:
     )
 
 
+def default_model_folder(genome: Genome) -> Path:
+    return Path("runs") / "models" / f"{genome.name}-w{genome.base_width}"
+
+
 def load_init_folder(args: argparse.Namespace) -> Any:
     """The ``--init`` model folder, refusing options that would contradict what it carries over."""
     from skipnas.modelio import load_model_folder
@@ -279,8 +290,9 @@ def _train(args: argparse.Namespace) -> int:
     from skipnas.data.particles import check_batch, check_tile_size
     from skipnas.data.rescale import check_scale
     from skipnas.fileio import staging_dir
-    from skipnas.genome import load_genome
+    from skipnas.genome import NAMED_TOPOLOGIES, load_genome
     from skipnas.modelio import check_model_target, install_model_folder
+    from skipnas.train.adapt import adapt_width
     from skipnas.train.config import TrainConfig
     from skipnas.train.losses import LossConfig
 
@@ -289,9 +301,13 @@ def _train(args: argparse.Namespace) -> int:
     tile = parse_auto(args.tile, int, "--tile")
     scale = parse_auto(args.scale, float, "--scale")
     batch = parse_auto(args.batch, int, "--batch")
+    width = None if args.width is None else parse_auto(args.width, int, "--width")
+    if width is not None and width < 1:
+        raise SkipnasError(f"--width must be auto or a whole number of 1 or more, got {width}")
     check_budgets(args)
     init = load_init_folder(args) if args.init is not None else None
-    genome = init.genome if init is not None else load_genome(args.topology, base_width=args.width)
+    genome = init.genome if init is not None else load_genome(args.topology, base_width=width)
+    width_from_data = init is None and (args.width == "auto" or (args.width is None and args.topology in NAMED_TOPOLOGIES))
     if init is not None:
         scale = init.scale
     # checked before the data is read, so a typo costs nothing
@@ -318,7 +334,10 @@ def _train(args: argparse.Namespace) -> int:
         device=args.device,
         seed=args.seed,
     )
-    out = check_model_target(args.out or Path("runs") / "models" / f"{genome.name}-w{genome.base_width}", args.overwrite)
+    out: Path | None = None
+    if args.out or not width_from_data:
+        # checked before the data is read, unless the default folder's name waits for the width the data gives
+        out = check_model_target(args.out or default_model_folder(genome), args.overwrite)
     notes = status_console()
     notes.print(f"preparing data from {args.data} ...")
     auxiliary = None if args.auxiliary == "none" else args.auxiliary
@@ -335,6 +354,11 @@ def _train(args: argparse.Namespace) -> int:
             "--auxiliary-weight needs an auxiliary head, and this data gets none (few particles touch); "
             "add --auxiliary distance or drop --auxiliary-weight"
         )
+    if width_from_data:
+        genome, width_notes = adapt_width(genome, config)
+        choices = [*choices, *width_notes]
+    if out is None:
+        out = check_model_target(default_model_folder(genome), args.overwrite)
     for line in choices:
         notes.print(f"  {line}", soft_wrap=True, markup=False)
     data = prepare_data(index, config)

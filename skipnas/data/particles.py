@@ -10,7 +10,7 @@ says how much of an image it covers. A particle **touches** another when some pi
 :func:`choose_scale` and :func:`choose_tile` turn the training split's sizes into an input scale
 (images are resized by it before the network) and a training tile size: large particles are
 shrunk until a network of depth 4 sees them whole, and the tile holds at least two of the large
-ones across.
+ones across. :func:`choose_width` narrows the network where those tiles make a step costly.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from scipy import ndimage
 
 from skipnas.data.rescale import check_scale
 from skipnas.errors import SkipnasError
+from skipnas.genome import DEFAULT_BASE_WIDTH
 
 PERCENTILES: tuple[int, ...] = (5, 50, 95)
 # the input scale makes the large particles (95th percentile width) at most this wide: about the
@@ -42,6 +43,8 @@ DEFAULT_BATCH = 8
 # statistics, which the running averages cannot give back at inference
 MIN_AUTO_BATCH = 8
 MAX_AUTO_TILE = 256
+# the narrowest base width the automatic choice goes to: the narrowest measured on real data
+MIN_AUTO_WIDTH = 8
 
 
 @dataclass(frozen=True)
@@ -229,6 +232,18 @@ def choose_batch(tile: int) -> int:
     ``DEFAULT_TILE`` px for smaller tiles, and never fewer than ``MIN_AUTO_BATCH`` tiles, so larger
     tiles make slower steps rather than batches too small for BatchNorm."""
     return max(MIN_AUTO_BATCH, round(DEFAULT_BATCH * (DEFAULT_TILE / tile) ** 2))
+
+
+def choose_width(tile: int, batch: int, default: int = DEFAULT_BASE_WIDTH) -> int:
+    """The base width for training steps of ``batch`` tiles of ``tile`` px: ``default`` narrowed so a
+    step costs about what ``default`` costs on ``DEFAULT_BATCH`` tiles of ``DEFAULT_TILE`` px (a
+    convolution's cost grows with its pixels and with the square of its width), in multiples of 4,
+    never below ``MIN_AUTO_WIDTH`` nor above ``default``. A budget of seconds then trains large tiles
+    for about as many steps as small ones, instead of a few slow ones."""
+    if tile < 1 or batch < 1:
+        raise ValueError(f"tile and batch must be positive, got {tile} and {batch}")
+    width = default * math.sqrt(DEFAULT_BATCH * DEFAULT_TILE**2 / (batch * tile**2))
+    return int(min(default, max(MIN_AUTO_WIDTH, 4 * round(width / 4))))
 
 
 def tile_warning(sizes: ParticleSizes, tile: int, scale: float = 1.0) -> str | None:

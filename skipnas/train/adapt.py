@@ -1,4 +1,5 @@
-"""Training settings chosen from the training masks' particles: input scale, tile, zoom range, inversion, the auxiliary head, the minimum areas.
+"""Training settings chosen from the training masks' particles: input scale, tile, zoom range, inversion, the auxiliary head, the minimum areas,
+and the network's width from what a step of those tiles costs.
 
 Each ``None`` argument of :func:`adapt_to_data` is chosen from the data; a value given is kept and
 only checked. Every choice comes back as a sentence, for the command's output and the model folder.
@@ -19,11 +20,13 @@ from skipnas.data.particles import (
     check_batch,
     check_particles_fit,
     choose_batch,
+    choose_width,
     min_area_grid,
     scale_and_tile,
     tile_warning,
     zoom_range,
 )
+from skipnas.genome import Genome
 from skipnas.train.config import TrainConfig
 
 AUTO = "auto"
@@ -74,7 +77,7 @@ def adapt_to_data(
             notes.append(f"batch {batch}: as many pixels a step as {DEFAULT_BATCH} tiles of {DEFAULT_TILE} px")
         elif tile > DEFAULT_TILE:
             notes.append(
-                f"batch {batch} of {tile} px tiles: a step costs {(tile / DEFAULT_TILE) ** 2:.1f}x one of {DEFAULT_TILE} px tiles; "
+                f"batch {batch} of {tile} px tiles: a step holds {(tile / DEFAULT_TILE) ** 2:.1f}x the pixels of one of {DEFAULT_TILE} px tiles; "
                 f"smaller batches would leave BatchNorm too few tiles"
             )
     else:
@@ -131,4 +134,19 @@ def adapt_to_data(
     return adapted, notes
 
 
-__all__: Sequence[str] = ("AUTO", "adapt_to_data")
+def adapt_width(genome: Genome, config: TrainConfig) -> tuple[Genome, list[str]]:
+    """``genome`` at the width :func:`~skipnas.data.particles.choose_width` gives its base width for
+    ``config``'s tiles and batch, and a sentence where that narrowed it."""
+    width = choose_width(config.tile.size, config.batch_size, genome.base_width)
+    if width == genome.base_width:
+        return genome, []
+    pixels = config.batch_size * config.tile.size**2 / (DEFAULT_BATCH * DEFAULT_TILE**2)
+    note = (
+        f"base width {width}, not {genome.base_width}: a step of {config.batch_size} tiles of {config.tile.size} px holds "
+        f"{pixels:.1f}x the pixels of {DEFAULT_BATCH} tiles of {DEFAULT_TILE} px, and a narrower network keeps its "
+        "arithmetic near theirs, so the seconds train more steps"
+    )
+    return genome.with_(base_width=width), [note]
+
+
+__all__: Sequence[str] = ("AUTO", "adapt_to_data", "adapt_width")

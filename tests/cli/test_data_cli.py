@@ -170,6 +170,8 @@ def test_check_reports_particle_sizes_touching_and_the_suggested_settings(tmp_pa
     assert sizes["particles"] == 4 and sizes["touching_share"] == 1.0
     assert sizes["diameter"]["p50"] == pytest.approx(81, abs=2) and set(sizes["diameter"]) == {"min", "p5", "p50", "p95", "max"}
     assert data["suggested"]["tile"] >= 2 * sizes["width"]["p95"] * data["suggested"]["scale"] - 16
+    # tiles of 112 px or more hold 3x the pixels of 64 px ones or more: width 8, not 16
+    assert data["suggested"]["tile"] >= 112 and data["suggested"]["width"] == 8
     assert data["warnings"] == []
     # a val split of a few particles: skipnas train would calibrate its counting on train too, and says why
     assert data["suggested"]["calibrate_on"] == "val+train"
@@ -184,6 +186,7 @@ def test_check_warns_when_the_tile_is_smaller_than_two_large_particles(tmp_path:
     assert main(["data", "check", str(root), "--tile", "64", "--scale", "1"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "warning: the training tile (64 px) is smaller than twice the large particles' width" in out
+    assert "skipnas train would use: --scale 1 --tile 64 --width 16" in out
     assert "touching" in out and "diameter" in out
 
 

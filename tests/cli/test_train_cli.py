@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from skipnas.cli import main
+from skipnas.genome import Genome
 
 
 def test_bad_auxiliary_settings_exit_2_before_any_training(tmp_path, capsys) -> None:
@@ -46,6 +47,8 @@ def test_bad_auxiliary_settings_exit_2_before_any_training(tmp_path, capsys) -> 
         (["--pretrain-epochs", "3", "--synthetic", "8"], "--pretrain-epochs and --synthetic only apply to pretraining, which is off"),
         (["--lr", "1e-2", "--pretrain-seconds", "0"], "the rate of training on your images is --finetune-lr"),
         (["--steps", "0"], "--steps must be at least 1, got 0"),
+        (["--width", "wide"], "--width must be auto or a whole number, got 'wide'"),
+        (["--width", "0"], "--width must be auto or a whole number of 1 or more, got 0"),
         (["--patience", "-1"], "--patience must be 0 (never stop early) or more, got -1"),
         (["--particle-weight", "nan"], "--particle-weight must be 0 or more"),
     ],
@@ -213,3 +216,26 @@ def test_invert_on_reaches_the_training_config_stored_with_the_model(tmp_path, c
     flags = ["--steps", "4", "--calibrate-on", "val", "--invert", "on"]
     assert main(_train(tiny_dataset, tmp_path / "m", *flags)) == 0
     assert json.loads((tmp_path / "m" / "model.json").read_text())["train_config"]["augment"]["invert"] is True
+
+
+def test_the_width_follows_the_cost_of_a_step_unless_given(tmp_path, capsys, monkeypatch, tiny_dataset) -> None:
+    # 32 tiles of 48 px a step hold 2.25x the pixels of 8 tiles of 64 px: width 16 narrows to 12
+    base = ["train", "--data", str(tiny_dataset), "--steps", "2", "--batch", "32", "--tile", "48", "--calibrate-on", "val", "--device", "cpu"]
+    monkeypatch.chdir(tmp_path)
+    assert main(base) == 0
+    captured = capsys.readouterr()
+    said = " ".join((captured.err + captured.out).split())  # the data's choices are status lines, on stderr
+    assert "base width 12, not 16: a step of 32 tiles of 48 px holds 2.2x the pixels of 8 tiles of 64 px" in said
+    assert "training standard (width 12)" in said
+    # the default folder is named by the width trained
+    assert json.loads((tmp_path / "runs" / "models" / "standard-w12" / "genome.json").read_text())["base_width"] == 12
+    assert main([*base, "--width", "4", "--json", "--out", str(tmp_path / "given")]) == 0
+    assert json.loads((tmp_path / "given" / "genome.json").read_text())["base_width"] == 4
+    # a genome file keeps its own width unless --width auto asks for the data's
+    genome_file = tmp_path / "reverse.json"
+    genome_file.write_text(json.dumps(Genome.named("reverse", base_width=24).to_dict()))
+    assert main([*base, "--topology", str(genome_file), "--json", "--out", str(tmp_path / "file")]) == 0
+    assert json.loads((tmp_path / "file" / "genome.json").read_text())["base_width"] == 24
+    # narrowed from the file's 24 (to 16), not from 16 (to 12)
+    assert main([*base, "--topology", str(genome_file), "--width", "auto", "--json", "--out", str(tmp_path / "file-auto")]) == 0
+    assert json.loads((tmp_path / "file-auto" / "genome.json").read_text())["base_width"] == 16

@@ -7,11 +7,13 @@ import pytest
 from skipnas.data.particles import (
     LARGE_WIDTH_TARGET,
     MIN_AUTO_BATCH,
+    MIN_AUTO_WIDTH,
     ParticleSizes,
     check_particles_fit,
     choose_batch,
     choose_scale,
     choose_tile,
+    choose_width,
     measure_particles,
     min_area_grid,
     tile_warning,
@@ -92,6 +94,18 @@ def test_batch_keeps_enough_tiles_for_batchnorm_and_grows_for_small_tiles():
     assert [choose_batch(tile) for tile in (64, 144, 256)] == [MIN_AUTO_BATCH] * 3
     # tiles under 64 px (images smaller than the default tile) keep a step's pixels
     assert choose_batch(32) == 32 and choose_batch(48) > MIN_AUTO_BATCH
+
+
+def test_width_narrows_where_a_step_holds_more_pixels_than_eight_64_px_tiles():
+    # the default tiles and the batches that keep their pixels: the default width
+    assert [choose_width(tile, choose_batch(tile)) for tile in (32, 48, 64)] == [16, 16, 16]
+    # a step's cost grows with its pixels and the width squared: 2.25x the tile side, about 1/2.25 the width
+    assert choose_width(144, 8) == 8 and choose_width(96, 8) == 12 and choose_width(80, 8) == 12
+    # never below the floor, never above the width narrowed from, which need not be 16
+    assert choose_width(256, 8) == MIN_AUTO_WIDTH and choose_width(64, 2) == 16
+    assert choose_width(128, 8, default=32) == 16
+    with pytest.raises(ValueError, match="must be positive"):
+        choose_width(0, 8)
 
 
 def test_scale_never_shrinks_the_median_particle_below_the_floor():

@@ -16,7 +16,7 @@ EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 
 def _args(module: ModuleType, **changes: float) -> argparse.Namespace:
     values = {"pretrain_seconds": module.DEFAULTS.pretrain.seconds, "finetune_seconds": module.DEFAULTS.finetune.seconds,
-              "finetune_lr": module.DEFAULTS.finetune.lr, "width": 16, "steps": None}
+              "finetune_lr": module.DEFAULTS.finetune.lr, "width": None, "steps": None}
     return argparse.Namespace(**{**values, **changes})
 
 
@@ -41,6 +41,16 @@ def test_the_fine_tuning_rate_and_a_step_budget_reach_the_training_config(load_e
     assert on_steps.pretrain.lr == module.DEFAULTS.pretrain.lr
 
 
+def test_the_width_is_skipnas_trains_choice_unless_given(load_experiment: Callable[[str], ModuleType]) -> None:
+    import dataclasses
+
+    module = load_experiment("real_datasets")
+    large = dataclasses.replace(module.DEFAULTS, tile=dataclasses.replace(module.DEFAULTS.tile, size=144), batch_size=8)
+    assert module.network_genome(None, large).base_width == 8  # as skipnas train --width auto
+    assert module.network_genome(None, module.DEFAULTS).base_width == 16
+    assert module.network_genome(12, large).base_width == 12
+
+
 def test_each_row_holds_the_steps_its_network_trained(tmp_path: Path) -> None:
     out = tmp_path / "rows.csv"
     options = ["--smoke", "--no-classical", "--steps", "6", "--finetune-lr", "2e-3", "--out", str(out)]
@@ -51,4 +61,4 @@ def test_each_row_holds_the_steps_its_network_trained(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     rows = list(csv.DictReader(out.open()))
     assert rows and {row["method"] for row in rows} >= {"skipnas 6 steps (1:2 pretraining:fine-tuning), fine-tuning rate 0.002, width 4"}
-    assert {row["training_steps"] for row in rows} == {"6"}
+    assert {row["training_steps"] for row in rows} == {"6"} and {row["width"] for row in rows} == {"4"}

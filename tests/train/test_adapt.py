@@ -6,7 +6,8 @@ import pytest
 
 from skipnas.data.particles import ParticleSizes
 from skipnas.errors import SkipnasError
-from skipnas.train.adapt import adapt_to_data
+from skipnas.genome import Genome
+from skipnas.train.adapt import adapt_to_data, adapt_width
 from skipnas.train.config import TrainConfig
 
 
@@ -41,6 +42,22 @@ def test_large_touching_particles_are_shrunk_tiled_whole_and_split_by_a_head():
     assert max(config.count_grid.min_area) < np.pi * (80 * config.scale) ** 2 * 0.5
     text = " ".join(notes)
     assert "input scale" in text and "auxiliary distance head" in text and "own contrast" in text
+
+
+def test_the_width_follows_the_cost_of_a_training_step():
+    genome = Genome.named("standard")
+    small, _ = adapt_to_data(TrainConfig(), _sizes(5, touching=False), 16)
+    assert adapt_width(genome, small) == (genome, [])  # 64 px tiles: width 16 and nothing to say
+    large, _ = adapt_to_data(TrainConfig(), _sizes(80, touching=True, image=1200), 16)
+    assert large.tile.size >= 128 and large.batch_size == 8
+    narrowed, notes = adapt_width(genome, large)
+    assert narrowed == genome.with_(base_width=8) and narrowed.skips == genome.skips
+    assert notes == [
+        (
+            f"base width 8, not 16: a step of 8 tiles of {large.tile.size} px holds {(large.tile.size / 64) ** 2:.1f}x the "
+            "pixels of 8 tiles of 64 px, and a narrower network keeps its arithmetic near theirs, so the seconds train more steps"
+        )
+    ]
 
 
 def test_given_values_are_kept_and_checked():
