@@ -77,7 +77,7 @@ def adapt_to_data(
             notes.append(f"batch {batch}: as many pixels a step as {DEFAULT_BATCH} tiles of {DEFAULT_TILE} px")
         elif tile > DEFAULT_TILE:
             notes.append(
-                f"batch {batch} of {tile} px tiles: a step holds {(tile / DEFAULT_TILE) ** 2:.1f}x the pixels of one of {DEFAULT_TILE} px tiles; "
+                f"batch {batch} of {tile} px tiles: a step holds {(tile / DEFAULT_TILE) ** 2:.1f}x the pixels of a step of {DEFAULT_TILE} px tiles; "
                 f"smaller batches would leave BatchNorm too few tiles"
             )
     else:
