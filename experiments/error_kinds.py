@@ -90,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         print("\t".join(str(row[field]) for field in FIELDS))
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        write_csv_atomic(args.out, rows, FIELDS)
+        write_csv_atomic(args.out, rows, FIELDS)  # makes the folder too
     return 0
 
 
