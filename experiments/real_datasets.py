@@ -5,6 +5,7 @@
     python experiments/real_datasets.py --data DIR --fixed   # the settings before data adaptation (scale 1, tile 64, ...)
     python experiments/real_datasets.py --data DIR --set scale=1 --set normalise=dataset   # a recipe (also tile, batch, auxiliary, invert=on|off)
     python experiments/real_datasets.py --data DIR --steps 300 --finetune-lr 1e-3   # equal steps, whatever the machine's speed; another rate
+    python experiments/real_datasets.py --data DIR --ema-decay 0.99   # validate and keep a moving average of the weights
     python experiments/real_datasets.py --smoke --out /tmp/smoke.csv
 
 For each dataset and seed, ``skipnas train``'s defaults (standard topology, 180 s of
@@ -75,10 +76,12 @@ FIELDS = ["dataset", "method", "seed", "split", "image", "true_count", "pred_cou
 
 
 def train_config(
-    seed: int, pretrain_seconds: float, finetune_seconds: float, finetune_lr: float = DEFAULTS.finetune.lr, steps: int | None = None
+    seed: int, pretrain_seconds: float, finetune_seconds: float, finetune_lr: float = DEFAULTS.finetune.lr, steps: int | None = None,
+    ema_decay: float = DEFAULTS.ema_decay,
 ) -> TrainConfig:
     """``skipnas train``'s defaults before the data-adapted choices; ``steps``: that many steps in all
-    instead of the seconds, split between the phases as the seconds are (as ``skipnas train --steps``)."""
+    instead of the seconds, split between the phases as the seconds are (as ``skipnas train --steps``);
+    ``ema_decay``: the weight average's (0: none)."""
     if steps is None:
         pretrain, finetune = PhaseConfig(seconds=pretrain_seconds), PhaseConfig(seconds=finetune_seconds)
     else:
@@ -89,13 +92,14 @@ def train_config(
         finetune=dataclasses.replace(finetune, lr=finetune_lr),
         seed=seed,
         calibrate_on="auto",
+        ema_decay=ema_decay,
     )
 
 
 def network_rows(data: str, seed: int, args: argparse.Namespace, fixed: bool, recipe: dict[str, Any]) -> list[dict[str, Any]]:
     """Train one network as ``skipnas train`` does (with ``recipe``'s settings in place of the
     data-adapted ones) and score it on val and test, one row per image."""
-    config = train_config(seed, args.pretrain_seconds, args.finetune_seconds, args.finetune_lr, args.steps)
+    config = train_config(seed, args.pretrain_seconds, args.finetune_seconds, args.finetune_lr, args.steps, args.ema_decay)
     index = open_dataset(data)
     if fixed:
         # the fixed settings: neither the grid nor anything else follows the data
@@ -180,6 +184,8 @@ def training_changes(args: argparse.Namespace) -> list[str]:
         changes.append(f"fine-tuning rate {args.finetune_lr:g}")
     if args.width is not None:
         changes.append(f"width {args.width}")
+    if args.ema_decay != DEFAULTS.ema_decay:
+        changes.append(f"weight average {args.ema_decay:g}" if args.ema_decay > 0 else "no weight average")
     return changes
 
 
@@ -274,6 +280,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--finetune-lr", type=float, default=DEFAULTS.finetune.lr, help="fine-tuning learning rate (default: skipnas train's)"
     )
+    parser.add_argument(
+        "--ema-decay", type=float, default=DEFAULTS.ema_decay, metavar="DECAY",
+        help="validate and keep a moving average of the weights of this decay, 0: none (default: skipnas train's)",
+    )
     parser.add_argument("--fixed", action="store_true", help="also train with the settings before data adaptation")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
@@ -296,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--steps must be at least 1, got {args.steps}")
     if args.steps is not None and args.pretrain_seconds + args.finetune_seconds <= 0:
         parser.error("--steps are split as --pretrain-seconds and --finetune-seconds are: give one of them above 0")
+    if not (math.isfinite(args.ema_decay) and 0 <= args.ema_decay < 1):
+        parser.error(f"--ema-decay must be from 0 (no average) up to, but not including, 1 (e.g. 0.99), got {args.ema_decay:g}")
     if not (math.isfinite(args.finetune_lr) and args.finetune_lr > 0):
         parser.error(f"--finetune-lr must be above 0 (e.g. 5e-4), got {args.finetune_lr:g}")
     try:

@@ -134,6 +134,13 @@ def register(subparsers: Any) -> None:
         help="LR schedule: halve on a validation Dice plateau, step, a half cosine over each phase's budget, or none (default plateau)",
     )
     parser.add_argument(
+        "--ema-decay", type=float, default=0.0, metavar="DECAY",
+        help="validate a moving average of the weights and save it as the model (each step moves it 1 - DECAY of the "
+        "way to the weights; it warms up, so until about 9 / (1 - DECAY) steps it spans about the last ninth of the "
+        "steps, then about the last 1 / (1 - DECAY)): steadier than the weights the last steps left; 0: the weights "
+        "themselves (default 0)",
+    )
+    parser.add_argument(
         "--validation-steps", type=int, default=100, metavar="N",
         help="validate (and step the scheduler and early stopping) every N steps, within an epoch or across several, "
         "and at the end of each phase; 0: after every epoch (default 100)",
@@ -304,6 +311,8 @@ def _train(args: argparse.Namespace) -> int:
     width = None if args.width is None else parse_auto(args.width, int, "--width")
     if width is not None and width < 1:
         raise SkipnasError(f"--width must be auto or a whole number of 1 or more, got {width}")
+    if not (math.isfinite(args.ema_decay) and 0 <= args.ema_decay < 1):
+        raise SkipnasError(f"--ema-decay must be from 0 (no average) up to, but not including, 1 (e.g. 0.99), got {args.ema_decay:g}")
     check_budgets(args)
     init = load_init_folder(args) if args.init is not None else None
     genome = init.genome if init is not None else load_genome(args.topology, base_width=width)
@@ -325,6 +334,7 @@ def _train(args: argparse.Namespace) -> int:
         loss=LossConfig(kind=args.loss, particle_weight=args.particle_weight),
         optimizer=args.optimizer,
         scheduler=args.scheduler,
+        ema_decay=args.ema_decay,
         validation_steps=args.validation_steps or None,
         early_stopping=args.patience or None,
         auxiliary_weight=args.auxiliary_weight,

@@ -12,6 +12,7 @@ from skipnas.data.rescale import check_scale
 from skipnas.data.synth import SynthConfig
 from skipnas.data.tiling import INFERENCE_OVERLAP, INFERENCE_TILE, TileConfig
 from skipnas.errors import SkipnasError
+from skipnas.train.average import check_ema_decay
 from skipnas.train.losses import LossConfig, check_loss_weight
 from skipnas.tta import check_tta
 
@@ -77,6 +78,9 @@ class TrainConfig:
     optimizer: str = "adam"
     momentum: float = 0.9  # SGD only
     weight_decay: float = 0.0
+    # validate, keep and save an exponential moving average of the weights, of this decay
+    # (skipnas.train.average, with its warm-up); 0: the weights themselves
+    ema_decay: float = 0.0
     # ReduceLROnPlateau on validation Dice, StepLR, or a half cosine over the phase's budget down to
     # min_lr_fraction: stepped by a noisy Dice, the plateau schedule can reach its floor long before a
     # long budget ends, where the cosine spends the whole budget
@@ -148,6 +152,7 @@ class TrainConfig:
         for name in ("batch_size", "val_batch", "val_tile"):
             if getattr(self, name) < 1:
                 raise SkipnasError(f"{name} must be at least 1, got {getattr(self, name)}")
+        check_ema_decay(self.ema_decay)
         if not self.weight_decay >= 0:
             raise SkipnasError(f"weight_decay must be 0 or more, got {self.weight_decay}")
         if not 0.0 <= self.momentum < 1.0:

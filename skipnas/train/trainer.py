@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,7 @@ from skipnas.errors import SkipnasError
 from skipnas.progress import progress_bar
 from skipnas.runtime.device import DeviceSetup, StagePeaks, place_model, select_device
 from skipnas.runtime.normalise import Normalisation
+from skipnas.train.average import WeightAverage
 from skipnas.train.config import PhaseConfig, TrainConfig
 from skipnas.train.data import TileDataset
 from skipnas.train.losses import AuxiliaryLoss, ParticleLoss, build_loss
@@ -222,6 +224,7 @@ class Trainer:
         budget = _PhaseBudget(phase, len(loader), started=started)
         validation = PhaseValidation(self.model, val_images, self.normalisation, self.setup, self.config, self.memory, keep_best)
         tally = _LossTally.on(self.setup.device)
+        average = WeightAverage(self.model, self.config.ema_decay) if self.config.ema_decay > 0 else None
         loss_fn = training_loss(self.config, record_auxiliary=tally.auxiliary.add_)
         by_steps = phase.steps is not None and phase.seconds is None
         interval = self.config.validation_steps or 0
@@ -232,7 +235,8 @@ class Trainer:
             self._check_finite(tally.loss, name, budget.steps)
             train_loss, auxiliary_loss = tally.take_means(with_auxiliary=self.config.auxiliary is not None)
             lr = optimizer.param_groups[0]["lr"]
-            result = validation.run(name, budget.epoch, self.steps, train_loss, auxiliary_loss, lr, self._started)
+            with average.applied() if average is not None else nullcontext():
+                result = validation.run(name, budget.epoch, self.steps, train_loss, auxiliary_loss, lr, self._started)
             self.history.append(result)
             bar.update(detail=f"step {budget.steps}, {result.scores()}")
             for callback in self.callbacks:
@@ -255,6 +259,8 @@ class Trainer:
                     images = images.to(self.setup.device, non_blocking=True).contiguous(memory_format=memory_format)
                     targets = targets.to(self.setup.device, non_blocking=True)
                     tally.add(train_step(self.model, optimizer, images, targets, loss_fn, self.setup.amp_dtype))
+                    if average is not None:
+                        average.update()
                     budget.steps += 1
                     self.steps += 1
                     # checking every step would sync a GPU each step; every 16 is soon enough
@@ -281,6 +287,8 @@ class Trainer:
                     early_stop = validate()
                     reason = reason or early_stop
         self.memory.close("train_step")
+        if average is not None:
+            average.apply()  # what the validations saw; the kept weights, where kept, replace it
         validation.restore_best()
         return reason, validation, budget.elapsed()
 

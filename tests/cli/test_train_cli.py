@@ -50,6 +50,8 @@ def test_bad_auxiliary_settings_exit_2_before_any_training(tmp_path, capsys) -> 
         (["--width", "wide"], "--width must be auto or a whole number, got 'wide'"),
         (["--width", "0"], "--width must be auto or a whole number of 1 or more, got 0"),
         (["--patience", "-1"], "--patience must be 0 (never stop early) or more, got -1"),
+        (["--ema-decay", "1"], "--ema-decay must be from 0 (no average) up to, but not including, 1 (e.g. 0.99), got 1"),
+        (["--ema-decay", "nan"], "--ema-decay must be from 0 (no average) up to, but not including, 1 (e.g. 0.99), got nan"),
         (["--particle-weight", "nan"], "--particle-weight must be 0 or more"),
     ],
 )
@@ -170,6 +172,22 @@ def test_patience_0_trains_the_whole_budget_and_patience_n_stops_early(tmp_path,
     # a learning rate of 1e-9 learns nothing: no validation is better than the first, so patience 2 stops at the third
     assert never["training"]["stop_reasons"]["finetune"] == "12 steps"
     assert early["training"]["stop_reasons"]["finetune"] != "12 steps" and early["training"]["steps"] < 12
+
+
+def test_ema_decay_trains_with_a_weight_average_and_records_it(tmp_path, capsys, tiny_dataset) -> None:
+    import torch
+
+    base = ["train", "--data", str(tiny_dataset), "--width", "4", "--steps", "6", "--validation-steps", "3",
+            "--finetune-lr", "1e-2", "--device", "cpu", "--json"]
+    assert main([*base, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*base, "--ema-decay", "0.5", "--out", str(tmp_path / "averaged")]) == 0
+    plain = json.loads((tmp_path / "plain" / "model.json").read_text())
+    averaged = json.loads((tmp_path / "averaged" / "model.json").read_text())
+    assert plain["train_config"]["ema_decay"] == 0.0 and averaged["train_config"]["ema_decay"] == 0.5
+    assert plain["training"]["steps"] == averaged["training"]["steps"] == 6
+    first = torch.load(tmp_path / "plain" / "weights.pt", map_location="cpu")
+    second = torch.load(tmp_path / "averaged" / "weights.pt", map_location="cpu")
+    assert any(not torch.equal(first[key], second[key]) for key in first)
 
 
 def test_init_starts_from_a_model_folder_and_carries_its_network_over(tmp_path, capsys, tiny_dataset, tiny_dataset_writer) -> None:

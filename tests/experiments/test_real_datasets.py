@@ -16,7 +16,7 @@ EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 
 def _args(module: ModuleType, **changes: float) -> argparse.Namespace:
     values = {"pretrain_seconds": module.DEFAULTS.pretrain.seconds, "finetune_seconds": module.DEFAULTS.finetune.seconds,
-              "finetune_lr": module.DEFAULTS.finetune.lr, "width": None, "steps": None}
+              "finetune_lr": module.DEFAULTS.finetune.lr, "width": None, "steps": None, "ema_decay": module.DEFAULTS.ema_decay}
     return argparse.Namespace(**{**values, **changes})
 
 
@@ -26,6 +26,7 @@ def test_the_label_names_each_changed_setting_and_the_defaults_none(load_experim
     assert module.recipe_name({"invert": False}, _args(module, finetune_lr=1e-3)) == "skipnas invert=off, fine-tuning rate 0.001"
     assert module.recipe_name(module.parse_recipe(["scale=0.5"]), _args(module, width=8)) == "skipnas scale=0.5, width 8"
     assert module.recipe_name({}, _args(module, steps=600)) == "skipnas 600 steps"
+    assert module.recipe_name({}, _args(module, ema_decay=0.99)) == "skipnas weight average 0.99"
     assert module.recipe_name({}, _args(module, steps=30, pretrain_seconds=60.0, finetune_seconds=120.0)) == (
         "skipnas 30 steps (60:120 pretraining:fine-tuning)"
     )
@@ -36,6 +37,7 @@ def test_the_fine_tuning_rate_and_a_step_budget_reach_the_training_config(load_e
     config = module.train_config(3, 0.0, 180.0, finetune_lr=2e-3)
     assert (config.seed, config.finetune.lr, config.finetune.seconds, config.pretrain.enabled) == (3, 2e-3, 180.0, False)
     assert module.train_config(0, 0.0, 180.0).finetune.lr == module.DEFAULTS.finetune.lr
+    assert module.train_config(0, 0.0, 180.0, ema_decay=0.99).ema_decay == 0.99
     on_steps = module.train_config(0, 60.0, 120.0, steps=30)  # split as the seconds are, with no time limit
     assert (on_steps.pretrain.steps, on_steps.finetune.steps, on_steps.pretrain.seconds, on_steps.finetune.seconds) == (10, 20, None, None)
     assert on_steps.pretrain.lr == module.DEFAULTS.pretrain.lr

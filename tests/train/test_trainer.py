@@ -407,3 +407,21 @@ def test_a_phase_refuses_a_learning_rate_or_budget_below_zero(phase: dict[str, f
 def test_the_config_refuses_optimiser_and_validation_settings_that_cannot_work(changes: dict[str, float], message: str) -> None:
     with pytest.raises(SkipnasError, match=message):
         _config(**changes)
+
+
+def test_with_a_weight_average_validation_scores_and_keeps_the_averaged_weights(data: PreparedData) -> None:
+    budgets = {"pretrain": PhaseConfig(seconds=0), "finetune": PhaseConfig(steps=6, lr=1e-2)}
+    plain = _fit(data, _config(**budgets))
+    torch.manual_seed(0)
+    model = build_model(Genome.named("standard", base_width=4))
+    initial = {key: value.clone() for key, value in model.state_dict().items()}
+    averaged = _fit(data, _config(**budgets, ema_decay=0.5), model=model)
+    kept = averaged.kept
+    assert kept is not None and averaged.steps == plain.steps == 6
+    final = averaged.model.state_dict()
+    # the same steps (same seed, same batches), other weights at the end: an average that moved from the start
+    assert any(not torch.equal(plain.model.state_dict()[key], value) for key, value in final.items())
+    assert any(not torch.allclose(initial[key].float(), value.float()) for key, value in final.items() if value.is_floating_point())
+    # the kept validation's Dice is the Dice of the weights the model now holds
+    predictions = predict_images(averaged.model, data.val, data.normalisation, averaged.setup, 32, 8)
+    assert prediction_dice(predictions, data.val) == pytest.approx(kept.val_dice)
