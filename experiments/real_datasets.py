@@ -69,6 +69,7 @@ from skipnas.predict import Prediction, predict_image, predict_images
 from skipnas.runtime.metrics import count_metrics, object_metrics
 from skipnas.runtime.normalise import prepare_image
 from skipnas.train.adapt import adapt_width
+from skipnas.train.average import check_ema_decay
 from skipnas.train.config import PhaseConfig, TrainConfig, split_steps
 
 DEFAULTS = TrainConfig()
@@ -306,8 +307,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--steps must be at least 1, got {args.steps}")
     if args.steps is not None and args.pretrain_seconds + args.finetune_seconds <= 0:
         parser.error("--steps are split as --pretrain-seconds and --finetune-seconds are: give one of them above 0")
-    if not (math.isfinite(args.ema_decay) and 0 <= args.ema_decay < 1):
-        parser.error(f"--ema-decay must be from 0 (no average) up to, but not including, 1 (e.g. 0.99), got {args.ema_decay:g}")
+    try:
+        check_ema_decay(args.ema_decay, "--ema-decay")
+    except SkipnasError as exc:
+        parser.error(str(exc))
     if not (math.isfinite(args.finetune_lr) and args.finetune_lr > 0):
         parser.error(f"--finetune-lr must be above 0 (e.g. 5e-4), got {args.finetune_lr:g}")
     try:

@@ -300,6 +300,7 @@ def _train(args: argparse.Namespace) -> int:
     from skipnas.genome import NAMED_TOPOLOGIES, load_genome
     from skipnas.modelio import check_model_target, install_model_folder
     from skipnas.train.adapt import adapt_width
+    from skipnas.train.average import check_ema_decay
     from skipnas.train.config import TrainConfig
     from skipnas.train.losses import LossConfig
 
@@ -311,8 +312,7 @@ def _train(args: argparse.Namespace) -> int:
     width = None if args.width is None else parse_auto(args.width, int, "--width")
     if width is not None and width < 1:
         raise SkipnasError(f"--width must be auto or a whole number of 1 or more, got {width}")
-    if not (math.isfinite(args.ema_decay) and 0 <= args.ema_decay < 1):
-        raise SkipnasError(f"--ema-decay must be from 0 (no average) up to, but not including, 1 (e.g. 0.99), got {args.ema_decay:g}")
+    check_ema_decay(args.ema_decay, "--ema-decay")
     check_budgets(args)
     init = load_init_folder(args) if args.init is not None else None
     genome = init.genome if init is not None else load_genome(args.topology, base_width=width)

@@ -21,10 +21,11 @@ from torch import nn
 from skipnas.errors import SkipnasError
 
 
-def check_ema_decay(decay: float) -> float:
-    """``decay`` when it is from 0 (no average) up to, but not including, 1; otherwise one clear error."""
+def check_ema_decay(decay: float, name: str = "the weight average's decay") -> float:
+    """``decay`` when it is from 0 (no average) up to, but not including, 1; otherwise one clear error naming ``name``."""
     if not (isinstance(decay, (int, float)) and math.isfinite(decay) and 0.0 <= decay < 1.0):
-        raise SkipnasError(f"the weight average's decay must be from 0 (off) up to, but not including, 1 (e.g. 0.99), got {decay!r}")
+        shown = f"{decay:g}" if isinstance(decay, (int, float)) else repr(decay)
+        raise SkipnasError(f"{name} must be from 0 (no average) up to, but not including, 1 (e.g. 0.99), got {shown}")
     return float(decay)
 
 
@@ -38,11 +39,11 @@ class WeightAverage:
         # state_dict() tensors share storage with the model's: the lists follow every optimiser step
         live = model.state_dict()
         self.average = {name: tensor.detach().clone() for name, tensor in live.items()}
-        self._floats = [name for name, tensor in live.items() if tensor.is_floating_point()]
+        floats = [name for name, tensor in live.items() if tensor.is_floating_point()]
         self._others = [name for name, tensor in live.items() if not tensor.is_floating_point()]
-        self._live_floats = [live[name] for name in self._floats]
+        self._live_floats = [live[name] for name in floats]
         self._live_others = [live[name] for name in self._others]
-        self._average_floats = [self.average[name] for name in self._floats]
+        self._average_floats = [self.average[name] for name in floats]
 
     def current_decay(self) -> float:
         """The decay of the next update: ``decay``, smaller for the first few."""
