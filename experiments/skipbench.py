@@ -4,13 +4,17 @@ strategies replayed on the table.
     # the table: every genome of search_spaces/skipbench-depth3.toml (512), each seed a study
     python experiments/skipbench.py run --data ../shared/data/sem-fibres-shi2022/extracted --steps 150 \
         --seeds 0,1 --out experiments/results/skipbench_depth3.csv
-    # search strategies replayed on it: a lookup instead of training
-    python experiments/skipbench.py replay experiments/results/skipbench_depth3.csv --trials 100 \
-        --repetitions 100 --out experiments/results/skipbench_depth3_regret.csv
+    # search strategies replayed on it: a lookup instead of training, searching on val Dice (the
+    # search's default objective) and on the val count error
+    python experiments/skipbench.py replay experiments/results/skipbench_depth3.csv --metric dice \
+        --out experiments/results/skipbench_depth3_regret_dice.csv
+    python experiments/skipbench.py replay experiments/results/skipbench_depth3.csv --metric relative_count_error \
+        --out experiments/results/skipbench_depth3_regret_count.csv
     python experiments/skipbench.py run --smoke --out /tmp/skipbench.csv   # the demo, depth 2: 16 genomes, one seed
     # figures and tables, of a finished or a partial table
     python experiments/skipbench.py analyse experiments/results/skipbench_depth3.csv \
-        --regret experiments/results/skipbench_depth3_regret.csv \
+        --regret experiments/results/skipbench_depth3_regret_dice.csv \
+        --regret experiments/results/skipbench_depth3_regret_count.csv \
         --summary experiments/results/skipbench_depth3_summary.md --figure experiments/results/skipbench_depth3.html
 
 ``run`` trains through the search's own code: one study per training seed, Optuna's
@@ -276,7 +280,7 @@ def replay_table(args: argparse.Namespace) -> None:
         regret, trained = replay(queries, truth, strategy, args.trials, args.repetitions, maximize, first=first)
         for t in range(args.trials):
             column = regret[:, t]
-            out_rows.append({"strategy": strategy, "trials": t + 1, "mean_regret": round(float(column.mean()), 5),
+            out_rows.append({"metric": args.metric, "strategy": strategy, "trials": t + 1, "mean_regret": round(float(column.mean()), 5),
                              "p5": round(float(np.percentile(column, 5)), 5), "p95": round(float(np.percentile(column, 95)), 5),
                              "mean_trained": round(float(trained[:, t].mean()), 2)})
         print(f"{strategy}: mean regret after {args.trials} trials {regret[:, -1].mean():.4f} ({trained[:, -1].mean():.1f} genomes trained)")
@@ -387,19 +391,23 @@ def _fanova_info(genomes: Sequence[str], means: np.ndarray, links: Sequence[tupl
     return info
 
 
-def read_regret(path: Path) -> dict[str, dict[str, list[float]]]:
-    """The replay's table: per strategy, its trials, the mean, 5th and 95th percentile regret and the
-    mean number of genomes trained by then."""
+def read_regret(path: Path) -> tuple[str, dict[str, dict[str, list[float]]]]:
+    """The replay's table: its metric and, per strategy, its trials, the mean, 5th and 95th percentile
+    regret and the mean number of genomes trained by then."""
+    rows = read_table(path)
+    metrics = {row.get("metric") for row in rows}
+    if len(metrics) != 1 or None in metrics or "" in metrics:
+        raise SkipnasError(f"{path}: not one replay's table (one metric in a metric column); write it with `skipbench.py replay`")
     curves: dict[str, dict[str, list[float]]] = {}
-    for row in read_table(path):
+    for row in rows:
         curve = curves.setdefault(row["strategy"], {"trials": [], "mean": [], "p5": [], "p95": [], "trained": []})
         curve["trials"].append(int(row["trials"]))
         for key, column in (("mean", "mean_regret"), ("p5", "p5"), ("p95", "p95"), ("trained", "mean_trained")):
             curve[key].append(float(row[column]))
-    return curves
+    return metrics.pop(), curves
 
 
-def _regret_info(curves: dict[str, dict[str, list[float]]], noise_floor: float | None) -> dict[str, Any]:
+def _regret_info(curves: dict[str, dict[str, list[float]]], noise_floor: float | None, metric: str) -> dict[str, Any]:
     """The replayed regret curves and, per strategy, the first trial whose mean regret is at or below
     the noise floor (None: never within the trials replayed)."""
     reached = {}
@@ -407,7 +415,7 @@ def _regret_info(curves: dict[str, dict[str, list[float]]], noise_floor: float |
         reached[strategy] = (
             next((t for t, mean in zip(curve["trials"], curve["mean"]) if mean <= noise_floor), None) if noise_floor is not None else None
         )
-    return {"curves": curves, "noise_floor": noise_floor, "trials_to_floor": reached}
+    return {"metric": metric, "label": METRIC_LABELS[metric], "curves": curves, "noise_floor": noise_floor, "trials_to_floor": reached}
 
 
 def noise_floor(distribution: dict[str, Any]) -> float | None:
@@ -477,7 +485,7 @@ def plot_link_effects(info: dict[str, Any]) -> Any:
     return figure
 
 
-def plot_regret(info: dict[str, Any], label: str) -> Any:
+def plot_regret(info: dict[str, Any]) -> Any:
     """Mean regret against trials, 5th-95th percentile band, per strategy; the noise floor dashed."""
     import plotly.graph_objects as go
 
@@ -493,13 +501,14 @@ def plot_regret(info: dict[str, Any], label: str) -> Any:
     if info["noise_floor"] is not None:
         figure.add_hline(y=info["noise_floor"], line_dash="dash", line_color="#444", annotation_text="seed noise floor")
     figure.update_layout(
-        template="plotly_white", height=450, title=f"Regret in test {label} against trials (mean, 5th-95th percentile)",
-        xaxis_title="trials", yaxis_title=f"regret (test {label})",
+        template="plotly_white", height=450,
+        title=f"Regret in test {info['label']} against trials, searching on val {info['label']} (mean, 5th-95th percentile)",
+        xaxis_title="trials", yaxis_title=f"regret (test {info['label']})",
     )
     return figure
 
 
-def summary_markdown(distributions: Sequence[dict[str, Any]], effects: Sequence[dict[str, Any]], regret: dict[str, Any] | None) -> str:
+def summary_markdown(distributions: Sequence[dict[str, Any]], effects: Sequence[dict[str, Any]], regrets: Sequence[dict[str, Any]] = ()) -> str:
     """The analysis as markdown tables, for RESULTS."""
     from skipnas.study.report._trials import _link_label
 
@@ -519,9 +528,10 @@ def summary_markdown(distributions: Sequence[dict[str, Any]], effects: Sequence[
             value = importance.get(param)
             shown = "-" if effect is None else f"{effect:+.4f} ± {half:.4f}"
             lines.append(f"| {_link_label(param)} | {shown} | {'-' if value is None else f'{value:.3f}'} |")
-    if regret is not None:
+    for regret in regrets:
         floor = regret["noise_floor"]
-        lines += ["", f"Trials until the mean regret is within the seed noise floor ({'-' if floor is None else f'{floor:.4f}'}):", "",
+        lines += ["", f"Searching on val {regret['label']}: trials until the mean regret in test {regret['label']} is within "
+                  f"the seed noise floor ({'-' if floor is None else f'{floor:.4f}'}):", "",
                   "| strategy | trials | genomes trained by then | mean regret at the last trial |", "|---|---|---|---|"]
         for strategy, curve in regret["curves"].items():
             reached = regret["trials_to_floor"][strategy]
@@ -541,20 +551,22 @@ def analyse(args: argparse.Namespace) -> None:
         raise SkipnasError(f"{args.table}: its genomes do not have the {len(links)} links of {args.space}; give the table's --space")
     distributions = [_distribution_info(rows, metric, links, space.depth) for metric in args.metrics]
     effects = [_link_effects_info(rows, metric, links) for metric in args.metrics]
-    regret = None
-    if args.regret is not None:
-        if not args.regret.is_file():
-            raise SkipnasError(f"{args.regret}: no such file; run `skipbench.py replay` first, or leave out --regret")
-        regret = _regret_info(read_regret(args.regret), noise_floor(distributions[0]))
-    summary = summary_markdown(distributions, effects, regret)
+    regrets = []
+    for path in args.regret:
+        if not path.is_file():
+            raise SkipnasError(f"{path}: no such file; run `skipbench.py replay` first, or leave out --regret")
+        metric, curves = read_regret(path)
+        if metric not in args.metrics:
+            raise SkipnasError(f"{path}: a replay on {metric}; add it to --metrics (now {','.join(args.metrics)})")
+        regrets.append(_regret_info(curves, noise_floor(distributions[args.metrics.index(metric)]), metric))
+    summary = summary_markdown(distributions, effects, regrets)
     print(summary)
     comment = f"{args.table}: {len(rows)} runs, test metrics (held out; val chose each run's weights and counting)"
     if args.summary:
         write_text_atomic(args.summary, f"<!-- {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {comment} -->\n\n{summary}")
     if args.figure:
         figures = [plot_distribution(info) for info in distributions] + [plot_link_effects(info) for info in effects]
-        if regret is not None:
-            figures.append(plot_regret(regret, distributions[0]["label"]))
+        figures += [plot_regret(regret) for regret in regrets]
         written = write_figure_page(args.figure, figures, "SkipBench", comment, args.inline_plotlyjs)
         print("figure: " + ", ".join(str(p) for p in written))
 
@@ -606,9 +618,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     analyser.add_argument("--space", default=str(SPACE), help="the table's search space (default search_spaces/skipbench-depth3.toml)")
     analyser.add_argument(
         "--metrics", type=lambda text: text.split(","), default=["relative_count_error", "dice"],
-        help=f"comma-separated test metrics, the first also for the regret's noise floor: {','.join(METRIC_LABELS)}",
+        help=f"comma-separated test metrics: {','.join(METRIC_LABELS)}",
     )
-    analyser.add_argument("--regret", type=Path, default=None, help="the replay's table, for the regret curves (the first metric's)")
+    analyser.add_argument(
+        "--regret", type=Path, action="append", default=[], help="a replay's table, for its regret curves against its metric's noise floor (repeatable)"
+    )
     analyser.add_argument("--summary", type=Path, default=None, help="markdown tables")
     analyser.add_argument("--figure", type=Path, default=None, help="plotly HTML (and a PNG per figure when kaleido imports)")
     analyser.add_argument("--inline-plotlyjs", action="store_true", help="plotly's library inside the HTML, for reading offline")

@@ -129,7 +129,8 @@ def _analysis_rows() -> list[dict[str, str]]:
         genome = f"{number:04b}"
         mean = 0.1 + 0.1 * int(genome[0]) + 0.001 * number  # a small spread, so the ranking is strict
         for seed, offset in ((0, -DELTA), (1, DELTA)):
-            rows.append({"genome": genome, "seed": str(seed), "test_relative_count_error": str(mean + offset), "test_dice": str(0.9 - mean)})
+            test = {"test_relative_count_error": str(mean + offset), "test_dice": str(0.9 - mean - offset)}
+            rows.append({"genome": genome, "seed": str(seed), **test, **{name.replace("test", "val"): value for name, value in test.items()}})
     return rows
 
 
@@ -141,6 +142,13 @@ def depth2(load_experiment, tmp_path: Path):
     from skipnas.space import load_space
 
     return module, load_space(str(space)), space
+
+
+def _write_rows(path: Path, rows: list[dict[str, str]]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def test_the_distribution_ranks_genomes_and_counts_those_within_seed_noise(depth2) -> None:
@@ -173,8 +181,8 @@ def test_regret_reaches_the_noise_floor_at_the_first_trial_at_or_below_it(load_e
     module = load_experiment("skipbench")
     curves = {"random": {"trials": [1, 2, 3], "mean": [0.3, 0.05, 0.01], "p5": [0, 0, 0], "p95": [0.5, 0.1, 0.02], "trained": [1, 2, 3]},
               "tpe": {"trials": [1, 2, 3], "mean": [0.3, 0.2, 0.1], "p5": [0, 0, 0], "p95": [0.5, 0.3, 0.2], "trained": [1, 2, 2]}}
-    info = module._regret_info(curves, noise_floor=0.05)
-    assert info["trials_to_floor"] == {"random": 2, "tpe": None}
+    info = module._regret_info(curves, noise_floor=0.05, metric="dice")
+    assert info["trials_to_floor"] == {"random": 2, "tpe": None} and info["label"] == "Dice"
     distribution = {"noise_sd": 0.1, "seeds": [2, 2, 1]}
     assert module.noise_floor(distribution) == pytest.approx(1.96 * 0.1)  # two means of 2 seeds: SE of the gap 0.1
 
@@ -182,19 +190,32 @@ def test_regret_reaches_the_noise_floor_at_the_first_trial_at_or_below_it(load_e
 def test_analyse_writes_the_summary_and_the_figures(depth2, tmp_path: Path, capsys) -> None:
     module, _, space = depth2
     table, regret = tmp_path / "bench.csv", tmp_path / "regret.csv"
-    rows = _analysis_rows()
-    with table.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    regret.write_text("strategy,trials,mean_regret,p5,p95,mean_trained\nrandom,1,0.2,0.0,0.4,1\nrandom,2,0.01,0.0,0.02,1.5\n")
+    _write_rows(table, _analysis_rows())
+    header = "metric,strategy,trials,mean_regret,p5,p95,mean_trained\n"
+    regret.write_text(header + "relative_count_error,random,1,0.2,0.0,0.4,1\nrelative_count_error,random,2,0.01,0.0,0.02,1.5\n")
+    dice_regret = tmp_path / "regret_dice.csv"
+    dice_regret.write_text(header + "dice,tpe,1,0.05,0.0,0.1,1\n")
     summary, figure = tmp_path / "summary.md", tmp_path / "figure.html"
-    module.main(["analyse", str(table), "--space", str(space), "--regret", str(regret), "--summary", str(summary), "--figure", str(figure)])
+    module.main(["analyse", str(table), "--space", str(space), "--regret", str(regret), "--regret", str(dice_regret),
+                 "--summary", str(summary), "--figure", str(figure)])
     text = summary.read_text()
     assert "| relative count error | 16 of 16 | 32 | 0.014 | 0000: 0.100 | 8 |" in text
     assert "| e0 -> d0 | +0.1080" in text and "| random | 2 | 1.5 | 0.0100 |" in text
+    # each replay against its own metric's noise floor (Dice's noise here equals the count error's)
+    assert "Searching on val Dice: trials until the mean regret in test Dice" in text and "| tpe | not within 1 | - | 0.0500 |" in text
     page = figure.read_text()
-    assert page.count('class="plotly-graph-div"') == 5  # two distributions, two link figures, the regret
+    assert page.count('class="plotly-graph-div"') == 6  # two distributions, two link figures, two regrets
+
+
+def test_analyse_refuses_a_replay_of_a_metric_it_does_not_analyse(depth2, tmp_path: Path, capsys) -> None:
+    module, _, space = depth2
+    table, regret = tmp_path / "bench.csv", tmp_path / "regret.csv"
+    _write_rows(table, _analysis_rows())
+    regret.write_text("metric,strategy,trials,mean_regret,p5,p95,mean_trained\ncount_mae,random,1,0.2,0.0,0.4,1\n")
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(["analyse", str(table), "--space", str(space), "--regret", str(regret), "--metrics", "dice"])
+    assert exit_info.value.code == 2
+    assert "a replay on count_mae; add it to --metrics" in capsys.readouterr().err
 
 
 def test_analyse_refuses_a_table_of_another_space(depth2, tmp_path: Path, capsys) -> None:
@@ -205,3 +226,16 @@ def test_analyse_refuses_a_table_of_another_space(depth2, tmp_path: Path, capsys
         module.main(["analyse", str(table)])  # the default space has 9 links
     assert exit_info.value.code == 2
     assert "do not have the 9 links" in capsys.readouterr().err
+
+
+def test_a_replay_table_names_its_metric_and_analyse_draws_it(depth2, tmp_path: Path, capsys) -> None:
+    module, _, space = depth2
+    table, regret, summary = tmp_path / "bench.csv", tmp_path / "regret.csv", tmp_path / "summary.md"
+    _write_rows(table, _analysis_rows())
+    module.main(["replay", str(table), "--space", str(space), "--metric", "dice", "--strategies", "random,tpe",
+                 "--trials", "20", "--repetitions", "2", "--out", str(regret)])
+    rows = module.read_table(regret)
+    assert len(rows) == 2 * 20 and {row["metric"] for row in rows} == {"dice"}
+    assert [row["trials"] for row in rows[:3]] == ["1", "2", "3"] and all(float(row["mean_regret"]) >= 0 for row in rows)
+    module.main(["analyse", str(table), "--space", str(space), "--regret", str(regret), "--summary", str(summary)])
+    assert "Searching on val Dice:" in summary.read_text()
