@@ -530,8 +530,9 @@ def summary_markdown(distributions: Sequence[dict[str, Any]], effects: Sequence[
             lines.append(f"| {_link_label(param)} | {shown} | {'-' if value is None else f'{value:.3f}'} |")
     for regret in regrets:
         floor = regret["noise_floor"]
-        lines += ["", f"Searching on val {regret['label']}: trials until the mean regret in test {regret['label']} is within "
-                  f"the seed noise floor ({'-' if floor is None else f'{floor:.4f}'}):", "",
+        heading = (f"Searching on val {regret['label']}: trials until the mean regret in test {regret['label']} is within "
+                   f"the seed noise floor ({'-' if floor is None else f'{floor:.4f}'}):")
+        lines += ["", heading, "",
                   "| strategy | trials | genomes trained by then | mean regret at the last trial |", "|---|---|---|---|"]
         for strategy, curve in regret["curves"].items():
             reached = regret["trials_to_floor"][strategy]
