@@ -317,6 +317,16 @@ def seed_noise_sd(values: dict[str, list[float]]) -> float | None:
     return float(np.sqrt(np.mean(variances))) if variances else None
 
 
+def rank_agreement(first: Sequence[float], second: Sequence[float]) -> float | None:
+    """Spearman's rank correlation of two scores of the same genomes; None with fewer than three, or
+    where either score is the same for all (then no ranking exists)."""
+    from scipy import stats
+
+    if len(first) < 3 or len(set(first)) == 1 or len(set(second)) == 1:
+        return None
+    return float(stats.spearmanr(first, second).statistic)
+
+
 def baseline_bits(links: Sequence[tuple[int, int]], depth: int) -> dict[str, str]:
     """The table key of each named baseline topology."""
     from skipnas.genome import named_skips
@@ -337,6 +347,9 @@ def _distribution_info(rows: Sequence[dict[str, str]], metric: str, links: Seque
     if noise is not None:
         best, best_seeds = means[0], seeds[0]
         within = sum(1 for mean, n in zip(means, seeds) if sign * (mean - best) <= Z * noise * np.sqrt(1 / n + 1 / best_seeds))
+    # how far a genome's rank is topology rather than training noise: two seeds' runs, and val against test
+    both = [runs[:2] for runs in values.values() if len(runs) >= 2]
+    val = genome_means(rows, metric, split="val")
     rank = {genome: index + 1 for index, genome in enumerate(ranked)}
     baselines = {
         name: {"genome": bits, "rank": rank[bits], "mean": means[rank[bits] - 1]}
@@ -345,7 +358,8 @@ def _distribution_info(rows: Sequence[dict[str, str]], metric: str, links: Seque
     return {
         "metric": metric, "label": METRIC_LABELS[metric], "maximize": _maximize(metric), "genomes": ranked, "means": means,
         "seeds": seeds, "runs": sum(seeds), "space_size": 2 ** len(links), "noise_sd": noise, "within_noise": within,
-        "baselines": baselines,
+        "baselines": baselines, "seed_agreement": rank_agreement([runs[0] for runs in both], [runs[1] for runs in both]),
+        "val_test_agreement": rank_agreement([float(np.mean(val[genome])) for genome in ranked], means),
     }
 
 
@@ -512,12 +526,13 @@ def summary_markdown(distributions: Sequence[dict[str, Any]], effects: Sequence[
     """The analysis as markdown tables, for RESULTS."""
     from skipnas.study.report._trials import _link_label
 
-    lines = ["| metric (test, mean over seeds) | topologies | runs | run SD (seed noise) | best | within noise of the best | "
-             + " | ".join(BASELINE_NAMES) + " |", "|---|---|---|---|---|---|" + "---|" * len(BASELINE_NAMES)]
+    lines = ["| metric (test, mean over seeds) | topologies | runs | run SD (seed noise) | rank correlation: seed 0 / 1, val / test | best | "
+             "within noise of the best | " + " | ".join(BASELINE_NAMES) + " |", "|---|---|---|---|---|---|---|" + "---|" * len(BASELINE_NAMES)]
     for info in distributions:
         ranks = [f"{b['mean']:.3f} (#{b['rank']})" if (b := info["baselines"].get(name)) else "-" for name in BASELINE_NAMES]
         noise = "-" if info["noise_sd"] is None else f"{info['noise_sd']:.3f}"
-        lines.append(f"| {info['label']} | {len(info['genomes'])} of {info['space_size']} | {info['runs']} | {noise} | "
+        agreement = " / ".join("-" if rho is None else f"{rho:.2f}" for rho in (info["seed_agreement"], info["val_test_agreement"]))
+        lines.append(f"| {info['label']} | {len(info['genomes'])} of {info['space_size']} | {info['runs']} | {noise} | {agreement} | "
                      f"{info['genomes'][0]}: {info['means'][0]:.3f} | {info['within_noise'] if info['within_noise'] is not None else '-'} | "
                      + " | ".join(ranks) + " |")
     for info in effects:

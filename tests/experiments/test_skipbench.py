@@ -162,6 +162,7 @@ def test_the_distribution_ranks_genomes_and_counts_those_within_seed_noise(depth
     # the baselines by their skip matrices: standard links e0->d0 and e1->d1 (genes 1 and 4: 1001)
     assert info["baselines"]["standard"]["genome"] == "1001" and info["baselines"]["none"] == {"genome": "0000", "rank": 1, "mean": pytest.approx(0.1)}
     assert info["baselines"]["standard"]["rank"] == 10  # after the eight 0xxx genomes and 1000
+    assert info["seed_agreement"] == pytest.approx(1.0) and info["val_test_agreement"] == pytest.approx(1.0)
     dice = module._distribution_info(_analysis_rows(), "dice", space.searchable_links(), space.depth)
     assert dice["maximize"] and dice["genomes"][0] == "0000"  # Dice is 0.9 - error: the highest first
 
@@ -199,7 +200,7 @@ def test_analyse_writes_the_summary_and_the_figures(depth2, tmp_path: Path, caps
     module.main(["analyse", str(table), "--space", str(space), "--regret", str(regret), "--regret", str(dice_regret),
                  "--summary", str(summary), "--figure", str(figure)])
     text = summary.read_text()
-    assert "| relative count error | 16 of 16 | 32 | 0.014 | 0000: 0.100 | 8 |" in text
+    assert "| relative count error | 16 of 16 | 32 | 0.014 | 1.00 / 1.00 | 0000: 0.100 | 8 |" in text
     assert "| e0 -> d0 | +0.1080" in text and "| random | 2 | 1.5 | 0.0100 |" in text
     # each replay against its own metric's noise floor (Dice's noise here equals the count error's)
     assert "Searching on val Dice: trials until the mean regret in test Dice" in text and "| tpe | not within 1 | - | 0.0500 |" in text
@@ -239,3 +240,21 @@ def test_a_replay_table_names_its_metric_and_analyse_draws_it(depth2, tmp_path: 
     assert [row["trials"] for row in rows[:3]] == ["1", "2", "3"] and all(float(row["mean_regret"]) >= 0 for row in rows)
     module.main(["analyse", str(table), "--space", str(space), "--regret", str(regret), "--summary", str(summary)])
     assert "Searching on val Dice:" in summary.read_text()
+
+
+def test_rank_agreement_tells_topology_from_noise(depth2) -> None:
+    module, space, _ = depth2
+    links, metric = space.searchable_links(), "relative_count_error"
+    reversed_seed = _analysis_rows()
+    for row in reversed_seed:  # seed 1 ranks the genomes in reverse: the seeds disagree
+        if row["seed"] == "1":
+            row["test_relative_count_error"] = str(1.0 - float(row["test_relative_count_error"]))
+    info = module._distribution_info(reversed_seed, metric, links, space.depth)
+    assert info["seed_agreement"] == pytest.approx(-1.0)
+    assert info["val_test_agreement"] is None  # every genome's test mean is now the same: nothing to rank
+    reversed_val = _analysis_rows()
+    for row in reversed_val:  # val ranks the genomes in reverse: choosing on val picks the worst on test
+        row["val_relative_count_error"] = str(-float(row["test_relative_count_error"]))
+    info = module._distribution_info(reversed_val, metric, links, space.depth)
+    assert info["val_test_agreement"] == pytest.approx(-1.0) and info["seed_agreement"] == pytest.approx(1.0)
+    assert module.rank_agreement([0.1, 0.2], [0.2, 0.1]) is None
