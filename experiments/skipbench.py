@@ -294,6 +294,8 @@ def replay_table(args: argparse.Namespace) -> None:
 
 BASELINE_NAMES = ("standard", "semi-dense", "reverse", "dense", "none")
 METRIC_LABELS = {"relative_count_error": "relative count error", "count_mae": "count MAE", "dice": "Dice"}
+# the summary's regret columns: trials a search of the default budget (50) passes on its way
+REGRET_CHECKPOINTS = (5, 10, 20, 50)
 # two genome means differ beyond the seed noise when their gap exceeds Z times its standard error
 Z = 1.96
 
@@ -548,12 +550,15 @@ def summary_markdown(distributions: Sequence[dict[str, Any]], effects: Sequence[
         heading = (f"Searching on val {regret['label']}: trials until the mean regret in test {regret['label']} is within "
                    f"the seed noise floor ({'-' if floor is None else f'{floor:.4f}'}):")
         lines += ["", heading, "",
-                  "| strategy | trials | genomes trained by then | mean regret at the last trial |", "|---|---|---|---|"]
+                  "| strategy | trials | genomes trained by then | " + " | ".join(f"mean regret (p95) at {t} trials" for t in REGRET_CHECKPOINTS)
+                  + " | at the last trial |", "|---|---|---|" + "---|" * (len(REGRET_CHECKPOINTS) + 1)]
         for strategy, curve in regret["curves"].items():
             reached = regret["trials_to_floor"][strategy]
             shown = reached if reached is not None else f"not within {curve['trials'][-1]}"
             cost = f"{curve['trained'][curve['trials'].index(reached)]:.1f}" if reached is not None else "-"
-            lines.append(f"| {strategy} | {shown} | {cost} | {curve['mean'][-1]:.4f} |")
+            at = [curve["trials"].index(t) if t in curve["trials"] else None for t in (*REGRET_CHECKPOINTS, curve["trials"][-1])]
+            regrets = " | ".join("-" if i is None else f"{curve['mean'][i]:.4f} ({curve['p95'][i]:.4f})" for i in at)
+            lines.append(f"| {strategy} | {shown} | {cost} | {regrets} |")
     return "\n".join(lines) + "\n"
 
 

@@ -201,9 +201,9 @@ def test_analyse_writes_the_summary_and_the_figures(depth2, tmp_path: Path, caps
                  "--summary", str(summary), "--figure", str(figure)])
     text = summary.read_text()
     assert "| relative count error | 16 of 16 | 32 | 0.014 | 1.00 / 1.00 | 0000: 0.100 | 8 |" in text
-    assert "| e0 -> d0 | +0.1080" in text and "| random | 2 | 1.5 | 0.0100 |" in text
+    assert "| e0 -> d0 | +0.1080" in text and "| random | 2 | 1.5 | - | - | - | - | 0.0100 (0.0200) |" in text
     # each replay against its own metric's noise floor (Dice's noise here equals the count error's)
-    assert "Searching on val Dice: trials until the mean regret in test Dice" in text and "| tpe | not within 1 | - | 0.0500 |" in text
+    assert "Searching on val Dice: trials until the mean regret in test Dice" in text and "| tpe | not within 1 | - | - | - | - | - | 0.0500 (0.1000) |" in text
     page = figure.read_text()
     assert page.count('class="plotly-graph-div"') == 6  # two distributions, two link figures, two regrets
 
@@ -239,7 +239,10 @@ def test_a_replay_table_names_its_metric_and_analyse_draws_it(depth2, tmp_path: 
     assert len(rows) == 2 * 20 and {row["metric"] for row in rows} == {"dice"}
     assert [row["trials"] for row in rows[:3]] == ["1", "2", "3"] and all(float(row["mean_regret"]) >= 0 for row in rows)
     module.main(["analyse", str(table), "--space", str(space), "--regret", str(regret), "--summary", str(summary)])
-    assert "Searching on val Dice:" in summary.read_text()
+    text = summary.read_text()
+    assert "Searching on val Dice:" in text
+    at_10 = next(row for row in rows if row["strategy"] == "tpe" and row["trials"] == "10")
+    assert f"{float(at_10['mean_regret']):.4f} ({float(at_10['p95']):.4f})" in text.split("| tpe |")[1].split("\n")[0]
 
 
 def test_rank_agreement_tells_topology_from_noise(depth2) -> None:
