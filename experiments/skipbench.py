@@ -24,7 +24,7 @@ per genome and seed: validation scores, which chose each run's weights and count
 scores) is rewritten atomically. Running it again resumes: the rows of the table go back into the
 studies as finished trials, so only the missing genomes train, even where the studies are gone.
 
-``replay`` runs each strategy (random, skipnas's TPE, Optuna's univariate TPE, NSGA-II) against the table
+``replay`` runs each strategy (random, skipnas's multivariate TPE, a univariate TPE, NSGA-II) against the table
 as ``skipnas search`` runs: the named baselines first, then the strategy's own queries; a query
 returns the validation score of one seed drawn at random, as a search sees it, and a genome queried
 again reuses its first result without training. After each trial the strategy's choice (its best
@@ -212,11 +212,12 @@ def load_lookup(rows: Sequence[dict[str, str]], metric: str) -> tuple[dict[str, 
 
 def make_strategy(name: str, seed: int) -> optuna.samplers.BaseSampler:
     """``tpe``, ``random`` and ``nsga2`` are skipnas search's own samplers (its TPE multivariate, after
-    10 random trials); ``tpe-univariate`` is Optuna's default TPE."""
+    10 random trials, as Optuna 5's default TPE); ``tpe-univariate`` models each gene on its own, as
+    Optuna's TPE did by default before version 5."""
     from skipnas.study.driver import make_sampler
 
     if name == "tpe-univariate":
-        return optuna.samplers.TPESampler(seed=seed)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=False, n_startup_trials=10)
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; known: {', '.join(STRATEGIES)}")
     return make_sampler(name, seed)

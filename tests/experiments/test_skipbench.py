@@ -33,6 +33,18 @@ def test_with_exact_queries_the_regret_falls_to_zero_and_never_rises(load_experi
     assert (regret[:, -1] == 0).all()
 
 
+def test_the_univariate_tpe_is_another_strategy_than_the_searchs(load_experiment) -> None:
+    # Optuna 5's default TPE is multivariate, as the search's: the univariate one must be asked for
+    module = load_experiment("skipbench")
+    rng = np.random.default_rng(3)
+    truth = {f"{i:05b}": float(rng.random()) for i in range(32)}
+    queries, _ = _table(truth)
+    _, multivariate = module.replay(queries, truth, "tpe", trials=30, repetitions=2)
+    _, univariate = module.replay(queries, truth, "tpe-univariate", trials=30, repetitions=2)
+    assert (multivariate[:, :10] == univariate[:, :10]).all()  # the same 10 random trials first
+    assert (multivariate != univariate).any()
+
+
 def test_the_choice_follows_the_queries_and_the_regret_the_truth(load_experiment) -> None:
     module = load_experiment("skipbench")
     # validation ranks 111 first, the test truth ranks it last: a search that believes val ends 3 links off
