@@ -558,8 +558,8 @@ def summary_markdown(distributions: Sequence[dict[str, Any]], effects: Sequence[
             shown = reached if reached is not None else f"not within {curve['trials'][-1]}"
             cost = f"{curve['trained'][curve['trials'].index(reached)]:.1f}" if reached is not None else "-"
             at = [curve["trials"].index(t) if t in curve["trials"] else None for t in (*REGRET_CHECKPOINTS, curve["trials"][-1])]
-            regrets = " | ".join("-" if i is None else f"{curve['mean'][i]:.4f} ({curve['p95'][i]:.4f})" for i in at)
-            lines.append(f"| {strategy} | {shown} | {cost} | {regrets} |")
+            cells = " | ".join("-" if i is None else f"{curve['mean'][i]:.4f} ({curve['p95'][i]:.4f})" for i in at)
+            lines.append(f"| {strategy} | {shown} | {cost} | {cells} |")
     return "\n".join(lines) + "\n"
 
 
