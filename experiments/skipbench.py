@@ -202,12 +202,8 @@ def run(args: argparse.Namespace) -> None:
 
 def load_lookup(rows: Sequence[dict[str, str]], metric: str) -> tuple[dict[str, list[float]], dict[str, float]]:
     """Per genome: the validation ``metric`` of each seed (what a query sees) and the test mean (the truth)."""
-    queries: dict[str, list[float]] = {}
-    truth: dict[str, list[float]] = {}
-    for row in rows:
-        queries.setdefault(row["genome"], []).append(float(row[f"val_{metric}"]))
-        truth.setdefault(row["genome"], []).append(float(row[f"test_{metric}"]))
-    return queries, {genome: float(np.mean(values)) for genome, values in truth.items()}
+    truth = genome_means(rows, metric, split="test")
+    return genome_means(rows, metric, split="val"), {genome: float(np.mean(values)) for genome, values in truth.items()}
 
 
 def make_strategy(name: str, seed: int) -> optuna.samplers.BaseSampler:

@@ -102,11 +102,7 @@ def test_a_run_resumes_from_its_table_and_trains_only_the_missing_genomes(tmp_pa
     fields = ["genome", "topology", "seed", "trial", "steps", "train_seconds", "params", "flops", "predicted_peak_mib",
               "val_dice", "val_count_mae", "val_relative_count_error", "test_dice", "test_count_mae",
               "test_relative_count_error", "test_object_precision", "test_object_recall"]
-    with out.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        for genome in kept:
-            writer.writerow({**dict.fromkeys(fields, "0.5"), "genome": genome, "topology": "earlier", "seed": "0"})
+    _write_rows(out, [{**dict.fromkeys(fields, "0.5"), "genome": genome, "topology": "earlier", "seed": "0"} for genome in kept])
     command = [sys.executable, str(REPO / "experiments" / "skipbench.py"), "run", "--smoke", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)]
     result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
