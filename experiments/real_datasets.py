@@ -6,6 +6,7 @@
     python experiments/real_datasets.py --data DIR --set scale=1 --set normalise=dataset   # a recipe (also tile, batch, auxiliary, invert=on|off)
     python experiments/real_datasets.py --data DIR --steps 300 --finetune-lr 1e-3   # equal steps, whatever the machine's speed; another rate
     python experiments/real_datasets.py --data DIR --ema-decay 0.99   # validate and keep a moving average of the weights
+    python experiments/real_datasets.py --data DIR --selection objects   # each network also counted as another calibration rule chooses
     python experiments/real_datasets.py --smoke --out /tmp/smoke.csv
 
 For each dataset and seed, ``skipnas train``'s defaults (standard topology, 180 s of
@@ -50,22 +51,26 @@ from typing import Any
 import numpy as np
 
 from skipnas.candidate import (
+    CandidateResult,
+    PreparedData,
     adapt_config_to_dataset,
     calibrate_counting,
     evaluate_predictions,
+    extra_calibration_images,
     open_dataset,
     prepare_data,
     train_candidate,
+    training_images_for_counting,
 )
-from skipnas.counting.calibrate import CalibrationGrid
+from skipnas.counting.calibrate import SELECTIONS, CalibrationGrid, calibrate_each
 from skipnas.counting.classical import ClassicalConfig, evaluate_classical
-from skipnas.counting.postprocess import count_particles
-from skipnas.data.loading import load_labeled
+from skipnas.counting.postprocess import PostprocessConfig, count_particles
+from skipnas.data.loading import LabeledImage, load_labeled
 from skipnas.data.particles import measure_particles
 from skipnas.data.statistics import particle_sizes
 from skipnas.errors import SkipnasError
 from skipnas.genome import DEFAULT_BASE_WIDTH, DEFAULT_DEPTH, Genome
-from skipnas.predict import Prediction, predict_image, predict_images
+from skipnas.predict import Prediction, auxiliary_maps, predict_image, predict_images
 from skipnas.runtime.metrics import count_metrics, object_metrics
 from skipnas.runtime.normalise import prepare_image
 from skipnas.train.adapt import adapt_width
@@ -125,6 +130,11 @@ def network_rows(data: str, seed: int, args: argparse.Namespace, fixed: bool, re
             result.training.model, images, prepared.normalisation, result.training.setup, config.val_tile,
             config.val_overlap, config.tta, config.scale,
         )
+        if split == "val" and not fixed:
+            countings |= {
+                f"{method}, counting chosen by {selection}": postprocess
+                for selection, postprocess in other_selections(args.selection, result, prepared, config, images, predictions).items()
+            }
         if split == "val" and "calibrated_on" in result.calibration:
             # the same network counted as before the training images joined the calibration: a paired comparison
             countings[method + ", counting chosen on val alone"] = calibrate_counting(
@@ -145,6 +155,46 @@ def network_rows(data: str, seed: int, args: argparse.Namespace, fixed: bool, re
                 for row in metrics["rows"]
             ]
     return rows
+
+
+def other_selections(
+    selections: list[str], result: CandidateResult, prepared: PreparedData, config: TrainConfig, val_images: list[LabeledImage],
+    val_predictions: list[Prediction],
+) -> dict[str, PostprocessConfig]:
+    """The countings each of ``selections`` chooses for the trained network, named by what chose them:
+    on the images the defaults' calibration chose on (val, and the same training images where they
+    joined it), a paired comparison; and, with the defaults' rule too, on training images alone, drawn as a
+    calibration draws them, so that val scores each rule on images that chose nothing."""
+    if not selections:
+        return {}
+
+    predicted: dict[str, Prediction] = {}  # by stem: both calibrations may draw the same training images
+
+    def predict(images: list[LabeledImage]) -> list[Prediction]:
+        for item in images:
+            if item.stem not in predicted:
+                predicted[item.stem] = predict_images(
+                    result.training.model, [item], prepared.normalisation, result.training.setup, config.val_tile, config.val_overlap,
+                    config.tta, config.scale,
+                )[0]
+        return [predicted[item.stem] for item in images]
+
+    def choose(predictions: list[Prediction], images: list[LabeledImage], rules: list[str]) -> dict[str, PostprocessConfig]:
+        chosen = calibrate_each(
+            [p.foreground for p in predictions], [item.instances for item in images], PostprocessConfig(), config.count_grid,
+            auxiliary_maps(predictions), rules,
+        )
+        return {rule: setting for rule, (setting, _) in chosen.items()}
+
+    extra, _ = extra_calibration_images(prepared, config.calibrate_on)
+    countings = {
+        selection: setting
+        for selection, setting in choose(val_predictions + predict(extra), [*val_images, *extra], selections).items()
+    }
+    train = training_images_for_counting(prepared.index)
+    rules = list(dict.fromkeys([config.calibration_selection, *selections]))
+    countings |= {f"{rule} on train alone": setting for rule, setting in choose(predict(train), train, rules).items()}
+    return countings
 
 
 def network_genome(width: int | None, config: TrainConfig) -> Genome:
@@ -291,6 +341,10 @@ def main(argv: list[str] | None = None) -> int:
         help="a recipe: override one data-adapted setting (scale, tile, batch, auxiliary, normalise, invert=on|off); repeatable",
     )
     parser.add_argument("--per-image-scale", action="store_true", help="also count each test image at its own estimated scale")
+    parser.add_argument(
+        "--selection", action="append", default=[], choices=SELECTIONS,
+        help="also count each network with the counting this rule chooses on the same calibration images (repeatable)",
+    )
     parser.add_argument("--no-classical", action="store_true", help="leave the classical baseline out")
     parser.add_argument("--smoke", action="store_true", help="the demo data, 2 s budgets: checks the plumbing")
     parser.add_argument("--out", type=Path, required=True, help="CSV of per-image rows")
@@ -330,9 +384,10 @@ def main(argv: list[str] | None = None) -> int:
                 rows += network_rows(data, seed, args, fixed=False, recipe=recipe)
                 if args.fixed:
                     rows += network_rows(data, seed, args, fixed=True, recipe={})
+                write_csv(args.out, rows)  # after each network, so a long run keeps what it finished
             if not args.no_classical:
                 rows += classical_rows(data)
-            write_csv(args.out, rows)  # after each dataset, so a long run keeps what it finished
+                write_csv(args.out, rows)
     except SkipnasError as exc:
         print(f"real_datasets: {exc}", file=sys.stderr)
         return 2

@@ -166,8 +166,13 @@ def extra_calibration_images(data: PreparedData, calibrate_on: str) -> tuple[lis
     if calibrate_on == "auto" and particles >= FEW_PARTICLES:
         return [], None
     why = "asked for" if calibrate_on == "val+train" else f"val holds {particles} particles, fewer than {FEW_PARTICLES}"
-    extra = draw_until_enough(data.index.samples("train"), lambda sample: load_labeled([sample]), lambda item: count_instances(item.instances), particles)
-    return extra, why
+    return training_images_for_counting(data.index, particles), why
+
+
+def training_images_for_counting(index: DatasetIndex, held: int = 0) -> list[LabeledImage]:
+    """Training images, drawn as a calibration draws them, until with ``held`` particles it holds enough
+    (:func:`~skipnas.counting.calibrate.draw_until_enough`)."""
+    return draw_until_enough(index.samples("train"), lambda sample: load_labeled([sample]), lambda item: count_instances(item.instances), held)
 
 
 @dataclass

@@ -1,10 +1,10 @@
-"""Choosing the post-processing on validation images: a small grid search minimising count MAE.
+"""Choosing the post-processing on validation images: a small grid search minimising count errors.
 
 Every setting of the grid (threshold x erode x dilate x min_area x min_peak_probability x counting
 method, each method with its own settings: the fibre method's maximum turn, the seeded method's
 seed threshold and peak fraction, and where the grid gives them, the peak window of watershed and
-seeded) is scored on all images. The best counts best and most steadily (``selection``, see
-:func:`calibrate`); ties go to the lower count MAE, the higher pooled Dice, then to the simpler
+seeded) is scored on all images: its count and which particles it gets right (matched to the true
+ones). The best counts best and most steadily (``selection``, see :func:`calibrate`); ties go to the lower count MAE, the higher pooled Dice, then to the simpler
 setting (the methods in the order of ``METHODS``, fewer and smaller morphology steps, threshold
 nearer 0.5, smaller min_area, no peak filter). Work is shared: each threshold, erosion and
 dilation is computed once per image for every method, each mask's relief (its distance transform
@@ -41,7 +41,7 @@ from skipnas.data.io import count_instances
 from skipnas.data.rescale import resize_instances
 from skipnas.errors import SkipnasError
 from skipnas.progress import progress_bar
-from skipnas.runtime.metrics import PixelMetrics, pixel_confusion
+from skipnas.runtime.metrics import PixelMetrics, matched_count, object_metrics, overlap_pairs, pixel_confusion
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -154,24 +154,34 @@ def _simplicity(config: PostprocessConfig) -> tuple[float, ...]:
 
 @dataclass
 class _Scores:
-    """One setting's segmentation confusion and its count error on each image."""
+    """One setting's segmentation confusion and, per image, its count error and the particles matching gets wrong."""
 
     tp: int = 0
     fp: int = 0
     fn: int = 0
     errors: list[int] = field(default_factory=list)
+    # counted particles matching no true one, and true ones matched by none
+    false_particles: list[int] = field(default_factory=list)
+    missed_particles: list[int] = field(default_factory=list)
 
 
-SELECTIONS: tuple[str, ...] = ("stable", "mean")
-# bootstrap resamples of the images, and the quantile of a setting's resampled count MAE that "stable" minimises
+SELECTIONS: tuple[str, ...] = ("stable", "mean", "objects", "balanced")
+# bootstrap resamples of the images, and the quantile of a setting's resampled error that the resampled selections minimise
 BOOTSTRAP_RESAMPLES = 200
 STABLE_QUANTILE = 0.8
+_RESAMPLED_AT = f"taken at its {STABLE_QUANTILE:.0%} quantile over {BOOTSTRAP_RESAMPLES} bootstrap resamples of the images"
+OBJECTIVES: dict[str, str] = {
+    "stable": f"lowest count MAE, {_RESAMPLED_AT}",
+    "mean": "lowest count MAE",
+    "objects": f"fewest particles wrong per image (counted ones matching no true particle plus true ones matched by none), {_RESAMPLED_AT}",
+    "balanced": f"lowest per-image larger of the counted particles matching no true one and the true ones matched by none, {_RESAMPLED_AT}",
+}
 
 
 def bootstrap_maes(abs_errors: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> np.ndarray:
     """(settings, resamples) count MAEs of ``abs_errors`` (settings, images) over resamples of the
     images drawn with replacement; the same resamples for every setting, so they compare alike."""
-    settings, images = abs_errors.shape
+    images = abs_errors.shape[1]
     draws = np.random.default_rng(seed).integers(0, images, size=(resamples, images))
     # how often each image is drawn in each resample: one matrix product instead of a gather per resample
     weights = np.zeros((resamples, images))
@@ -223,7 +233,12 @@ def calibrate(
     ``selection="stable"`` takes the lowest ``STABLE_QUANTILE`` quantile of the count MAE over
     bootstrap resamples of the images: on a few images a setting that counts one image exactly and
     another badly loses to one that counts every image nearly right, which carries over to new
-    images more often. ``"mean"`` takes the lowest count MAE on the images as they are.
+    images more often. ``"mean"`` takes the lowest count MAE on the images as they are. Two choose
+    by the particles, as :func:`~skipnas.runtime.metrics.match_objects` matches them, at the same
+    quantile over the same resamples: ``"objects"`` the fewest wrong per image (counted particles
+    matching no true one plus true ones matched by none), where a merge cannot cancel a split;
+    ``"balanced"`` the lowest larger of the two per image, which is half that sum plus half the
+    count error.
 
     ``base`` supplies the settings the grid does not vary (iterations, the watershed's peak fraction).
     The maps may be at a model's input scale, smaller than the masks: the settings' pixel sizes are
@@ -232,28 +247,58 @@ def calibrate(
     erosion and dilation) tried. The
     table holds ``images``, ``settings``, ``objective``, ``best`` (the winning row) and
     ``results``: one row per setting, best first, with its config fields, ``count_mae``,
-    ``count_mse``, ``exact_count_accuracy``, ``stable_count_mae`` and ``dice``; ``spread``: the
-    chosen setting's count MAE over the resamples (5th and 95th percentile), the particles
-    calibrated on and how many settings were tried.
+    ``count_mse``, ``exact_count_accuracy``, ``stable_count_mae``, ``object_errors`` (particles wrong
+    per image), ``object_precision``, ``object_recall`` and ``dice``; ``spread``: the
+    chosen setting's count MAE over the resamples (5th and 95th percentile) and its errors per image;
+    the particles calibrated on and how many settings were tried.
     """
-    if selection not in SELECTIONS:
-        raise PostprocessConfigError(f"selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
+    return calibrate_each(probs, true_instances, base, grid, auxiliary, (selection,), progress)[selection]
+
+
+def calibrate_each(
+    probs: Sequence[np.ndarray],
+    true_instances: Sequence[np.ndarray],
+    base: PostprocessConfig | None = None,
+    grid: CalibrationGrid | Mapping[str, Any] | None = None,
+    auxiliary: Sequence[np.ndarray] | None = None,
+    selections: Sequence[str] = ("stable",),
+    progress: bool = False,
+) -> dict[str, tuple[PostprocessConfig, dict[str, Any]]]:
+    """:func:`calibrate` under each of ``selections``, the grid scored once: selection -> (setting, table)."""
+    for selection in selections:
+        if selection not in SELECTIONS:
+            raise PostprocessConfigError(f"selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
     base = base or PostprocessConfig()
     if grid is None:
         grid = CalibrationGrid()
     elif not isinstance(grid, CalibrationGrid):
         grid = CalibrationGrid.from_dict(grid)
     _check_inputs(probs, true_instances, auxiliary)
+    true_counts = [count_instances(true) for true in true_instances]
+    scores = _score_grid(probs, true_instances, true_counts, base, grid, auxiliary, progress)
+    return {selection: _rank(scores, true_counts, selection) for selection in selections}
+
+
+def _score_grid(
+    probs: Sequence[np.ndarray],
+    true_instances: Sequence[np.ndarray],
+    true_counts: Sequence[int],
+    base: PostprocessConfig,
+    grid: CalibrationGrid,
+    auxiliary: Sequence[np.ndarray] | None,
+    progress: bool,
+) -> dict[PostprocessConfig, _Scores]:
+    """Every setting of ``grid`` scored on every image."""
     settings = grid.method_configs(base, auxiliary is not None)
     if not settings:
         raise PostprocessConfigError(
             f"calibration grid methods {', '.join(grid.methods or (base.method,))} all need the auxiliary map "
             "of a model trained with an auxiliary head; add a method such as blobs"
         )
-    # Dice (a tie-break) on the maps' pixels; the counts always come from the masks as drawn
-    truths = [resize_instances(np.asarray(true), np.shape(prob)) != 0 for prob, true in zip(probs, true_instances)]
+    # Dice (a tie-break) and the particle matching on the maps' pixels; the counts always come from the masks as drawn
+    true_at_maps = [resize_instances(np.asarray(true), np.shape(prob)) for prob, true in zip(probs, true_instances)]
+    truths = [true != 0 for true in true_at_maps]
     filters = list(itertools.product(grid.min_area, grid.min_peak_probability))
-    true_counts = [count_instances(true) for true in true_instances]
     # checked and converted once: every threshold and the particles' peaks read the same maps
     probs = [as_probabilities(prob) for prob in probs]
     # particle peaks are needed only where the grid filters by them
@@ -294,26 +339,48 @@ def calibrate(
                                 areas_by_peak = {least: np.where(peaks >= least, areas, 0) for least in grid.min_peak_probability}
                             else:
                                 areas_by_peak = {0.0: areas}
+                            pairs = overlap_pairs(labels, true_at_maps[image])
                             for smallest, least_peak, score in by_filter:
-                                count = int((areas_by_peak[least_peak] >= smallest).sum())
+                                kept = np.concatenate([[False], areas_by_peak[least_peak] >= smallest])
+                                count = int(kept.sum())
+                                matched = matched_count(pairs, kept)
                                 score.errors.append(count - true_counts[image])
+                                score.false_particles.append(count - matched)
+                                score.missed_particles.append(true_counts[image] - matched)
                     bar.advance()
-    images = len(probs)
+    return scores
+
+
+def _rank(scores: Mapping[PostprocessConfig, _Scores], true_counts: Sequence[int], selection: str) -> tuple[PostprocessConfig, dict[str, Any]]:
+    """The best setting under ``selection`` and :func:`calibrate`'s table."""
+    images = len(true_counts)
     configs = list(scores)
-    errors = np.array([scores[config].errors for config in configs], dtype=np.float64).reshape(len(configs), images)
+
+    def per_image(name: str) -> np.ndarray:
+        return np.array([getattr(scores[config], name) for config in configs], dtype=np.float64).reshape(len(configs), images)
+
+    errors, false, missed = per_image("errors"), per_image("false_particles"), per_image("missed_particles")
     abs_errors = np.abs(errors)
     resampled = bootstrap_maes(abs_errors)
     stable = np.quantile(resampled, STABLE_QUANTILE, axis=1)
+    per_image_criterion = {"objects": false + missed, "balanced": np.maximum(false, missed)}
+    primary = (
+        np.quantile(bootstrap_maes(per_image_criterion[selection]), STABLE_QUANTILE, axis=1)
+        if selection in per_image_criterion
+        else {"stable": stable, "mean": abs_errors.mean(axis=1)}[selection]
+    )
+    total_true = int(sum(true_counts))
     rows = []
     for index, config in enumerate(configs):
         score = scores[config]
         dice = PixelMetrics.from_counts(score.tp, score.fp, score.fn).dice
         mae = float(abs_errors[index].mean())
-        # rounded so that float noise never outranks the tie-breaks
-        primary = round(float(stable[index]), 9) if selection == "stable" else mae
+        matched = total_true - int(missed[index].sum())
+        matches = object_metrics([(matched, int(false[index].sum()), int(missed[index].sum()))])
         rows.append(
             (
-                (primary, mae, -dice, _simplicity(config)),
+                # rounded so that float noise never outranks the tie-breaks
+                (round(float(primary[index]), 9), mae, -dice, _simplicity(config)),
                 index,
                 config,
                 {
@@ -322,28 +389,27 @@ def calibrate(
                     "count_mse": float(np.mean(errors[index] ** 2)),
                     "exact_count_accuracy": float(np.mean(errors[index] == 0)),
                     "stable_count_mae": float(stable[index]),
+                    "object_errors": float((false[index] + missed[index]).mean()),
+                    "object_precision": matches["object_precision"],
+                    "object_recall": matches["object_recall"],
                     "dice": dice,
                 },
             )
         )
     rows.sort(key=lambda row: row[0])
     best_index = rows[0][1]
-    objective = (
-        f"lowest {STABLE_QUANTILE:.0%} quantile of the count MAE over {BOOTSTRAP_RESAMPLES} bootstrap resamples of the images"
-        if selection == "stable"
-        else "lowest count MAE"
-    )
     table = {
         "images": images,
-        "particles": int(sum(true_counts)),
+        "particles": total_true,
         "settings": len(rows),
         "selection": selection,
-        "objective": f"{objective}, then lowest count MAE, highest Dice, the simplest setting",
+        "objective": f"{OBJECTIVES[selection]}, then lowest count MAE, highest Dice, the simplest setting",
         "spread": {
             "count_mae": float(abs_errors[best_index].mean()),
             "count_mae_p5": float(np.percentile(resampled[best_index], 5)),
             "count_mae_p95": float(np.percentile(resampled[best_index], 95)),
             "per_image_errors": [int(e) for e in errors[best_index]],
+            "per_image_object_errors": [int(e) for e in false[best_index] + missed[best_index]],
         },
         "best": rows[0][3],
         "results": [row[3] for row in rows],
@@ -385,6 +451,8 @@ def calibration_record(table: Mapping[str, Any], grid: CalibrationGrid | None = 
         "count_mae": spread["count_mae"],
         "count_mae_90_interval": [spread["count_mae_p5"], spread["count_mae_p95"]],
         "per_image_errors": spread["per_image_errors"],
+        "object_precision": table["best"]["object_precision"],
+        "object_recall": table["best"]["object_recall"],
         "min_area_grid": list((grid or CalibrationGrid()).min_area),
         "score": "selection score: measured on the images that chose the setting, optimistic for new images",
     }

@@ -90,6 +90,35 @@ def count_metrics(pred_counts: Sequence[int], true_counts: Sequence[int]) -> dic
     }
 
 
+def overlap_pairs(pred_labels: np.ndarray, true_instances: np.ndarray) -> np.ndarray:
+    """The (predicted ID, true ID) pairs that share pixels, as an ``(n, 2)`` array in the order
+    :func:`match_objects` takes them: largest overlap first (ties: lower predicted ID, then lower true ID)."""
+    pred = np.asarray(pred_labels).astype(np.int64, copy=False)
+    true = np.asarray(true_instances).astype(np.int64, copy=False)
+    _same_shape(pred, true, "overlap_pairs")
+    both = (pred != 0) & (true != 0)
+    base = int(true.max(initial=0)) + 1
+    keys, overlaps = np.unique(pred[both] * base + true[both], return_counts=True)
+    pairs = np.stack([keys // base, keys % base], axis=1)
+    if not len(pairs):
+        return pairs
+    return pairs[np.lexsort((pairs[:, 1], pairs[:, 0], -overlaps))]
+
+
+def matched_count(ordered_pairs: np.ndarray, kept: np.ndarray | None = None) -> int:
+    """How many one-to-one matches the greedy takes from :func:`overlap_pairs`' pairs; ``kept``: a
+    boolean per predicted ID (index = ID), the particles left after a filter (None: all)."""
+    if kept is not None and len(ordered_pairs):
+        ordered_pairs = ordered_pairs[kept[ordered_pairs[:, 0]]]
+    matched_pred: set[int] = set()
+    matched_true: set[int] = set()
+    for p, t in ordered_pairs.tolist():
+        if p not in matched_pred and t not in matched_true:
+            matched_pred.add(p)
+            matched_true.add(t)
+    return len(matched_pred)
+
+
 def match_objects(pred_labels: np.ndarray, true_instances: np.ndarray) -> tuple[int, int, int]:
     """(tp, fp, fn) of a one-to-one matching of predicted particles to true particles.
 
@@ -99,25 +128,10 @@ def match_objects(pred_labels: np.ndarray, true_instances: np.ndarray) -> tuple[
     covering two particles matches only the one it overlaps most; the other is a miss (fn). A true
     particle in several pieces (one ID) is one particle. IDs need not be consecutive.
     """
-    pred = np.asarray(pred_labels).astype(np.int64, copy=False)
-    true = np.asarray(true_instances).astype(np.int64, copy=False)
-    _same_shape(pred, true, "match_objects")
-    pred_ids = np.unique(pred[pred != 0])
-    true_ids = np.unique(true[true != 0])
-    both = (pred != 0) & (true != 0)
-    base = int(true.max(initial=0)) + 1
-    keys, overlaps = np.unique(pred[both] * base + true[both], return_counts=True)
-    pairs = np.stack([keys // base, keys % base], axis=1)
-    order = np.lexsort((pairs[:, 1], pairs[:, 0], -overlaps)) if len(pairs) else np.zeros(0, np.int64)
-    matched_pred: set[int] = set()
-    matched_true: set[int] = set()
-    for index in order:
-        p, t = int(pairs[index, 0]), int(pairs[index, 1])
-        if p not in matched_pred and t not in matched_true:
-            matched_pred.add(p)
-            matched_true.add(t)
-    tp = len(matched_pred)
-    return tp, len(pred_ids) - tp, len(true_ids) - tp
+    pred = np.asarray(pred_labels)
+    true = np.asarray(true_instances)
+    tp = matched_count(overlap_pairs(pred, true))
+    return tp, len(np.unique(pred[pred != 0])) - tp, len(np.unique(true[true != 0])) - tp
 
 
 def object_metrics(matches: Iterable[tuple[int, int, int]]) -> dict[str, float]:

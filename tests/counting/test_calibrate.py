@@ -126,6 +126,9 @@ def test_every_row_matches_count_particles() -> None:
         summary = evaluation.summary()
         assert row["count_mae"] == pytest.approx(summary["count_mae"]), row
         assert row["dice"] == pytest.approx(summary["dice"]), row
+        # the particles matched as an evaluation matches them, filtered setting by setting
+        assert row["object_precision"] == pytest.approx(summary["object_precision"]), row
+        assert row["object_recall"] == pytest.approx(summary["object_recall"]), row
 
 
 def test_calibration_reports_each_mask_tried_to_a_progress_listener() -> None:
@@ -286,6 +289,37 @@ def test_stable_selection_prefers_steady_errors_to_lucky_ones():
     # the same count MAE by the plain mean: the tie goes to the simpler, smaller minimum area
     lucky, plain = calibrate(probs, truths, grid=grid, selection="mean")
     assert lucky.min_area == 10 and plain["best"]["count_mae"] == pytest.approx(2.0)
+
+
+def _right_total_wrong_particles() -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Two true particles: a large one the map finds and a small one it misses, where the map holds a
+    small false blob instead. With every blob kept the total is right but two particles are wrong;
+    a minimum area above the false blob counts one short with one particle wrong."""
+    truth = np.zeros((64, 64), np.int32)
+    truth[10:20, 10:20] = 1  # 100 px, found
+    truth[40:44, 40:44] = 2  # 16 px, missed
+    prob = np.full((64, 64), 0.1, np.float32)
+    prob[10:20, 10:20] = 0.9
+    prob[40:44, 10:14] = 0.9  # 16 px of nothing
+    return [prob], [truth]
+
+
+def test_particle_selections_weigh_what_matching_gets_wrong():
+    from skipnas.counting.calibrate import calibrate_each
+
+    probs, truths = _right_total_wrong_particles()
+    grid = CalibrationGrid(thresholds=(0.5,), erode=(0,), dilate=(0,), min_area=(0, 30), methods=("blobs",))
+    chosen = calibrate_each(probs, truths, grid=grid, selections=("stable", "objects", "balanced"))
+    by_count, count_table = chosen["stable"]
+    assert by_count.min_area == 0 and count_table["best"]["count_mae"] == 0  # the total right, both particles wrong
+    assert count_table["best"]["object_errors"] == 2
+    assert count_table["best"]["object_precision"] == pytest.approx(0.5) and count_table["best"]["object_recall"] == pytest.approx(0.5)
+    by_objects, objects_table = chosen["objects"]
+    assert by_objects.min_area == 30 and objects_table["best"]["object_errors"] == 1
+    assert objects_table["spread"]["per_image_object_errors"] == [1] and "fewest particles wrong" in objects_table["objective"]
+    # the larger of false and missed is 1 either way: the tie goes to the lower count error
+    assert chosen["balanced"][0].min_area == 0
+    assert calibrate(probs, truths, grid=grid, selection="objects")[0] == by_objects
 
 
 def test_bootstrap_maes_resample_images_alike_for_every_setting():

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from skipnas.runtime.metrics import PixelMetrics, count_metrics, match_objects, object_metrics, pixel_confusion
+from skipnas.runtime.metrics import PixelMetrics, count_metrics, match_objects, matched_count, object_metrics, overlap_pairs, pixel_confusion
 
 PRED = np.array(
     [
@@ -115,3 +115,19 @@ def test_object_metrics_pool_the_images() -> None:
     assert metrics["object_f1"] == pytest.approx(6 / 8)
     assert (metrics["object_tp"], metrics["object_fp"], metrics["object_fn"]) == (3, 1, 1)
     assert object_metrics([(0, 0, 0)])["object_precision"] == 1.0
+
+
+def test_matching_a_filtered_prediction_needs_no_relabelling() -> None:
+    # one blob over both true particles, and a small piece of the second: dropping the blob frees the second
+    true = np.zeros((8, 8), np.int32)
+    true[0:4, 0:4] = 1
+    true[4:8, 0:4] = 2
+    pred = np.zeros((8, 8), np.int32)
+    pred[0:7, 0:4] = 1
+    pred[7, 0:4] = 2
+    pairs = overlap_pairs(pred, true)
+    assert pairs.tolist() == [[1, 1], [1, 2], [2, 2]]  # largest overlap first
+    assert matched_count(pairs) == match_objects(pred, true)[0] == 2
+    without_blob = np.array([False, False, True])  # kept, by predicted ID
+    assert matched_count(pairs, without_blob) == match_objects(np.where(pred == 1, 0, pred), true)[0] == 1
+    assert matched_count(pairs, np.array([False, False, False])) == 0
