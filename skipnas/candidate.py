@@ -15,7 +15,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from skipnas.counting.calibrate import FEW_PARTICLES, CalibrationGrid, calibrate, calibration_record, draw_until_enough
+from skipnas.counting.calibrate import (
+    DEFAULT_SELECTION,
+    FEW_PARTICLES,
+    CalibrationGrid,
+    calibrate,
+    calibration_record,
+    draw_until_enough,
+)
 from skipnas.counting.evaluation import Evaluation
 from skipnas.counting.postprocess import PostprocessConfig
 from skipnas.data.io import count_instances, image_range
@@ -143,7 +150,7 @@ def calibrate_counting(
     predictions: Sequence[Prediction],
     images: Sequence[LabeledImage],
     grid: CalibrationGrid | None = None,
-    selection: str = "stable",
+    selection: str = DEFAULT_SELECTION,
     progress: bool = False,
 ) -> CountingCalibration:
     """The counting setting of ``grid`` that counts these predicted images best (:func:`calibrate`),

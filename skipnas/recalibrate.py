@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from skipnas.candidate import calibrate_counting, evaluate_predictions
-from skipnas.counting.calibrate import CalibrationGrid
+from skipnas.counting.calibrate import SELECTIONS, CalibrationGrid
 from skipnas.counting.postprocess import PostprocessConfig, PostprocessConfigError, describe, write_postprocess_config
 from skipnas.data.loading import LabeledImage, load_labeled
 from skipnas.data.particles import min_area_grid
@@ -95,12 +95,17 @@ def recalibrate_model_folder(
     device: str = "auto",
     overlap: int = 32,
     overwrite: bool = False,
+    selection: str | None = None,
 ) -> Recalibration:
     """Choose the folder's counting setting again on the labelled images of ``splits`` of ``data``
     and write the folder with it to ``out`` (None: the folder itself; only ``postprocess.json`` and
-    ``metrics.json`` change, atomically). ``metrics.json`` then holds the new counting's metrics on
+    ``metrics.json`` change, atomically). ``selection``: the rule that chooses
+    (:data:`~skipnas.counting.calibrate.SELECTIONS`; None: the one the folder's training used).
+    ``metrics.json`` then holds the new counting's metrics on
     those images, and ``postprocess.json``'s calibration record names them."""
     splits = check_calibration_splits(splits)
+    if selection is not None and selection not in SELECTIONS:
+        raise SkipnasError(f"--selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
     source = Path(model_dir)
     setup = select_device(device)
     folder = load_model_folder(source, map_location=setup.device)
@@ -111,7 +116,7 @@ def recalibrate_model_folder(
         images += load_labeled(index.samples(split))
     if not images:
         raise SkipnasError(f"{index.root}: no labelled images in {' or '.join(splits)}; add masks or choose another --split")
-    grid, selection = folder_grid(folder)
+    grid, trained_with = folder_grid(folder)
     # the minimum areas follow the particles of the images calibrated on, at the network's scale: the
     # training split's where it is among them (it holds the most), as skipnas train takes them
     areas = min_area_grid(particle_sizes(index, "train" if "train" in splits else splits[0]), folder.scale)
@@ -121,7 +126,7 @@ def recalibrate_model_folder(
         folder.model, images, folder.normalisation, setup, folder.tile, overlap, folder.tta, folder.scale
     )
     before = evaluate_predictions(predictions, images, folder.postprocess)
-    counting = calibrate_counting(predictions, images, grid, selection)
+    counting = calibrate_counting(predictions, images, grid, selection or trained_with)
     record = {
         **counting.record,
         "calibrated_on": {"data": str(index.root), "splits": list(splits), "images": len(images)},

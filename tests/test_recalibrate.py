@@ -90,3 +90,16 @@ def test_the_command_prints_before_and_after_as_selection_scores(folder: Path, t
     again = json.loads(capsys.readouterr().out)
     # the same images choose the same setting again
     assert again["changed"] is False and again["splits"] == ["val"] and again["images"] == 2
+
+
+def test_selection_chooses_by_another_rule_and_the_record_says_which(folder: Path, tiny_dataset: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from skipnas.cli.calibrate import SELECTION_RULES
+    from skipnas.counting.calibrate import SELECTIONS
+
+    assert SELECTION_RULES == SELECTIONS  # the parser's choices are the rules calibrate knows
+    assert main(["calibrate", str(folder), "--data", str(tiny_dataset), "--device", "cpu", "--selection", "objects"]) == 0
+    assert "chosen by: fewest particles wrong per image" in capsys.readouterr().out
+    calibration = json.loads((folder / "postprocess.json").read_text())["calibration"]
+    assert calibration["selection"] == "objects" and 0 <= calibration["object_precision"] <= 1
+    with pytest.raises(SkipnasError, match="--selection must be one of"):
+        recalibrate_model_folder(folder, tiny_dataset, selection="luck", device="cpu")

@@ -9,6 +9,8 @@ from typing import Any
 from skipnas.cli._common import console, print_json, status_console
 from skipnas.cli.train import add_device_arguments
 
+# skipnas.counting.calibrate.SELECTIONS, kept here so that building the parser imports no numpy
+SELECTION_RULES = ("stable", "mean", "objects", "balanced")
 # the rows of the before / after table: metric key, label
 COMPARED = (
     ("relative_count_error", "relative count error"),
@@ -37,6 +39,12 @@ def register(subparsers: Any) -> None:
         "were trained on, so the network predicts them better than new ones; test is refused (default val)",
     )
     parser.add_argument(
+        "--selection", choices=SELECTION_RULES, default=None,
+        help="the rule that chooses: stable (the count MAE over bootstrap resamples of the images), mean (the plain count "
+        "MAE), objects (the fewest particles wrong per image, as matched to the true ones), balanced (the larger of the "
+        "particles counted but not there and those missed, per image) (default: the rule the folder was trained with)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=None, metavar="MODEL_DIR",
         help="write the recalibrated folder here (default: replace the counting in MODEL_DIR itself)",
     )
@@ -53,7 +61,9 @@ def _calibrate(args: argparse.Namespace) -> int:
     splits = check_calibration_splits(args.splits or ["val"])
     if not args.json:
         status_console().print(f"predicting the {' and '.join(splits)} images of {args.data} with {args.model_dir} ...")
-    result = recalibrate_model_folder(args.model_dir, args.data, splits, out=args.out, device=args.device, overwrite=args.overwrite)
+    result = recalibrate_model_folder(
+        args.model_dir, args.data, splits, out=args.out, device=args.device, overwrite=args.overwrite, selection=args.selection
+    )
     if args.json:
         print_json(
             {
@@ -75,6 +85,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     out.print(table)
     out.print(f"before: {describe(result.previous)}", soft_wrap=True)
     out.print(f"after:  {describe(result.postprocess)}" + ("" if result.changed else " (unchanged)"), soft_wrap=True)
+    out.print(f"chosen by: {result.record['objective']}", soft_wrap=True)
     for key in ("caution", "note"):
         if key in result.record:
             out.print(f"[yellow]note: {result.record[key]}[/]", soft_wrap=True)

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 from skipnas.auxiliary import check_auxiliary
-from skipnas.counting.calibrate import SELECTIONS, CalibrationGrid
+from skipnas.counting.calibrate import DEFAULT_SELECTION, SELECTIONS, CalibrationGrid
 from skipnas.data.augment import AugmentConfig
 from skipnas.data.rescale import check_scale
 from skipnas.data.synth import SynthConfig
@@ -124,7 +124,7 @@ class TrainConfig:
     keep_best_by: str = "dice"
     count_grid: CalibrationGrid | None = None
     # how calibration picks among the grid's settings (skipnas.counting.calibrate.SELECTIONS)
-    calibration_selection: str = "stable"
+    calibration_selection: str = DEFAULT_SELECTION
     # the labelled images that choose the counting setting (CALIBRATE_ON): val; val and train; or auto,
     # val and train when val holds fewer than FEW_PARTICLES particles, which cannot support a setting
     calibrate_on: str = "val"

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from torch import nn
 
-from skipnas.counting.calibrate import CalibrationGrid, calibrate
+from skipnas.counting.calibrate import DEFAULT_SELECTION, CalibrationGrid, calibrate
 from skipnas.data.loading import LabeledImage
 from skipnas.data.rescale import resize_maps
 from skipnas.predict import Prediction, auxiliary_maps, predict_images
@@ -57,7 +57,7 @@ def prediction_dice(predictions: Sequence[Prediction], images: Sequence[LabeledI
 
 def calibrated_count_mae(
     predictions: Sequence[Prediction], images: Sequence[LabeledImage], grid: CalibrationGrid | None = None,
-    selection: str = "stable",
+    selection: str = DEFAULT_SELECTION,
 ) -> float:
     """The count MAE of the counting setting ``grid`` and ``selection`` choose on these images (see :func:`calibrate`)."""
     _, table = calibrate(

@@ -58,7 +58,10 @@ def test_calibration_picks_the_setting_that_counts_right() -> None:
     assert table["best"]["dice"] == pytest.approx(right.summary()["dice"]) and table["best"]["dice"] < 1.0
     assert table["images"] == len(probs)
     assert table["settings"] == grid.size() == len(table["results"])
-    maes = [row["count_mae"] for row in table["results"]]
+    # by default the rows come best first by the particles wrong; "mean" ranks them by the count MAE
+    assert table["best"]["object_errors"] == 0.0 and table["best"]["object_precision"] == 1.0
+    _, by_count = calibrate(probs, truths, PostprocessConfig(min_area=0), grid, selection="mean")
+    maes = [row["count_mae"] for row in by_count["results"]]
     assert maes == sorted(maes)
 
 
@@ -281,7 +284,7 @@ def _steady_or_lucky_set() -> tuple[list[np.ndarray], list[np.ndarray]]:
 def test_stable_selection_prefers_steady_errors_to_lucky_ones():
     probs, truths = _steady_or_lucky_set()
     grid = CalibrationGrid(thresholds=(0.5,), erode=(0,), dilate=(0,), min_area=(10, 50), methods=("blobs",))
-    steady, table = calibrate(probs, truths, grid=grid)
+    steady, table = calibrate(probs, truths, grid=grid, selection="stable")
     assert steady.min_area == 50
     assert table["best"]["count_mae"] == pytest.approx(2.0)
     assert table["spread"]["per_image_errors"] == [-2, -2, -2]

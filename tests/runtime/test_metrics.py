@@ -3,7 +3,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from skipnas.runtime.metrics import PixelMetrics, count_metrics, match_objects, matched_count, object_metrics, overlap_pairs, pixel_confusion
+from skipnas.runtime.metrics import (
+    PixelMetrics,
+    count_metrics,
+    match_objects,
+    matched_count,
+    object_metrics,
+    overlap_pairs,
+    pixel_confusion,
+)
 
 PRED = np.array(
     [

@@ -15,6 +15,7 @@ import optuna
 import pytest
 
 from skipnas.cost import CostConfig, estimate_cost
+from skipnas.counting.calibrate import DEFAULT_SELECTION
 from skipnas.genome import Genome
 from skipnas.study.driver import search
 from skipnas.study.settings import SearchSettings
@@ -151,7 +152,7 @@ def test_export_then_count_the_exported_folder(searched, tiny_dataset: Path, tmp
     # the settings the search took from the data travel with the exported model, and the counting says how it was chosen
     info = json.loads((result.out / "model.json").read_text())
     assert info["data_choices"] == second.notes and any("minimum areas" in line for line in info["data_choices"])
-    assert json.loads((result.out / "postprocess.json").read_text())["calibration"]["selection"] == "stable"
+    assert json.loads((result.out / "postprocess.json").read_text())["calibration"]["selection"] == DEFAULT_SELECTION
 
 
 def test_export_chooses_the_counting_again_on_val_and_train_when_the_trial_saw_few_particles(searched, tmp_path: Path) -> None:
@@ -289,7 +290,7 @@ def test_only_as_many_baselines_as_trials_are_queued_and_a_larger_run_queues_the
 def test_a_pruned_trial_stops_training_says_why_and_keeps_no_model(
     tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import skipnas.study.driver as driver
+    from skipnas.study import driver
 
     class AlwaysPrune(optuna.pruners.BasePruner):
         def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
