@@ -31,6 +31,8 @@ from skipnas.study.settings import (
     BASELINES,
     BASELINES_QUEUED_ATTR,
     BUDGET_ATTR,
+    COUNTING_RULE_ATTR,
+    COUNTING_RULE_OF_OLDER_STUDIES,
     DATA_CHOICES_ATTR,
     DIRECTIONS,
     SearchSettings,
@@ -275,6 +277,14 @@ def search(
         notes.append(
             "warning: the settings chosen from the data differ from when this study began, so its trials before and "
             f"after this run do not compare ({'; '.join(changed)}); give another --study name to start afresh"
+        )
+    rule = base.calibration_selection
+    if created:
+        study.set_user_attr(COUNTING_RULE_ATTR, rule)
+    elif (began_rule := study.user_attrs.get(COUNTING_RULE_ATTR, COUNTING_RULE_OF_OLDER_STUDIES)) != rule:
+        notes.append(
+            f"warning: this study's earlier trials chose their counting by the {began_rule!r} rule, its new ones by {rule!r}, "
+            "so their count scores do not compare; give another --study name to start afresh"
         )
     trials_dir = settings.runs_dir / study_name / "trials"
     objective = Objective(

@@ -19,6 +19,8 @@ BUDGET_ATTR = "budget"  # study attr: {"kind": "steps", "steps": N} or {"kind": 
 BASELINES_QUEUED_ATTR = "baselines_queued"  # study attr, set once the creating worker queued them
 SURPLUS_ATTR = "surplus"  # trial attr: started by a worker after the study already held --trials
 DATA_CHOICES_ATTR = "data_choices"  # study attr: the settings chosen from the data when the study began, in words
+COUNTING_RULE_ATTR = "calibration_selection"  # study attr: the rule that chose each trial's counting setting
+COUNTING_RULE_OF_OLDER_STUDIES = "stable"  # the rule of studies begun before they recorded it
 _STUDY_NAME = re.compile(r"[A-Za-z0-9_.-]{1,200}")
 
 

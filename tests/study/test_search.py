@@ -90,6 +90,17 @@ def test_a_resumed_study_says_when_the_settings_chosen_from_the_data_changed(sea
     assert "a choice the study began without" in third.notes[-1]
 
 
+def test_a_resumed_study_says_when_its_counting_rule_changed(searched) -> None:
+    from skipnas.study.settings import COUNTING_RULE_ATTR
+
+    settings, first, _ = searched
+    assert first.study.user_attrs[COUNTING_RULE_ATTR] == DEFAULT_SELECTION
+    first.study.set_user_attr(COUNTING_RULE_ATTR, "stable")  # as a study begun under the count rule
+    again = search(settings, trials=6)  # full: only opened again
+    assert again.notes[-1].startswith("warning: this study's earlier trials chose their counting by the 'stable' rule")
+    first.study.set_user_attr(COUNTING_RULE_ATTR, DEFAULT_SELECTION)
+
+
 def test_baselines_run_first_and_exactly_once(searched) -> None:
     trials = searched[2].study.trials
     baselines = [t.user_attrs.get("baseline") for t in trials if "baseline" in t.user_attrs]
