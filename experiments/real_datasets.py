@@ -187,10 +187,7 @@ def other_selections(
         return {rule: setting for rule, (setting, _) in chosen.items()}
 
     extra, _ = extra_calibration_images(prepared, config.calibrate_on)
-    countings = {
-        selection: setting
-        for selection, setting in choose(val_predictions + predict(extra), [*val_images, *extra], selections).items()
-    }
+    countings = choose(val_predictions + predict(extra), [*val_images, *extra], selections)
     train = training_images_for_counting(prepared.index)
     rules = list(dict.fromkeys([config.calibration_selection, *selections]))
     countings |= {f"{rule} on train alone": setting for rule, setting in choose(predict(train), train, rules).items()}

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from skipnas.candidate import calibrate_counting, evaluate_predictions
-from skipnas.counting.calibrate import SELECTIONS, CalibrationGrid
+from skipnas.counting.calibrate import CalibrationGrid, check_selection
 from skipnas.counting.postprocess import PostprocessConfig, PostprocessConfigError, describe, write_postprocess_config
 from skipnas.data.loading import LabeledImage, load_labeled
 from skipnas.data.particles import min_area_grid
@@ -104,8 +104,8 @@ def recalibrate_model_folder(
     ``metrics.json`` then holds the new counting's metrics on
     those images, and ``postprocess.json``'s calibration record names them."""
     splits = check_calibration_splits(splits)
-    if selection is not None and selection not in SELECTIONS:
-        raise SkipnasError(f"--selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
+    if selection is not None:
+        check_selection(selection, "--selection")  # before the model is loaded and the images predicted
     source = Path(model_dir)
     setup = select_device(device)
     folder = load_model_folder(source, map_location=setup.device)

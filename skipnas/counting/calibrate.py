@@ -182,6 +182,13 @@ OBJECTIVES: dict[str, str] = {
 }
 
 
+def check_selection(selection: str, name: str = "selection") -> str:
+    """``selection`` if it is one of ``SELECTIONS``; else a user error naming ``name`` (the option or field given)."""
+    if selection not in SELECTIONS:
+        raise PostprocessConfigError(f"{name} must be one of {', '.join(SELECTIONS)}, got {selection!r}")
+    return selection
+
+
 def bootstrap_maes(abs_errors: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> np.ndarray:
     """(settings, resamples) count MAEs of ``abs_errors`` (settings, images) over resamples of the
     images drawn with replacement; the same resamples for every setting, so they compare alike."""
@@ -270,8 +277,7 @@ def calibrate_each(
 ) -> dict[str, tuple[PostprocessConfig, dict[str, Any]]]:
     """:func:`calibrate` under each of ``selections``, the grid scored once: selection -> (setting, table)."""
     for selection in selections:
-        if selection not in SELECTIONS:
-            raise PostprocessConfigError(f"selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
+        check_selection(selection)
     base = base or PostprocessConfig()
     if grid is None:
         grid = CalibrationGrid()

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 from skipnas.auxiliary import check_auxiliary
-from skipnas.counting.calibrate import DEFAULT_SELECTION, SELECTIONS, CalibrationGrid
+from skipnas.counting.calibrate import DEFAULT_SELECTION, CalibrationGrid, check_selection
 from skipnas.data.augment import AugmentConfig
 from skipnas.data.rescale import check_scale
 from skipnas.data.synth import SynthConfig
@@ -136,8 +136,7 @@ class TrainConfig:
         check_auxiliary(self.auxiliary)
         check_tta(self.tta)
         check_scale(self.scale, "scale")
-        if self.calibration_selection not in SELECTIONS:
-            raise SkipnasError(f"calibration_selection must be one of {', '.join(SELECTIONS)}, got {self.calibration_selection!r}")
+        check_selection(self.calibration_selection, "calibration_selection")
         if self.calibrate_on not in CALIBRATE_ON:
             raise SkipnasError(f"calibrate_on must be one of {', '.join(CALIBRATE_ON)}, got {self.calibrate_on!r}")
         if self.normalise not in NORMALISE_MODES:
